@@ -1,0 +1,121 @@
+"""ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019, arXiv:1903.12261) for any image array.
+
+Uses ``imagecorruptions-imaug`` (module ``imagecorruptions``), the maintained fork of bethgelab's
+package: the same 15 benchmark + 4 extra corruptions and severity constants, at any image size.
+It is not bit-identical to the released ImageNet-C (re-implemented motion blur and snow,
+rescaled elastic transform; ../shared/papers/uniinfo_tta.md §7): the paper profile reads the
+released tarballs instead.
+
+Determinism: image ``i`` of a call with ``seed`` gets its own seed ``(seed, i, corruption,
+severity)``; ``np.random`` is seeded before each call, and ``glass_blur`` / ``impulse_noise``
+also receive it as ``seed=`` (they ignore the global state). Results are cached as ``.npy``
+under ``runtime.cache_root()/corruptions``, written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from vlmlab.runtime import cache_root, get_logger, progress
+
+log = get_logger(__name__)
+
+NOISE = ("gaussian_noise", "shot_noise", "impulse_noise")
+BLUR = ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur")
+WEATHER = ("snow", "frost", "fog", "brightness")
+DIGITAL = ("contrast", "elastic_transform", "pixelate", "jpeg_compression")
+COMMON: tuple[str, ...] = NOISE + BLUR + WEATHER + DIGITAL
+EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL: tuple[str, ...] = COMMON + EXTRA
+FAMILY = {**{c: "noise" for c in NOISE + ("speckle_noise",)}, **{c: "blur" for c in BLUR + ("gaussian_blur",)},
+          **{c: "weather" for c in WEATHER + ("spatter",)}, **{c: "digital" for c in DIGITAL + ("saturate",)}}
+_SEED_KW = {"glass_blur", "impulse_noise"}
+
+
+def _image_seed(seed: int, index: int, name: str, severity: int) -> int:
+    h = hashlib.sha256(f"{seed}/{index}/{name}/{severity}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def corrupt_image(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+    """Corrupt one (H, W, 3) uint8 image; deterministic for a given ``seed``."""
+    from imagecorruptions import corrupt
+    if name not in ALL:
+        raise KeyError(f"unknown corruption {name!r}; known: {list(ALL)}")
+    if not 1 <= severity <= 5:
+        raise ValueError(f"severity={severity}; ImageNet-C severities are 1..5")
+    np.random.seed(seed)
+    kw = {"seed": seed} if name in _SEED_KW else {}
+    out = corrupt(image, severity=severity, corruption_name=name, **kw)
+    return np.clip(np.asarray(out), 0, 255).astype(np.uint8)[: image.shape[0], : image.shape[1]]
+
+
+def _chunk(args) -> np.ndarray:
+    images, start, name, severity, seed = args
+    return np.stack([corrupt_image(img, name, severity, _image_seed(seed, start + i, name, severity))
+                     for i, img in enumerate(images)])
+
+
+def _key(images: np.ndarray, name: str, severity: int, seed: int, key: str | None) -> str:
+    base = key or hashlib.sha1(images.tobytes()).hexdigest()[:16]
+    return hashlib.sha1(f"{base}|{name}|{severity}|{seed}".encode()).hexdigest()[:20]
+
+
+def corrupt_images(images: np.ndarray, name: str, severity: int, seed: int = 0, key: str | None = None,
+                   cache: bool = True, workers: int | None = None, chunk: int = 64) -> np.ndarray:
+    """Corrupt a stack (N, H, W, 3) uint8; cached on disk.
+
+    Args:
+        images: uint8 images.
+        name: corruption name (``ALL``).
+        severity: 1..5.
+        seed: corruption seed; image ``i`` uses a seed derived from ``(seed, i, name, severity)``.
+        key: stable id of ``images`` for the cache (default: a hash of the bytes).
+        workers: processes (default: all cores, at most 8; 1 = in-process).
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}")
+    path = cache_root() / "corruptions" / f"{_key(images, name, severity, seed, key)}.npy"
+    if cache and path.exists():
+        return np.load(path)
+    jobs = [(images[i:i + chunk], i, name, severity, seed) for i in range(0, len(images), chunk)]
+    workers = workers or min(8, os.cpu_count() or 1)
+    bar = progress(total=len(images), desc=f"corrupt {name}/{severity}", leave=False)
+    parts = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for part in pool.map(_chunk, jobs):
+                parts.append(part); bar.update(len(part))
+    else:
+        for job in jobs:
+            parts.append(_chunk(job)); bar.update(len(job[0]))
+    bar.close()
+    out = np.concatenate(parts) if parts else images.copy()
+    if cache:
+        _atomic_save(path, out)
+    return out
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
+    os.close(fd)
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def corrupt_dataset(dataset, name: str, severity: int, seed: int = 0, **kw):
+    """A world dataset (has ``images`` and ``with_images``) with corrupted pixels and an extended key."""
+    if name == "clean" or severity == 0:
+        return dataset
+    images = corrupt_images(dataset.images, name, severity, seed, key=dataset.key, **kw)
+    return dataset.with_images(images, f"{name}-{severity}-s{seed}")

@@ -1,0 +1,28 @@
+"""Model loading: ``load_clip`` returns a ClipBundle for the embedded model or any open_clip pair."""
+from __future__ import annotations
+
+import torch
+
+from vlmlab.models.bundle import ClipBundle
+from vlmlab.runtime import resolve_device
+
+
+def load_clip(name: str = "embedded", pretrained: str | None = None,
+              device: str | torch.device = "auto", **kwargs) -> ClipBundle:
+    """Load a CLIP model as a ClipBundle.
+
+    Args:
+        name: ``"embedded"`` (the shipped world model) or an open_clip architecture ("ViT-B-16").
+        pretrained: for open_clip, a tag ("laion2B-s34B-b88K", "openai") or local weight file;
+            ``None`` gives random init (tests). For "embedded", an optional weights file.
+        device: "auto", "cpu", "cuda".
+    """
+    dev = resolve_device(device)
+    if name == "embedded":
+        from vlmlab.models.embedded import load_embedded
+        return load_embedded(dev, pretrained)
+    from vlmlab.models.openclip import load_openclip
+    return load_openclip(name, pretrained, dev, **kwargs)
+
+
+__all__ = ["ClipBundle", "load_clip"]

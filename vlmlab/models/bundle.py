@@ -1,0 +1,82 @@
+"""ClipBundle: the one interface every method sees, whatever the profile.
+
+A bundle wraps an open_clip ``CLIP`` model (the embedded one or a real one) with its
+tokenizer and evaluation transform. Methods never ask which model they hold: they call
+``encode_images`` / ``encode_texts`` and read ``logit_scale`` and ``embed_dim``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ClipBundle:
+    """A CLIP model with everything needed to use it.
+
+    Attributes:
+        model: open_clip ``CLIP`` (has ``visual``, ``encode_image``, ``encode_text``, ``logit_scale``).
+        tokenizer: callable ``list[str] -> LongTensor (N, context_length)``.
+        preprocess: evaluation transform, ``PIL.Image -> FloatTensor (3, S, S)``.
+        name: model name (``"embedded"`` or an open_clip architecture such as ``"ViT-B-16"``).
+        pretrained: weight tag or file (``None`` = random init, tests only).
+        image_size: side of the square input ``S``.
+        mean, std: per-channel normalisation used by ``preprocess``.
+        weights_id: short stable id of the weights, used in feature-cache keys.
+    """
+
+    model: nn.Module
+    tokenizer: Callable[[list[str]], Tensor]
+    preprocess: Callable
+    name: str
+    pretrained: str | None
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights_id: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def embed_dim(self) -> int:
+        proj = getattr(self.model, "text_projection", None)
+        if proj is not None:
+            return int(proj.shape[-1] if isinstance(proj, Tensor) else proj.out_features)
+        return int(self.model.visual.output_dim)
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(learned logit scale), i.e. 1/temperature (100 for OpenAI CLIP)."""
+        return float(self.model.logit_scale.exp().item())
+
+    @property
+    def identity(self) -> str:
+        """Cache-key identity: model name and weights."""
+        return f"{self.name}@{self.weights_id}"
+
+    def normalize_pixels(self, x: Tensor) -> Tensor:
+        """(B, 3, S, S) in [0, 1] -> normalised model input (device/dtype of ``x``)."""
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def encode_images(self, x: Tensor, normalize: bool = True) -> Tensor:
+        """Normalised model input (B, 3, S, S) -> embeddings (B, D)."""
+        z = self.model.encode_image(x.to(self.device))
+        return F.normalize(z.float(), dim=-1) if normalize else z
+
+    def encode_texts(self, texts: list[str], normalize: bool = True, batch_size: int = 256) -> Tensor:
+        """List of N strings -> embeddings (N, D), batched."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
+            out.append(self.model.encode_text(tokens).float())
+        z = torch.cat(out) if out else torch.empty(0, self.embed_dim)
+        return F.normalize(z, dim=-1) if normalize else z

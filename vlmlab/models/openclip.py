@@ -1,0 +1,89 @@
+"""The only module that imports open_clip: build a ClipBundle from an open_clip (name, pretrained).
+
+``pretrained`` may be an open_clip tag (``"laion2B-s34B-b88K"``, ``"openai"``), a local weight file
+(``.pt``/``.bin``/``.safetensors``) or ``None`` (random init; tests only). Nothing here downloads
+unless the user's environment allows it: a tag that is neither in the local Hugging Face cache nor
+reachable stops with an error that says what was looked for and how to obtain it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import open_clip
+import torch
+
+from vlmlab.models.bundle import ClipBundle
+
+log = logging.getLogger(__name__)
+
+
+class WeightsNotFound(FileNotFoundError):
+    """Raised when pretrained weights are neither a local file nor an obtainable open_clip tag."""
+
+
+def _weights_id(name: str, pretrained: str | None) -> str:
+    if pretrained is None:
+        return "random-init"
+    p = Path(str(pretrained)).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return f"{p.name}-{st.st_size}-" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+    return str(pretrained)
+
+
+def register_config(path: str | Path) -> None:
+    """Register an open_clip model config JSON (model name = file stem)."""
+    open_clip.add_model_config(str(path))
+
+
+def load_openclip(name: str, pretrained: str | None, device: str | torch.device = "cpu",
+                  weights_id: str | None = None, **kwargs) -> ClipBundle:
+    """Create an open_clip model and wrap it in a ClipBundle.
+
+    Args:
+        name: open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-16"``.
+        pretrained: tag, local file, or ``None`` for random init.
+        device: target device.
+        weights_id: override for the cache identity of the weights.
+        **kwargs: passed to ``open_clip.create_model_and_transforms`` (e.g. ``force_quick_gelu``).
+    """
+    if name not in open_clip.list_models():
+        raise KeyError(f"unknown open_clip model {name!r}; see open_clip.list_models() "
+                       f"(e.g. 'ViT-B-16', 'ViT-B-32', 'RN50') or use 'embedded'")
+    if pretrained is not None and not Path(str(pretrained)).expanduser().is_file():
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if str(pretrained) not in tags:
+            raise WeightsNotFound(
+                f"pretrained={pretrained!r} for {name!r} is neither a local file nor a known tag "
+                f"(known tags: {tags}). Pass a path to a downloaded .pt/.bin/.safetensors file.")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None if pretrained is None else str(pretrained), device=device, **kwargs)
+    except RuntimeError as err:  # offline hub miss, wrapped by open_clip
+        raise WeightsNotFound(
+            f"could not load weights {pretrained!r} for {name!r}: {err}. vlmlab never downloads at run "
+            f"time: fetch them once on a machine with network (python -c \"import open_clip; "
+            f"open_clip.create_model('{name}', pretrained='{pretrained}')\" fills the Hugging Face "
+            f"cache, ~/.cache/huggingface) or pass the path of a local weight file.") from err
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    image_size = model.visual.image_size
+    image_size = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
+    mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+    std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+    return ClipBundle(model=model, tokenizer=tokenizer, preprocess=preprocess, name=name,
+                      pretrained=None if pretrained is None else str(pretrained),
+                      image_size=image_size, mean=mean, std=std,
+                      weights_id=weights_id or _weights_id(name, pretrained))
+
+
+def tokenizer_vocab(bundle: ClipBundle) -> dict[int, str]:
+    """Token id -> decoded word piece for the bundle's BPE tokenizer (for nearest-word readings)."""
+    tok = bundle.tokenizer
+    decoder = getattr(tok, "decoder", None)
+    if decoder is None:
+        raise TypeError(f"tokenizer of {bundle.name!r} has no BPE decoder")
+    return {i: s.replace("</w>", "") for i, s in decoder.items()}

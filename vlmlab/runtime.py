@@ -1,0 +1,108 @@
+"""Runtime services: seeds, devices, logging, progress bars, cache and data roots.
+
+Progress bars follow ../shared/papers/practical_notes.md §6.3: ``tqdm.auto`` (a widget in
+JupyterLab) when interactive, and a plain text bar on stderr that refreshes at most every
+``mininterval`` seconds when ``VLMLAB_BATCH=1`` (set by the Makefile, papermill runs and tests),
+because papermill's log never shows widget bars.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Iterable, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+
+
+def batch_mode() -> bool:
+    """True when running unattended (Makefile, papermill batch, tests)."""
+    return os.environ.get("VLMLAB_BATCH", "") not in ("", "0", "false", "False")
+
+
+def progress(iterable: Iterable[T] | None = None, *, desc: str = "", total: int | None = None,
+             disable: bool | None = None, **kwargs) -> Iterable[T]:
+    """A progress bar that shows in JupyterLab and in papermill's ``--log-output``.
+
+    Args:
+        iterable: what to iterate over (or ``None`` for a manual bar with ``update``).
+        desc: label shown left of the bar.
+        total: length, if ``iterable`` has none.
+        disable: force off; default off when ``VLMLAB_PROGRESS=0``.
+    """
+    if disable is None:
+        disable = os.environ.get("VLMLAB_PROGRESS", "1") == "0"
+    if batch_mode():
+        from tqdm.std import tqdm as bar
+        kwargs.setdefault("mininterval", float(os.environ.get("TQDM_MININTERVAL", 10)))
+        kwargs.setdefault("file", sys.stderr)
+        kwargs.setdefault("ascii", True)
+    else:
+        from tqdm.auto import tqdm as bar
+    return bar(iterable, desc=desc, total=total, disable=disable, **kwargs)
+
+
+def get_logger(name: str = "vlmlab") -> logging.Logger:
+    """The package logger; configures one stderr handler on first use."""
+    root = logging.getLogger("vlmlab")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("VLMLAB_LOGLEVEL", "INFO"))
+        root.propagate = False
+    return logging.getLogger(name if name.startswith("vlmlab") else f"vlmlab.{name}")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; ``"cuda"`` without a GPU is an error."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={spec!r} asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    return torch.device(spec)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bfloat16 autocast on CUDA, a no-op context on CPU."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def cache_root() -> Path:
+    """Where cached features, corrupted images and world pools live (``$VLMLAB_CACHE``)."""
+    root = Path(os.environ.get("VLMLAB_CACHE", REPO_ROOT / ".cache" / "vlmlab")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """The user's data root for the paper profile: ``path``, else ``$VLMLAB_DATA``, else ``~/data``."""
+    return Path(path or os.environ.get("VLMLAB_DATA", "~/data")).expanduser()
+
+
+def set_threads(n: int | None = None) -> None:
+    """Limit torch CPU threads (``$VLMLAB_THREADS``), useful when several runs share a machine."""
+    n = n or int(os.environ.get("VLMLAB_THREADS", 0))
+    if n > 0:
+        torch.set_num_threads(n)

@@ -1,0 +1,214 @@
+"""Seeded datasets of the procedural world: a training pool and evaluation tasks near to far.
+
+Every image ``i`` of split ``s`` is drawn from its own generator seeded with
+``(seed, SPLIT_IDS[s], i)``, so a dataset is the same bytes on every machine and any subset
+can be regenerated alone. Datasets are cached as ``.npz`` under ``runtime.cache_root()/world``.
+
+Task table (``TASKS``): name, label field, class names and the hand-written prompt template.
+``objects`` is the ImageNet analogue, ``renditions`` the ImageNet-R analogue, and ``digits``,
+``terrain`` and ``thermal`` are far sets whose words and looks training never shows.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vlmlab.runtime import cache_root, get_logger, progress
+from vlmlab.world.render import render_digit, render_scene, render_terrain
+from vlmlab.world.scene import (BACKGROUNDS, COLOURS, COUNT_WORDS, DIGITS, POSITIONS, SHAPES, SIZES,
+                                STYLES, TERRAINS, TEXTURES, TRAIN_STYLE_WEIGHTS, Scene)
+
+log = get_logger(__name__)
+WORLD_VERSION = 1  # bump when rendering changes: invalidates caches
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "pool": 3}
+
+
+def sample_scene(rng: np.random.Generator, **fixed) -> Scene:
+    """A scene from the training distribution; keyword arguments pin attributes."""
+    styles = list(TRAIN_STYLE_WEIGHTS)
+    draw = {
+        "shape": lambda: SHAPES[rng.integers(len(SHAPES))],
+        "colour": lambda: list(COLOURS)[rng.integers(len(COLOURS))],
+        "texture": lambda: TEXTURES[rng.integers(len(TEXTURES))],
+        "size": lambda: list(SIZES)[rng.integers(len(SIZES))],
+        "count": lambda: int(rng.choice([1, 2, 3, 4], p=[0.55, 0.15, 0.15, 0.15])),
+        "position": lambda: list(POSITIONS)[rng.integers(len(POSITIONS))],
+        "background": lambda: BACKGROUNDS[rng.integers(len(BACKGROUNDS))],
+        "style": lambda: styles[rng.choice(len(styles), p=list(TRAIN_STYLE_WEIGHTS.values()))],
+    }
+    values = {k: (fixed[k] if k in fixed else f()) for k, f in draw.items()}
+    if values["count"] > 1:
+        values["position"] = "in the center"
+    return Scene(**values, palette=fixed.get("palette", "natural"))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation dataset: what it labels and how it is prompted."""
+
+    name: str
+    classnames: tuple[str, ...]
+    template: str
+    make: Callable[[np.random.Generator, int], tuple[np.ndarray, Scene | None]]
+    distance: str  # "near", "shift", "far": how far from the training distribution
+    description: str = ""
+
+
+def _scene_task(field_: str, values, **pins) -> Callable:
+    def make(rng, label, size):
+        kw = dict(pins)
+        for k, v in list(kw.items()):
+            if callable(v):
+                kw[k] = v(rng)
+        kw[field_] = values[label]
+        if field_ == "position":
+            kw["count"] = 1
+        sc = sample_scene(rng, **kw)
+        return render_scene(sc, rng, size), sc
+    return make
+
+
+def _pick(options):
+    return lambda rng: options[rng.integers(len(options))]
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("objects", SHAPES, "a photo of a {}.", _scene_task("shape", SHAPES, style="photo"), "near",
+         "shape category, photo style (the ImageNet analogue)"),
+    Task("colours", tuple(COLOURS), "a photo of a {} object.",
+         _scene_task("colour", list(COLOURS), style=_pick(["photo", "cartoon"]), texture=_pick(["plain", "gradient", "dotted"])),
+         "near", "object colour"),
+    Task("textures", TEXTURES, "a photo of a {} shape.", _scene_task("texture", TEXTURES, style="photo", size=_pick(["medium", "large"])),
+         "near", "surface pattern"),
+    Task("counts", COUNT_WORDS, "a photo of {} shapes.", _scene_task("count", [1, 2, 3, 4], style="photo"), "near",
+         "how many objects"),
+    Task("positions", tuple(POSITIONS), "a photo of a shape {}.", _scene_task("position", list(POSITIONS), style="photo", size=_pick(["small", "medium"])),
+         "near", "where a single object is"),
+    Task("backgrounds", BACKGROUNDS, "a photo of a shape on a {} background.", _scene_task("background", BACKGROUNDS, style="photo"),
+         "near", "scene / background type"),
+    Task("styles", STYLES, "a {} of a shape.", _scene_task("style", STYLES), "shift", "rendition style"),
+    Task("renditions", SHAPES, "a photo of a {}.", _scene_task("shape", SHAPES, style=_pick(["cartoon", "sketch", "painting", "pixel art"])),
+         "shift", "shape category in non-photo renditions (the ImageNet-R analogue)"),
+    Task("thermal", SHAPES, "a photo of a {}.", _scene_task("shape", SHAPES, style="photo", palette="thermal"), "far",
+         "shape category under a thermal colour map"),
+    Task("digits", DIGITS, "a photo of the number {}.", lambda rng, label, size: (render_digit(label, rng, size), None), "far",
+         "rendered digits, never seen in training"),
+    Task("terrain", TERRAINS, "a satellite photo of {}.", lambda rng, label, size: (render_terrain(TERRAINS[label], rng, size), None), "far",
+         "aerial terrain tiles, never seen in training"),
+]}
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _generate(task: Task, split: str, n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    images = np.empty((n, size, size, 3), np.uint8)
+    labels = np.arange(n) % len(task.classnames)
+    for i in progress(range(n), desc=f"render {task.name}/{split}", total=n, leave=False):
+        rng = np.random.default_rng([seed, SPLIT_IDS[split], i, int(hashlib.md5(task.name.encode()).hexdigest()[:6], 16)])
+        images[i], _ = task.make(rng, int(labels[i]), size)
+    return images, labels
+
+
+class WorldDataset(Dataset):
+    """Images of one world task as a torch Dataset returning ``(transform(PIL), label)``.
+
+    Attributes:
+        images: (N, S, S, 3) uint8. labels: (N,) int64 LongTensor. classnames, template, name, key.
+    """
+
+    def __init__(self, images: np.ndarray, labels, classnames, template: str, name: str, key: str,
+                 transform: Callable | None = None, meta: dict | None = None):
+        self.images = images
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.classnames = list(classnames)
+        self.template = template
+        self.templates = [template]
+        self.name = name
+        self.key = key
+        self.transform = transform
+        self.meta = meta or {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        return (self.transform(img) if self.transform else img), int(self.labels[i])
+
+    def subset(self, indices) -> "WorldDataset":
+        idx = np.asarray(indices)
+        h = hashlib.sha1(idx.tobytes()).hexdigest()[:10]
+        return WorldDataset(self.images[idx], self.labels.numpy()[idx], self.classnames, self.template, self.name,
+                            f"{self.key}/sub-{h}", self.transform, dict(self.meta))
+
+    def with_images(self, images: np.ndarray, suffix: str) -> "WorldDataset":
+        """Same labels, new pixels (e.g. corrupted); ``suffix`` extends the cache key."""
+        return WorldDataset(images, self.labels.numpy(), self.classnames, self.template, self.name,
+                            f"{self.key}/{suffix}", self.transform, dict(self.meta))
+
+
+def load(name: str, split: str = "test", n: int = 1000, seed: int = 0, size: int = 64,
+         transform: Callable | None = None, cache: bool = True) -> WorldDataset:
+    """A world evaluation dataset, class-balanced (label = index mod C).
+
+    Args:
+        name: a key of ``TASKS``.
+        split: "train", "val" or "test" (disjoint generator streams).
+        n: number of images.
+        seed: world seed; the same seed gives the same bytes.
+        size: image side in pixels.
+        transform: applied to each PIL image in ``__getitem__``.
+    """
+    if name not in TASKS:
+        raise KeyError(f"unknown world dataset {name!r}; known: {sorted(TASKS)}")
+    if split not in SPLIT_IDS:
+        raise KeyError(f"unknown split {split!r}; known: {sorted(SPLIT_IDS)}")
+    task = TASKS[name]
+    key = f"world-v{WORLD_VERSION}/{name}/{split}/n{n}/s{seed}/px{size}"
+    path = cache_root() / "world" / (key.replace("/", "_") + ".npz")
+    if cache and path.exists():
+        data = np.load(path)
+        images, labels = data["images"], data["labels"]
+    else:
+        images, labels = _generate(task, split, n, seed, size)
+        if cache:
+            _atomic_savez(path, images=images, labels=labels)
+    return WorldDataset(images, labels, task.classnames, task.template, name, key, transform,
+                        {"distance": task.distance, "description": task.description})
+
+
+def training_pool(n: int, seed: int = 0, size: int = 64, cache: bool = True) -> tuple[np.ndarray, list[Scene]]:
+    """``n`` images from the training distribution with their scenes (for captions)."""
+    key = f"world-v{WORLD_VERSION}_pool_n{n}_s{seed}_px{size}"
+    path = cache_root() / "world" / f"{key}.npz"
+    scenes = []
+    images = np.empty((n, size, size, 3), np.uint8)
+    rngs = [np.random.default_rng([seed, SPLIT_IDS["pool"], i]) for i in range(n)]
+    for rng in rngs:
+        scenes.append(sample_scene(rng))
+    if cache and path.exists():
+        return np.load(path)["images"], scenes
+    for i in progress(range(n), desc="render training pool", total=n):
+        images[i] = render_scene(scenes[i], rngs[i], size)  # continues each image's own stream
+    if cache:
+        _atomic_savez(path, images=images)
+    return images, scenes
