@@ -1,0 +1,151 @@
+"""Real-data loaders on fake trees: counts, labels, names, 200-class mapping, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from vlmlab.data import (COOP_DATASETS, DatasetNotFound, ImageDataset, ImageReadError, coop_dataset, imagenet_a,
+                         imagenet_c, imagenet_r, imagenet_val)
+
+
+def test_imagenet_val_counts_labels_names(data_root, tree):
+    ds = imagenet_val(data_root)
+    assert len(ds) == 15 and ds.classnames == tree.names
+    assert ds.labels.tolist() == [c for c in range(5) for _ in range(3)]
+    assert ds.labels.dtype == torch.long
+    img, label = ds[4]
+    assert isinstance(img, Image.Image) and img.mode == "RGB" and label == 1
+    assert "/n00000002/" in ds.paths[4]
+
+
+def test_imagenet_val_without_classnames_uses_wnids(data_root, tree):
+    (data_root / "imagenet" / "classnames.txt").unlink()
+    assert imagenet_val(data_root).classnames == tree.wnids
+
+
+def test_imagenet_c_layout_key_and_transform(data_root, tree):
+    ds = imagenet_c(data_root, "fog", 5, transform=lambda im: torch.tensor(im.size))
+    assert len(ds) == 10 and ds.classnames == tree.names
+    assert ds[0][0].tolist() == [8, 8]
+    other = imagenet_c(data_root, "gaussian_noise", 3)
+    assert "fog" in ds.key and "severity=5" in ds.key and ds.key != other.key
+    assert ds.key == imagenet_c(data_root, "fog", 5).key            # stable across loads
+    with pytest.raises(ValueError, match="severity"):
+        imagenet_c(data_root, "fog", 6)
+
+
+def test_imagenet_c_missing_names_path_and_present_corruptions(data_root):
+    with pytest.raises(DatasetNotFound) as err:
+        imagenet_c(data_root, "snow", 5)
+    msg = str(err.value)
+    assert str(data_root / "imagenet-c" / "snow" / "5") in msg and "fog" in msg and "zenodo" in msg
+
+
+@pytest.mark.parametrize("loader,which", [(imagenet_a, "a_wnids"), (imagenet_r, "r_wnids")])
+def test_imagenet_a_r_subset_labels_and_1000_class_mapping(data_root, tree, loader, which):
+    wnids, all_wnids, names = getattr(tree, which), tree.wnids, tree.names
+    ds = loader(data_root)
+    assert len(ds) == 2 * len(wnids)
+    assert ds.labels.tolist() == [c for c in range(len(wnids)) for _ in range(2)]   # 200-class subset labels
+    assert ds.classnames == [names[all_wnids.index(w)] for w in wnids]
+    assert ds.imagenet_indices.tolist() == [all_wnids.index(w) for w in wnids]
+    logits1000 = torch.randn(3, len(all_wnids))
+    assert logits1000[:, ds.imagenet_indices].shape == (3, len(wnids))
+    sub = ds.subset([0, 3])
+    assert sub.imagenet_indices.tolist() == ds.imagenet_indices.tolist() and len(sub) == 2
+
+
+def test_imagenet_a_coop_layout_and_no_wnid_list(data_root, tree):
+    shutil.move(data_root / "imagenet-a", data_root / "imagenet-adversarial" / "imagenet-a")
+    shutil.rmtree(data_root / "imagenet")
+    ds = imagenet_a(data_root)
+    assert len(ds) == 4 and ds.imagenet_indices is None and ds.classnames == tree.a_wnids
+
+
+def test_coop_split_json(data_root):
+    train, val, test = (coop_dataset(data_root, "DTD", s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (9, 3, 6)
+    assert train.classnames == ["banded", "zigzagged", "woven"]
+    assert test.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert test.paths[2].endswith("dtd/images/zigzagged/zigzagged_0004.jpg")
+    assert test[5][1] == 2 and test.split == "test" and train.key != test.key
+
+
+def test_coop_table_has_the_11_datasets():
+    assert len(COOP_DATASETS) == 11
+    assert COOP_DATASETS["EuroSAT"] == ("eurosat", "2750", "split_zhou_EuroSAT.json")
+
+
+def test_coop_missing_split_file_names_path(data_root):
+    (data_root / "dtd" / "split_zhou_DescribableTextures.json").unlink()
+    with pytest.raises(DatasetNotFound, match="split_zhou_DescribableTextures.json"):
+        coop_dataset(data_root, "DTD", "test")
+    with pytest.raises(DatasetNotFound, match=str(data_root / "eurosat" / "2750")):
+        coop_dataset(data_root, "EuroSAT", "test")
+
+
+def test_missing_root_names_the_path(tmp_path):
+    with pytest.raises(DatasetNotFound) as err:
+        imagenet_val(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere" / "imagenet" / "val") in str(err.value)
+    assert isinstance(err.value, FileNotFoundError)
+
+
+def _corrupt_one(data_root, tree):
+    bad = data_root / "imagenet" / "val" / tree.wnids[1] / "img_1_1.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    return bad
+
+
+def test_corrupt_jpeg_raise_mode_names_file(data_root, tree):
+    bad = _corrupt_one(data_root, tree)
+    ds = imagenet_val(data_root)
+    with pytest.raises(ImageReadError, match="img_1_1.JPEG"):
+        ds[4]
+    with pytest.raises(ImageReadError, match=str(bad)):
+        imagenet_val(data_root, verify=True)
+
+
+def test_corrupt_jpeg_skip_mode(data_root, tree):
+    _corrupt_one(data_root, tree)
+    verified = imagenet_val(data_root, on_error="skip", verify=True)
+    assert len(verified) == 14 and verified.n_skipped == 1 and verified.labels.tolist().count(1) == 2
+    lazy = imagenet_val(data_root, on_error="skip")
+    _, label = lazy[4]                                   # bad file -> the next sample instead
+    assert len(lazy) == 15 and lazy.n_skipped == 1 and label == 1 and lazy.skipped[0].endswith("img_1_1.JPEG")
+
+
+def test_seeded_subsets(data_root):
+    full = imagenet_val(data_root)
+    a, b = imagenet_val(data_root, n=6, seed=1), imagenet_val(data_root, n=6, seed=1)
+    assert a.paths == b.paths and len(a) == 6 and a.key == b.key != full.key
+    assert imagenet_val(data_root, n=6, seed=2).paths != a.paths
+    per = imagenet_val(data_root, max_per_class=2, seed=0)
+    assert torch.bincount(per.labels).tolist() == [2] * 5
+
+
+def test_subset_and_key_change(data_root):
+    ds = imagenet_val(data_root)
+    sub = ds.subset(torch.tensor([0, 5, 14]))
+    assert sub.labels.tolist() == [0, 1, 4] and sub.classnames == ds.classnames and sub.key != ds.key
+    assert isinstance(sub, ImageDataset) and len(ds) == 15
+
+
+def test_key_survives_moving_the_root(data_root, tmp_path):
+    key = imagenet_val(data_root).key
+    moved = tmp_path / "moved"
+    shutil.move(data_root, moved)
+    assert imagenet_val(moved).key == key
+
+
+def test_split_json_labels_must_be_contiguous(data_root):
+    f = data_root / "dtd" / "split_zhou_DescribableTextures.json"
+    table = json.loads(f.read_text())
+    table["test"].append(["banded/banded_0000.jpg", 7, "ghost"])
+    f.write_text(json.dumps(table))
+    with pytest.raises(ValueError, match="labels are not"):
+        coop_dataset(data_root, "DTD", "test")

@@ -1,0 +1,88 @@
+"""Seeded K-shot sampling (CoOp protocol, ``coop.md`` §4).
+
+CoOp/Dassl draw K items per class from the train split with Python's ``random.sample`` after the
+global seed is set, so the picks depend on Python's random state; they cannot be matched bit for
+bit. Here each class ``c`` gets its own permutation from ``torch.Generator`` seeded with
+``(seed, c)``, and the K shots are its first K entries. So the draw is deterministic per seed,
+independent of the other classes, without replacement, and nested: the 1-shot set is inside the
+2-shot set, and so on, which makes shot curves less noisy than independent draws. CoOp's
+validation subset uses ``min(K, 4)`` shots per class (``sample_few_shot(val_labels, min(K, 4), seed)``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vlmlab.runtime import get_logger
+
+log = get_logger("vlmlab.data.fewshot")
+
+
+def _as_labels(labels: Tensor | Sequence[int] | np.ndarray) -> Tensor:
+    return torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).long().cpu()
+
+
+def _class_perm(members: Tensor, seed: int, c: int) -> Tensor:
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(c))
+    return members[torch.randperm(len(members), generator=g)]
+
+
+def sample_few_shot(labels: Tensor | Sequence[int] | np.ndarray, shots: int, seed: int,
+                    n_classes: int | None = None) -> Tensor:
+    """Indices of ``shots`` samples per class, drawn without replacement.
+
+    Args:
+        labels: (N,) integer labels of the pool (e.g. the train split).
+        shots: K, samples per class; a class with fewer gives all it has (with a warning).
+        seed: the draw's seed; the same seed gives the same indices.
+        n_classes: number of classes (default ``labels.max() + 1``).
+    Returns:
+        (sum_c min(K, N_c),) int64 indices into ``labels``, ascending.
+    """
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    y = _as_labels(labels)
+    n_classes = int(y.max()) + 1 if n_classes is None else int(n_classes)
+    picks, short = [], []
+    for c in range(n_classes):
+        members = torch.nonzero(y == c).flatten()
+        if len(members) < shots:
+            short.append((c, len(members)))
+        picks.append(_class_perm(members, seed, c)[:shots])
+    if short:
+        log.warning("%d class(es) have fewer than %d samples; taking all they have: %s",
+                    len(short), shots, ", ".join(f"class {c}: {k}" for c, k in short[:10]))
+    return torch.sort(torch.cat(picks)).values if picks else torch.zeros(0, dtype=torch.long)
+
+
+def split_support(indices: Tensor | Sequence[int], labels: Tensor | Sequence[int] | np.ndarray,
+                  val_per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Split a support set into train and validation parts, per class, to tune hyperparameters.
+
+    Args:
+        indices: (M,) indices of the support set (e.g. from ``sample_few_shot``).
+        labels: (N,) labels of the whole pool that ``indices`` point into.
+        val_per_class: validation items per class; each class keeps at least one train item
+            (a class with ``<= val_per_class`` items gives ``n_c - 1`` to validation, with a warning).
+        seed: the split's seed.
+    Returns:
+        ``(train_indices, val_indices)``, both ascending subsets of ``indices``, disjoint.
+    """
+    idx = torch.as_tensor(indices).long().cpu()
+    y = _as_labels(labels)[idx]
+    train, val, short = [], [], []
+    for c in torch.unique(y).tolist():
+        members = _class_perm(idx[y == c], seed + 7919, c)
+        k = min(val_per_class, len(members) - 1)
+        if k < val_per_class:
+            short.append(c)
+        val.append(members[:k])
+        train.append(members[k:])
+    if short:
+        log.warning("split_support: %d class(es) too small for %d validation items; each kept one for training",
+                    len(short), val_per_class)
+    cat = lambda xs: torch.sort(torch.cat(xs)).values if xs else torch.zeros(0, dtype=torch.long)  # noqa: E731
+    return cat(train), cat(val)

@@ -1,0 +1,63 @@
+"""Named data sources: the one place where a profile's dataset name becomes a Dataset.
+
+Notebooks name their data with a string, and this module turns it into a dataset with
+``classnames``, ``labels`` and a cache ``key``:
+
+    "world:objects"       the procedural world (embedded profile), any task of vlmlab.world.TASKS
+    "imagenet_val"        ImageNet validation under the data root (paper profile)
+    "imagenet_a" / "imagenet_r"   the 200-class ImageNet variants
+    "coop:<Name>"         one of CoOp's 11 split-file datasets
+
+``corrupted(...)`` gives the same images under an ImageNet-C corruption: generated for world
+sets (cached), read from the released ImageNet-C folders for ImageNet.
+"""
+from __future__ import annotations
+
+from vlmlab.data import real
+from vlmlab.data.corruptions import corrupt_dataset
+
+
+def load_source(spec: str, *, root=None, split: str = "test", n: int | None = None, seed: int = 0,
+                size: int = 64, on_error: str = "raise"):
+    """Dataset for ``spec`` (see the module docstring).
+
+    Args:
+        spec: source name.
+        root: data root for real datasets (default ``$VLMLAB_DATA``).
+        split: world / CoOp split.
+        n: number of images (world: generated; real: a seeded class-balanced subset, None = all).
+        seed: world seed, or subset seed for real data.
+        size: world image side.
+    """
+    kind, _, name = spec.partition(":")
+    if kind == "world":
+        from vlmlab import world
+        return world.load(name, split, n=n or 1000, seed=seed, size=size)
+    kw = {"on_error": on_error, "n": n, "seed": seed}
+    if kind == "imagenet_val":
+        return real.imagenet_val(root, **kw)
+    if kind == "imagenet_a":
+        return real.imagenet_a(root, **kw)
+    if kind == "imagenet_r":
+        return real.imagenet_r(root, **kw)
+    if kind == "coop":
+        return real.coop_dataset(root, name, split, **kw)
+    raise KeyError(f"unknown data source {spec!r}; use 'world:<task>', 'imagenet_val', 'imagenet_a', "
+                   f"'imagenet_r' or 'coop:<Name>'")
+
+
+def corrupted(spec: str, clean, corruption: str, severity: int, *, root=None, n: int | None = None,
+              seed: int = 0, corruption_seed: int = 0, on_error: str = "raise"):
+    """``clean`` under ImageNet-C ``corruption`` at ``severity`` (0 or "clean" returns ``clean``).
+
+    World sets are corrupted in memory (``corruption_seed``); ImageNet reads the released
+    ImageNet-C folders, taking the same seeded subset (``n``, ``seed``) as ``load_source`` did,
+    so clean and corrupted rows are the same images.
+    """
+    if corruption == "clean" or severity == 0:
+        return clean
+    if spec.startswith("world:"):
+        return corrupt_dataset(clean, corruption, severity, seed=corruption_seed)
+    if spec == "imagenet_val":
+        return real.imagenet_c(root, corruption, severity, on_error=on_error, n=n, seed=seed)
+    raise KeyError(f"no corrupted version of {spec!r}: corruptions exist for world sets and imagenet_val")
