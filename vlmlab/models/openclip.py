@@ -68,6 +68,11 @@ def load_openclip(name: str, pretrained: str | None, device: str | torch.device 
             f"open_clip.create_model('{name}', pretrained='{pretrained}')\" fills the Hugging Face "
             f"cache, ~/.cache/huggingface) or pass the path of a local weight file.") from err
     model.eval()
+    if pretrained is None and weights_id is None:  # random init: identify the draw, not just the name
+        h = hashlib.sha1()
+        for t in model.state_dict().values():
+            h.update(t.detach().flatten()[:16].cpu().float().numpy().tobytes())
+        weights_id = f"random-init-{h.hexdigest()[:10]}"
     tokenizer = open_clip.get_tokenizer(name)
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     image_size = model.visual.image_size

@@ -169,7 +169,7 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
             log.info("step %d loss %.3f val objects %.1f%%", step + 1, rec["loss"], rec["val_objects_acc"])
         history.append(rec)
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")

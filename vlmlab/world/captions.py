@@ -74,3 +74,23 @@ def caption(scene: Scene, rng: np.random.Generator, quality: str | None = None) 
     if form == 3 and quality is None:
         return " ".join([np_] + tail)  # bare noun phrase, as alt-text often is
     return " ".join([style_noun, np_] + tail) + ("." if rng.random() < 0.5 else "")
+
+
+ENSEMBLE_PREFIXES: tuple[str, ...] = (
+    "a photo of", "a picture of", "an image of", "a close-up photo of", "a blurry photo of", "a noisy photo of",
+    "a dark photo of", "a bright photo of", "a pixelated photo of", "a low contrast photo of",
+    "a jpeg compressed photo of", "a foggy photo of", "a cartoon of", "a painting of", "a sketch of", "pixel art of",
+)
+
+
+def ensemble_templates(template: str) -> list[str]:
+    """The world's prompt ensemble for a task template (the analogue of CLIP's 80 templates).
+
+    Templates that start with "a photo of" get every prefix of ``ENSEMBLE_PREFIXES`` (plain,
+    quality and style variants, as CLIP's ImageNet ensemble mixes "a blurry photo of",
+    "a sketch of", ...); other templates are returned alone.
+    """
+    if not template.startswith("a photo of"):
+        return [template]
+    rest = template[len("a photo of"):]
+    return [p + rest for p in ENSEMBLE_PREFIXES]
