@@ -1,0 +1,122 @@
+# Source of notebooks/01_uniformity_analysis.ipynb; rebuild with `python scripts/make_notebook.py`.
+
+# %% [markdown]
+# # 01 · Uniformity of CLIP image embeddings under corruption (UniInfo poster, Table 1)
+#
+# Adachi, Yamaguchi & Hamagami, *Uniformity First: Uniformity-aware Test-time Adaptation of
+# Vision-language Models against Image Corruption* (arXiv:2505.12912; seed `000`).
+#
+# For clean images, each ImageNet-C corruption × severity and domain-shift sets, we measure zero-shot
+# accuracy with three prompt kinds (plain, ensemble, corruption-aware), prediction entropy, the
+# **uniformity loss** of the image embeddings (mean over pairs of exp(−t‖zᵢ − zⱼ‖²), lower = more
+# uniform) and the **modality gap** as the EMD between image and class-text embeddings.
+# The poster's point: *corruptions, unlike domain shifts, destroy the uniformity of image embeddings,
+# and accuracy falls with it.*
+#
+# Profiles: `embedded` (the shipped world CLIP on world objects; shifts = renditions and thermal),
+# `paper` (OpenCLIP ViT-B-16 `laion2B-s34B-b88K`, ImageNet val, ImageNet-C severity 5, ImageNet-A/R),
+# `tiny` (test suite). Rerun with other parameters, e.g.
+# `papermill notebooks/01_uniformity_analysis.ipynb out.ipynb -f params/embedded/01_uniformity_analysis.yaml -p n_images 200`.
+
+# %% tags=["parameters"]
+profile = "embedded"  # embedded | paper | tiny
+device = "auto"  # auto | cpu | cuda
+out_dir = ""  # "" = results/<profile>/01_uniformity_analysis/
+seed = 0  # world seed and image-subset seed (corruption noise uses it too)
+model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-16"
+pretrained = None  # open_clip tag or local weight file (None for the embedded model)
+data_root = ""  # root of real datasets (paper profile); "" = $VLMLAB_DATA
+source = "world:objects"  # clean evaluation set (vlmlab.data.load_source)
+shift_sources = ["world:renditions", "world:thermal"]  # domain-shift sets with the same classes
+corruptions = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+               "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+               "jpeg_compression"]
+severities = [1, 2, 3, 4, 5]
+n_images: int | None = 400  # images per condition (None = all)
+template = "a photo of a {}."  # the plain prompt
+ensemble = "world"  # "world" (16 world templates) or "imagenet80" (CLIP's 80 ImageNet templates)
+corruption_prompts = {
+    "gaussian_noise": "a noisy photo of a {}.", "shot_noise": "a noisy photo of a {}.",
+    "impulse_noise": "a noisy photo of a {}.", "defocus_blur": "a blurry photo of a {}.",
+    "glass_blur": "a blurry photo of a {}.", "motion_blur": "a blurry photo of a {}.",
+    "zoom_blur": "a blurry photo of a {}.", "snow": "a snowy photo of a {}.", "frost": "a frosty photo of a {}.",
+    "fog": "a foggy photo of a {}.", "brightness": "a bright photo of a {}.",
+    "contrast": "a low contrast photo of a {}.", "elastic_transform": "a distorted photo of a {}.",
+    "pixelate": "a pixelated photo of a {}.", "jpeg_compression": "a jpeg compressed photo of a {}.",
+    "speckle_noise": "a noisy photo of a {}.", "gaussian_blur": "a blurry photo of a {}.",
+    "spatter": "a dirty photo of a {}.", "saturate": "a saturated photo of a {}.",
+}
+temperature = None  # softmax temperature for the entropy; None = 1 / the model's logit scale
+uniformity = {"t": 1.0, "log": False, "include_self": False, "batch_size": 0}  # poster metric; batch_size 0 = whole set
+emd_samples = 1000  # image embeddings subsampled (seeded) for the EMD
+emd_seed = 0
+text_mode = "clip"  # "clip": normalise each template embedding then average; "mean_then_norm": UniInfo's code
+batch_size = 256
+pca_condition = "gaussian_noise"  # corruption shown against clean in the PCA view (at the highest severity)
+compare_published = False  # print the poster's Table 1 beside ours (paper profile)
+check_phenomenon = True  # fail the run if corruption does not lower accuracy and uniformity
+
+# %%
+import pandas as pd
+
+import vlmlab
+from vlmlab.analysis import uniformity as U
+from vlmlab.analysis import uniformity_figures as UF
+
+P = vlmlab.params.resolve("01_uniformity_analysis", globals())
+run = vlmlab.results.Run("01_uniformity_analysis", P)
+vlmlab.plots.set_style()
+bundle = vlmlab.models.load_clip(P.model, P.pretrained, device=P.device)
+bundle.identity
+
+# %% [markdown]
+# ## One pass of the image encoder per condition; every metric reuses the cached features
+
+# %%
+res = U.run_from_params(bundle, P, cache=vlmlab.features.FeatureCache())
+top = max(P.severities)
+poster = U.poster_table(res.table, list(P.corruptions), top)
+run.save_table(res.table, "metrics", markdown=poster.reset_index(names="metric"))
+run.save_json(res.notes, "metrics_notes")
+poster.round(3)
+
+# %% [markdown]
+# ## Accuracy and uniformity per corruption and severity
+
+# %%
+run.save_figure(UF.heatmaps(res.table, list(P.corruptions)), "heatmaps")
+
+# %% [markdown]
+# ## Accuracy against uniformity across conditions
+
+# %%
+corr = U.correlations(res.table)
+run.save_table(pd.DataFrame([corr]), "correlation")
+run.log_metric(**{f"acc_vs_uniformity_{k}": v for k, v in corr.items()})
+run.save_figure(UF.accuracy_vs_uniformity(res.table), "accuracy_vs_uniformity")
+corr
+
+# %% [markdown]
+# ## The collapse, seen: clean vs corrupted image embeddings with the class texts (PCA)
+
+# %%
+groups = {f"{c} (sev {s})" if s else c: f.feats for (c, s), f in res.feats.items()}
+run.save_figure(UF.pca_scatter(U.pca_2d(groups, res.text)), "pca_embeddings")
+
+# %% [markdown]
+# ## Published numbers beside ours (paper profile)
+
+# %%
+published = vlmlab.results.published("01_uniformity_analysis")
+comparison = U.compare_published(res.table, published, top) if P.compare_published and published is not None else None
+run.save_table(comparison, "published_vs_reproduced") if comparison is not None else None
+comparison
+
+# %% [markdown]
+# ## Check the phenomenon and finish
+
+# %%
+failures = U.phenomenon_failures(res.table, list(P.corruptions))
+run.log_metric(phenomenon_failures=failures)
+assert not (P.check_phenomenon and failures), failures
+run.finish()

@@ -1,0 +1,1 @@
+"""Analyses behind the notebooks (layer L3): one module per result."""
