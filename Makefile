@@ -31,7 +31,7 @@ ifeq ($(PARALLEL),)
 .NOTPARALLEL:
 endif
 
-.PHONY: help setup test reproduce lab clean-results clean-cache train-embedded evaluate-embedded
+.PHONY: help setup test reproduce lab clean-results clean-cache train-embedded evaluate-embedded sweep collect
 
 help:  ## list the targets
 	@echo "vlmlab (PROFILE=$(PROFILE), DEVICE=$(DEVICE))"
@@ -81,3 +81,13 @@ train-embedded: | $(SETUP)  ## retrain the embedded CLIP into vlmlab/assets/embe
 
 evaluate-embedded: | $(SETUP)  ## measure the embedded CLIP; rewrites the numbers in vlmlab/assets/MODEL_CARD.md
 	$(RUN_ENV) $(PY) scripts/evaluate_embedded.py
+
+# ---------------------------------------------------------------------------------------
+# Sweeps: parameter grids over notebooks, local processes or SLURM (docs/sweeps.md).
+# ---------------------------------------------------------------------------------------
+SWEEP ?= params/sweeps/embedded_small.yaml
+sweep: | $(SETUP)  ## run a parameter sweep: SWEEP=params/sweeps/<name>.yaml (SWEEP_ARGS="--workers 4" or "--executor slurm")
+	$(RUN_ENV) $(PY) -m vlmlab.cli sweep $(SWEEP) $(SWEEP_ARGS)
+
+collect: | $(SETUP)  ## merge a sweep's tables into one CSV: SWEEP=... (COLLECT_ARGS="--table tta")
+	$(PY) -m vlmlab.cli collect $(SWEEP) $(COLLECT_ARGS)

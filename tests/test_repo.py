@@ -27,7 +27,8 @@ LAYERS = {
     "features": 2, "prompts": 2,
     "probe": 2,         # linear probe: a baseline of both tta (02) and coop (03), so below L3
     "analysis": 3, "tta": 3, "coop": 3, "visual_prompts": 3, "blind": 3,
-    "sweep": 3, "cli": 3,  # orchestration: runs notebooks, never imports methods
+    "sweep": 3,  # orchestration: runs notebooks, never imports methods
+    "cli": 4,    # the command line sits on top of everything
 }
 
 

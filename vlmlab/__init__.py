@@ -10,7 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {"runtime", "params", "results", "plots", "world", "data", "models", "metrics",
-               "features", "prompts", "probe", "analysis", "tta", "coop", "visual_prompts", "blind"}
+               "features", "prompts", "probe", "analysis", "tta", "coop", "visual_prompts", "blind", "sweep"}
 
 
 def __getattr__(name: str):

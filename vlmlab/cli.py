@@ -1,0 +1,109 @@
+"""The ``vlmlab`` command: run a parameter sweep over a notebook, and merge its results.
+
+    vlmlab sweep FILE [--executor local|slurm] [--workers N] [--dry-run] [--status]
+    vlmlab collect FILE|DIR [--table NAME] [-o out.csv]
+
+``sweep`` runs every case of the sweep file that is not complete yet (rerunning after a failure
+or Ctrl-C finishes only what is missing) and exits 1 if a case failed, listing each failed case
+with its papermill log. ``collect`` stacks one table of every complete case, with the grid
+parameters as columns. See ``docs/sweeps.md``. Also ``python -m vlmlab.cli``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from vlmlab.runtime import get_logger
+from vlmlab.sweep import (SweepError, collect, jobs_for, load_sweep, run_sweep, status_table,
+                          write_table)
+
+log = get_logger("vlmlab.cli")
+
+
+def _out(text: str) -> None:
+    """The command's own output (plans, status tables) goes to stdout; logs go to stderr."""
+    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlmlab", description="Parameter sweeps over vlmlab notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="run the cases of a sweep file that are not complete yet")
+    s.add_argument("file", help="sweep file, e.g. params/sweeps/embedded_small.yaml")
+    s.add_argument("--executor", choices=["local", "slurm"], help="default: the file's `executor` (local)")
+    s.add_argument("--workers", type=int, help="local cases at once (default: the file's, else #GPUs or 1)")
+    s.add_argument("--dry-run", action="store_true", help="list the cases and what would run; run nothing")
+    s.add_argument("--status", action="store_true", help="print each case's state and exit")
+    s.add_argument("--rerun-all", action="store_true", help="also rerun complete cases")
+    s.add_argument("--device", help="papermill -r device for every case (auto | cpu | cuda)")
+    s.add_argument("--results-root", help="root of results/<profile>/<notebook>/sweeps/ (default: results/)")
+    s.add_argument("--cluster", choices=["slurm", "local", "debug"], default="slurm",
+                   help="submitit backend of --executor slurm; local/debug run without a cluster")
+    s.add_argument("--no-wait", action="store_true", help="slurm: submit the job array and return")
+    c = sub.add_parser("collect", help="merge one table of every complete case")
+    c.add_argument("source", help="sweep file or sweep folder results/<profile>/<notebook>/sweeps/<name>/")
+    c.add_argument("--table", help="table name (tables/<NAME>.csv); default: the file's `tables`, or the only one")
+    c.add_argument("-o", "--output", help="CSV to write (default: <sweep folder>/<table>.csv)")
+    c.add_argument("--results-root", help="root of results/ for a sweep file (default: results/)")
+    return parser
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.file, args.results_root)
+    if args.device:
+        sweep = dataclasses.replace(sweep, device=args.device)
+    if args.status or args.dry_run:
+        table = status_table(sweep)
+        _out(table.drop(columns=["log"] if args.dry_run else []).to_string(index=False))
+        todo = table if args.rerun_all else table[table.status != "complete"]
+        _out(f"\n{len(table)} case(s) in {sweep.dir}: {len(table) - len(todo)} complete, {len(todo)} to run")
+        if args.dry_run and len(todo):
+            job = next(j for j in jobs_for(sweep) if j.case.id == todo.case_id.iloc[0])
+            _out("first command: " + shlex.join(job.command()))
+        return 0
+    report = run_sweep(sweep, executor=args.executor, workers=args.workers, rerun_all=args.rerun_all,
+                       cluster=args.cluster, wait=not args.no_wait)
+    _out(report.summary())
+    return 0 if report.ok else 1
+
+
+def _collect(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    table = collect(source, args.table, args.results_root)
+    if args.output:
+        out = Path(args.output)
+    else:
+        folder = source if source.is_dir() else load_sweep(source, args.results_root, validate=False).dir
+        out = folder / f"{table.attrs['table']}.csv"
+    write_table(table, out)
+    _out(f"{len(table)} rows from {table.case_id.nunique()} case(s) -> {out}")
+    return 0
+
+
+def _raise_interrupt(signum, frame):               # SIGTERM (kill, make) stops cases like Ctrl-C
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vlmlab`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _sweep(args) if args.command == "sweep" else _collect(args)
+    except SweepError as err:
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        log.warning("interrupted; complete cases are kept, rerun the same command to finish the rest")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
