@@ -26,14 +26,15 @@ from safetensors.torch import save_file
 
 from vlmlab.models.embedded import build_embedded
 from vlmlab.runtime import REPO_ROOT, get_logger, progress, seed_everything
-from vlmlab.world import QUALITY_WORDS, caption, load, training_pool
+from vlmlab.world import (BACKGROUNDS, COLOURS, POSITIONS, QUALITY_WORDS, SHAPES, STYLES, TEXTURES, caption, load,
+                          training_pool)
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2400
+    steps: int = 1600
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -43,7 +44,8 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 200
     eval_every: int = 400
-    threads: int = 2
+    threads: int = 1  # one thread: the same weights on any machine, no OpenMP contention
+    aux_weight: float = 1.0  # weight of the attribute-prediction heads on the image embedding (0 = pure CLIP)
 
 
 def _smooth(shape: tuple[int, ...], cells: int, gen: torch.Generator) -> torch.Tensor:
@@ -93,6 +95,31 @@ def _gauss(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(img, [k, k], [sigma, sigma])
 
 
+ATTRIBUTES = {"shape": SHAPES, "colour": list(COLOURS), "texture": TEXTURES, "count": [1, 2, 3, 4],
+              "position": list(POSITIONS), "background": BACKGROUNDS, "style": STYLES}
+
+
+def attribute_labels(scenes) -> dict[str, torch.Tensor]:
+    """Integer label per attribute for each scene; position is -1 (ignored) when count > 1."""
+    out = {}
+    for name, values in ATTRIBUTES.items():
+        index = {v: i for i, v in enumerate(values)}
+        out[name] = torch.tensor([index[getattr(s, name)] for s in scenes])
+    out["position"] = torch.where(torch.tensor([s.count for s in scenes]) == 1, out["position"], -1)
+    return out
+
+
+class AttributeHeads(torch.nn.Module):
+    """Linear read-outs of the world attributes from the image embedding (training aid only; not shipped)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, len(v)) for k, v in ATTRIBUTES.items()})
+
+    def loss(self, z: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(F.cross_entropy(h(z), labels[k], ignore_index=-1) for k, h in self.heads.items())
+
+
 def _lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -118,9 +145,12 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
     model = bundle.model
     images, scenes = training_pool(cfg.pool_size, seed=cfg.seed)
     pool = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8
+    labels = attribute_labels(scenes)
+    heads = AttributeHeads(bundle.embed_dim)
     val = load("objects", "val", n=400, seed=cfg.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    named = list(model.named_parameters()) + list(heads.named_parameters(prefix="aux"))
+    decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     history, start = [], 0
@@ -129,6 +159,7 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
         state = torch.load(ckpt, weights_only=False)
         if state["config"] == asdict(cfg):
             model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+            heads.load_state_dict(state["heads"])
             gen.set_state(state["gen"]); rng.bit_generator.state = state["rng"]
             history, start = state["history"], state["step"]
             log.info("resumed from %s at step %d", ckpt, start)
@@ -153,17 +184,20 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
         texts = [caption(scenes[int(i)], rng, quality[j]) for j, i in enumerate(idx)]
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
-        zi = F.normalize(model.encode_image(bundle.normalize_pixels(x)), dim=-1)
+        emb = model.encode_image(bundle.normalize_pixels(x))
+        zi = F.normalize(emb, dim=-1)
         zt = F.normalize(model.encode_text(bundle.tokenizer(texts)), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * zi @ zt.T
         target = torch.arange(len(x))
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        clip_loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        aux_loss = heads.loss(emb, {k: v[idx] for k, v in labels.items()}) if cfg.aux_weight else torch.zeros(())
+        loss = clip_loss + cfg.aux_weight * aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        rec = {"step": step + 1, "loss": loss.item(), "lr": _lr(step, cfg), "time_s": time.time() - t0}
+        rec = {"step": step + 1, "loss": loss.item(), "clip_loss": clip_loss.item(), "aux_loss": aux_loss.item(), "lr": _lr(step, cfg), "time_s": time.time() - t0}
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             rec["val_objects_acc"] = quick_eval(bundle, val.images, val.labels, val.classnames, val.template)
             log.info("step %d loss %.3f val objects %.1f%%", step + 1, rec["loss"], rec["val_objects_acc"])
@@ -174,7 +208,7 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                        "rng": rng.bit_generator.state, "history": history, "step": step + 1,
+                        "rng": rng.bit_generator.state, "history": history, "heads": heads.state_dict(), "step": step + 1,
                         "config": asdict(cfg)}, tmp)
             os.replace(tmp, ckpt)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
@@ -188,12 +222,19 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
 
 
 def _plot_loss(history: list[dict], path: Path) -> None:
+    """Loss curves (total, CLIP part, attribute part) and validation accuracy."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], lw=0.8)
-    ax.set_xlabel("step"); ax.set_ylabel("CLIP loss"); ax.set_title("embedded CLIP training")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3))
+    steps = [h["step"] for h in history]
+    for key, label in [("loss", "total"), ("clip_loss", "CLIP (InfoNCE)"), ("aux_loss", "attribute heads")]:
+        if key in history[0]:
+            ax.plot(steps, [h[key] for h in history], lw=0.8, label=label)
+    ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.legend(fontsize=8); ax.set_title("embedded CLIP training")
+    ev = [h for h in history if "val_objects_acc" in h]
+    bx.plot([h["step"] for h in ev], [h["val_objects_acc"] for h in ev], "o-")
+    bx.set_xlabel("step"); bx.set_ylabel("val objects zero-shot (%)"); bx.set_ylim(0, 100)
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
 
 
