@@ -26,3 +26,22 @@ def _vlmlab_cache(tmp_path_factory):
     os.environ["VLMLAB_CACHE"] = str(path)
     yield path
     os.environ.pop("VLMLAB_CACHE", None)
+
+
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A random-init open_clip ViT (32 px, one layer each side, seed 0) as a ClipBundle; builds in well under a second."""
+    import json
+
+    import torch
+
+    from vlmlab.models.openclip import load_openclip, register_config
+    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-tiny.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    register_config(cfg)
+    torch.manual_seed(0)
+    return load_openclip("vlmlab-test-tiny", None)

@@ -15,18 +15,11 @@ import vlmlab.features as features
 from vlmlab.data import ImageDataset
 from vlmlab.features import FeatureCache, extract, extract_arrays, transform_id
 
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from vlmlab.models.openclip import load_openclip, register_config
-    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-tiny.json"
-    cfg.write_text(json.dumps(TINY))
-    register_config(cfg)
-    torch.manual_seed(0)
-    return load_openclip("vlmlab-test-tiny", None)
+def bundle(tiny_clip):
+    return tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,13 @@ import torch.nn.functional as F
 from vlmlab.prompts import (IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_7, SIMPLE_TEMPLATE, fill, zero_shot_logits,
                             zero_shot_weights)
 
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 CLASSES = ["tench", "goldfish", "great_white_shark", "tiger shark", "hammerhead"]
 TEMPLATES = ["a photo of a {}.", "a sketch of the {}.", "itap of my {}.", "a {} in a video game."]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from vlmlab.models.openclip import load_openclip, register_config
-    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-tiny.json"
-    cfg.write_text(json.dumps(TINY))
-    register_config(cfg)
-    torch.manual_seed(0)
-    return load_openclip("vlmlab-test-tiny", None)
+def bundle(tiny_clip):
+    return tiny_clip
 
 
 def encode(bundle, texts: list[str]) -> torch.Tensor:

@@ -15,21 +15,14 @@ from vlmlab.data.corruptions import COMMON, EXTRA
 from vlmlab.features import Features
 from vlmlab.params import declared
 
-TINY = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 ADJECTIVES = {"noise": "noisy", "blur": "blurry", "snow": "snowy", "frost": "frosty", "fog": "foggy",
               "brightness": "bright", "contrast": "contrast", "elastic": "distorted", "pixelate": "pixelated",
               "jpeg": "jpeg", "spatter": "dirty", "saturate": "saturated"}
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from vlmlab.models.openclip import load_openclip, register_config
-    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-u01.json"
-    cfg.write_text(json.dumps(TINY))
-    register_config(cfg)
-    torch.manual_seed(0)
-    return load_openclip("vlmlab-test-u01", None)
+def bundle(tiny_clip):
+    return tiny_clip
 
 
 def test_corruption_prompts_name_their_corruption():
