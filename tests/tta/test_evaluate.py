@@ -1,0 +1,76 @@
+"""The notebook's table helpers and the poster's Table 2 stored as data."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from vlmlab.results import published
+from vlmlab.tta.evaluate import (POSTER_ORDER, TABLE_COLUMNS, balanced_subset, compare_published, method_runs,
+                                 poster_table)
+
+
+class _P(dict):
+    __getattr__ = dict.__getitem__
+
+
+def _table():
+    rows = []
+    for method, shots, base in (("uniinfo", None, 30.0), ("no_adapt", None, 20.0), ("linear_probe", 5, 10.0),
+                                ("linear_probe", 1, 5.0)):
+        for k, c in enumerate(("fog", "defocus_blur")):
+            rows.append({"method": method, "corruption": c, "severity": 5, "shots": shots, "seed": 0,
+                         "accuracy": base + k})
+    t = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    t["shots"] = t["shots"].astype("Int64")
+    return t
+
+
+def test_poster_layout_orders_rows_and_columns_and_means_last():
+    wide = poster_table(_table(), "clean")
+    assert list(wide.index) == ["No-adapt", "Linear probing (1)", "Linear probing (5)", "UniInfo"]
+    assert list(wide.columns) == ["Def.", "Fog", "Mean", "shots from"]
+    assert wide.loc["UniInfo", "Mean"] == pytest.approx(30.5)
+    assert wide.loc["Linear probing (5)", "shots from"] == "clean train split" and wide.loc["UniInfo", "shots from"] == ""
+
+
+def test_compare_published_matches_zero_shot_and_few_shot_rows():
+    side = compare_published(_table(), published("02_uniinfo_tta"))
+    row = side[(side.method == "no_adapt") & (side.corruption == "fog")].iloc[0]
+    assert row.published == 34.55 and row.difference == pytest.approx(20.0 - 34.55)
+    lp5 = side[(side.method == "linear_probe") & (side.shots == 5) & (side.corruption == "mean")].iloc[0]
+    assert lp5.published == 17.28 and lp5.ours == pytest.approx(10.5)
+    lp1 = side[(side.method == "linear_probe") & (side.shots == 1)]
+    assert lp1.published.isna().all()                      # LP(1) is never aligned to a column
+
+
+def test_published_table2_is_complete_and_keeps_the_lp1_irregularity():
+    pub = published("02_uniinfo_tta")
+    lp1 = pub[(pub.method == "linear_probe") & (pub.shots == 1)]
+    assert len(lp1) == 15 and lp1.corruption.isna().all() and lp1.note.str.contains("column unknown").all()
+    full = pub.dropna(subset=["corruption"])
+    assert set(full.corruption) == set(POSTER_ORDER) | {"mean"}
+    for (method, shots), g in full.groupby(["method", "shots"], dropna=False):
+        per = g[g.corruption != "mean"].accuracy
+        assert len(per) == 15, (method, shots)
+        assert per.mean() == pytest.approx(float(g[g.corruption == "mean"].accuracy.iloc[0]), abs=0.006)
+    uni, base = (float(full[(full.method == m) & (full.corruption == "mean")].accuracy.iloc[0])
+                 for m in ("uniinfo", "no_adapt"))
+    assert round(uni - base, 2) == 4.01
+
+
+def test_method_runs_expand_shots_and_reject_unknown_methods():
+    P = _P(methods=["no_adapt", "tip_adapter"], shots=[1, 5], no_adapt={}, tip_adapter={"beta": 2.0})
+    assert method_runs(P) == [("no_adapt", None, {}), ("tip_adapter", 1, {"beta": 2.0, "shots": 1}),
+                              ("tip_adapter", 5, {"beta": 2.0, "shots": 5})]
+    with pytest.raises(KeyError, match="unknown method 'tent'"):
+        method_runs(_P(methods=["tent"], shots=[1]))
+
+
+def test_balanced_subset_takes_the_same_count_per_class():
+    labels = torch.arange(100) % 5
+    idx = balanced_subset(labels, 20, seed=0)
+    assert torch.equal(torch.bincount(labels[idx]), torch.full((5,), 4))
+    assert torch.equal(balanced_subset(labels, None, 0), torch.arange(100))
+    few = balanced_subset(labels, 3, seed=0)
+    assert len(few) == 3 and len(set(labels[few].tolist())) == 3

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vlmlab.tta import build
+from vlmlab.tta.base import Batch, Context
+from vlmlab.tta.tda import TDA, Cache
+
+
+def _tda(bundle, text, **kw):
+    m = build("tda", **kw)
+    m.setup(Context(bundle, ["a", "b", "c"], text))
+    m.reset()
+    return m
+
+
+def test_identical_query_gains_alpha_on_its_class(bundle, text):
+    m = _tda(bundle, text, neg_alpha=0.0)
+    f = F.normalize(text[0:1] + 0.1 * text[1:2], dim=-1)           # predicted class 0
+    z = 100.0 * f @ text.T
+    out = m.predict(Batch(torch.arange(1), feats=f))               # cached, then read back: affinity 1
+    torch.testing.assert_close(out, z + torch.tensor([[2.0, 0.0, 0.0]]), atol=1e-4, rtol=1e-5)
+
+
+def test_cache_keeps_capacity_and_lowest_entropy_entries():
+    g = torch.Generator().manual_seed(0)
+    cache = Cache(capacity=3, n_classes=2, dim=1)
+    ents = torch.rand(40, generator=g).tolist()
+    for i, e in enumerate(ents):
+        cache.add(i % 2, torch.tensor([float(i)]), e)
+        assert len(cache) <= 6
+    for cls in (0, 1):
+        # the reference's replace-the-worst policy keeps exactly the 3 lowest of the class
+        assert cache.entries(cls) == sorted(e for i, e in enumerate(ents) if i % 2 == cls)[:3]
+        kept_keys = {int(k) for k in cache.keys[cls, :, 0]}
+        assert kept_keys == {i for i, e in enumerate(ents) if i % 2 == cls and e in cache.entries(cls)}
+
+
+def test_negative_cache_only_inside_the_entropy_band(bundle, text):
+    m = _tda(bundle, text)
+    c = 3
+    for f in (text[0:1], F.normalize(text.mean(0, keepdim=True), dim=-1)):
+        z = 100.0 * f @ text.T
+        h = float(-(z.softmax(1) * z.log_softmax(1)).sum()) / math.log2(c)
+        before = len(m.neg)
+        m.predict(Batch(torch.arange(1), feats=f))
+        assert (len(m.neg) > before) == (0.2 < h < 0.5)
+
+
+def test_caches_are_emptied_per_stream(bundle, text):
+    m = _tda(bundle, text)
+    m.predict(Batch(torch.arange(1), feats=text[:1]))
+    assert len(m.pos) == 1
+    m.reset()
+    assert len(m.pos) == 0 and len(m.neg) == 0
+
+
+def test_vectorised_cache_logits_match_the_reference_loop(bundle, text):
+    """TDA's compute_cache_logits, written as the reference loops over classes and entries."""
+    m = _tda(bundle, text)
+    g = torch.Generator().manual_seed(1)
+    feats = F.normalize(text[torch.randint(0, 3, (12,), generator=g)] + 0.3 * torch.randn(12, text.shape[1], generator=g), dim=-1)
+    for f in feats[:-1]:
+        m.predict(Batch(torch.arange(1), feats=f[None]))
+    f = feats[-1:]
+    out = m.predict(Batch(torch.arange(1), feats=f))
+    z = 100.0 * f @ text.T
+    ref = z.clone()
+    for cache, alpha, beta, neg in ((m.pos, 2.0, 5.0, False), (m.neg, 0.117, 1.0, True)):
+        keys, values = [], []
+        for c in range(3):
+            for k in range(cache.capacity):
+                if cache.entropy[c, k] < float("inf"):
+                    keys.append(cache.keys[c, k])
+                    p = cache.extra[c, k]
+                    values.append(((p > 0.03) & (p < 1.0)).float() if neg else F.one_hot(torch.tensor(c), 3).float())
+        if keys:
+            a = alpha * torch.exp(-beta * (1 - f @ torch.stack(keys).T)) @ torch.stack(values)
+            ref = ref - a if neg else ref + a
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5)
+    assert isinstance(m, TDA) and len(m.pos) >= 3

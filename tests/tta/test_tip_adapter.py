@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vlmlab.tta import build
+from vlmlab.tta.base import Batch, Context, Support
+from vlmlab.tta.tip_adapter import grid
+
+
+def _setup(bundle, text, **kw):
+    g = torch.Generator().manual_seed(0)
+    keys = F.normalize(torch.randn(6, text.shape[1], generator=g), dim=-1)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    m = build("tip_adapter", shots=2, augment_epochs=0, **kw)
+    m.setup(Context(bundle, ["a", "b", "c"], text, support=Support(keys, labels, None, keys[:3], labels[:3], shots=2)))
+    return m, keys
+
+
+def test_alpha_zero_is_zero_shot(bundle, text):
+    m, _ = _setup(bundle, text, alpha=0.0, search=False)
+    f = F.normalize(torch.randn(4, text.shape[1]), dim=-1)
+    torch.testing.assert_close(m.predict(Batch(torch.arange(4), feats=f)), 100.0 * f @ text.T)
+
+
+def test_a_cached_key_adds_alpha_to_its_class(bundle, text):
+    m, keys = _setup(bundle, text, alpha=1.5, beta=200.0, search=False)   # large beta: only the identical key counts
+    out = m.predict(Batch(torch.arange(1), feats=keys[1:2]))
+    torch.testing.assert_close(out - 100.0 * keys[1:2] @ text.T, torch.tensor([[0.0, 1.5, 0.0]]), atol=1e-3, rtol=0)
+
+
+def test_search_grid_is_the_references_and_picks_best_on_validation(bundle, text):
+    assert grid(0.1, 7.0, 200)[:2] == [0.1, 0.1 + 6.9 / 200] and len(grid(0.1, 3.0, 20)) == 20
+    m, keys = _setup(bundle, text, beta_search=(0.1, 7.0, 10), alpha_search=(0.1, 3.0, 5))
+    clip = 100.0 * keys[:3] @ text.T
+    best = max((float(((clip + a * m.cache_logits(keys[:3], b)).argmax(1) == torch.arange(3)).float().mean()), -i, -j)
+               for i, b in enumerate(grid(0.1, 7.0, 10)) for j, a in enumerate(grid(0.1, 3.0, 5)))
+    assert m.val_acc == best[0] * 100
+    assert (m.beta, m.alpha) == (grid(0.1, 7.0, 10)[-best[1]], grid(0.1, 3.0, 5)[-best[2]])

@@ -1,0 +1,456 @@
+"""Test-time adaptation: one interface, three regimes, one runner.
+
+A method (:class:`TTAMethod`) is set up once with a :class:`Context` (model bundle, class
+texts, few-shot support) and then consumes a :class:`Stream` of test items, batch by batch,
+returning logits (B, C). The runner :func:`run_stream` owns the regime:
+
+    static    no state from test data (No-adapt, linear probe, Tip-Adapter): any batch size
+    episodic  reset before every image (TPT, ZERO, MTA): one image at a time
+    online    state carried through one stream (TDA, UniInfo): ``method.batch_size`` items per step
+
+``method.reset()`` runs at the start of every stream, so each (corruption, severity) starts
+from the pretrained model. A stream is visited in a seeded random order (the reference loaders
+shuffle: UniInfo seed 42, TPT seed 0, TDA seed 1; here one run seed) and the logits come back in
+dataset order. What a batch carries is what the method declares in ``inputs``:
+
+    "feats"   (B, D)        unit single-view features (from the feature cache, else encoded)
+    "views"   (B, V, D)     unit features of V views, view 0 = the image itself, the rest
+                            RandomResizedCrop(S, scale 0.08-1, ratio 3/4-4/3) + horizontal flip
+                            (TPT/ZERO/MTA's ImageNet augmentation), all views in one forward
+    "images"  (B, 3, S, S)  normalised model input
+
+Views are drawn from a generator seeded with (view_seed, item index), so ZERO, MTA and TPT see
+the same views of an image and can share cached view features. Departure: the crop is taken
+from the model input (S x S after resize and centre crop), not from the raw file; for ImageNet-C
+(224 x 224 files) and the 64 px world the two coincide.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vlmlab.features import arrays_to_input
+from vlmlab.models.bundle import ClipBundle
+from vlmlab.runtime import autocast, get_logger, progress, seed_everything
+
+log = get_logger("vlmlab.tta")
+
+REGIMES = ("static", "episodic", "online")
+INPUTS = ("feats", "views", "images")
+
+
+@dataclass(frozen=True)
+class TTAConfig:
+    """Base of every method's hyperparameters (frozen; paper defaults in each subclass)."""
+
+    def replace(self, **overrides) -> "TTAConfig":
+        """A copy with ``overrides``; an unknown key raises naming it and the known ones."""
+        known = {f.name for f in fields(self)}
+        bad = sorted(set(overrides) - known)
+        if bad:
+            raise KeyError(f"{type(self).__name__} has no field(s) {bad}; known: {sorted(known)}")
+        return type(self)(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **overrides})
+
+
+class ImageSource(Protocol):
+    """Normalised model input on demand: ``len(src)`` items, ``src(idx) -> (b, 3, S, S)``."""
+
+    def __len__(self) -> int: ...
+
+    def __call__(self, idx: Tensor) -> Tensor: ...
+
+
+class ArrayImages:
+    """Images held as uint8 (N, H, W, 3) arrays (the world), converted per batch with ``arrays_to_input``."""
+
+    def __init__(self, bundle: ClipBundle, images: np.ndarray):
+        self.bundle, self.images = bundle, images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        batch = torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(idx)]))
+        return arrays_to_input(self.bundle, batch.to(self.bundle.device))
+
+
+class DatasetImages:
+    """Images of an on-disk dataset (items ``(PIL, label)``), through ``bundle.preprocess``.
+
+    Files of a batch are decoded by ``workers`` threads (PIL releases the GIL while decoding).
+    """
+
+    def __init__(self, bundle: ClipBundle, dataset, workers: int = 8):
+        self.bundle, self.dataset, self.workers = bundle, dataset, workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _load(self, i: int) -> Tensor:
+        x = self.dataset[i][0]
+        return x if isinstance(x, Tensor) else self.bundle.preprocess(x)
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        from concurrent.futures import ThreadPoolExecutor
+
+        items = np.asarray(idx).tolist()
+        if self.workers > 1 and len(items) > 1:
+            with ThreadPoolExecutor(min(self.workers, len(items))) as pool:
+                xs = list(pool.map(self._load, items))
+        else:
+            xs = [self._load(i) for i in items]
+        return torch.stack(xs).to(self.bundle.device)
+
+
+def image_source(bundle: ClipBundle, dataset) -> ImageSource:
+    """The right source for a world set (``.images`` array) or an on-disk dataset."""
+    return ArrayImages(bundle, dataset.images) if hasattr(dataset, "images") else DatasetImages(bundle, dataset)
+
+
+@dataclass
+class Support:
+    """A few-shot support set and its validation part (for hyperparameter search, never the test set).
+
+    Attributes:
+        feats: (M, D) unit features. labels: (M,). images: the M images (Tip-Adapter augments them).
+        val_feats: (M', D). val_labels: (M',). source: "clean" or "target" (where the shots came from).
+    """
+
+    feats: Tensor
+    labels: Tensor
+    images: ImageSource | None
+    val_feats: Tensor
+    val_labels: Tensor
+    shots: int
+    source: str = "clean"
+
+
+@dataclass
+class Context:
+    """What every method is set up with.
+
+    Attributes:
+        bundle: the model (never modified by a method). classnames: C names.
+        text: (C, D) unit class text embeddings of the run's prompt. template: that prompt.
+        support: few-shot support (linear probe, Tip-Adapter) or None. seed: the run seed.
+    """
+
+    bundle: ClipBundle
+    classnames: list[str]
+    text: Tensor
+    template: str = "a photo of a {}."
+    support: Support | None = None
+    seed: int = 0
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classnames)
+
+
+@dataclass
+class Stream:
+    """The test items of one (corruption, severity), with whatever is precomputed.
+
+    Attributes:
+        labels: (N,) true classes (read by the runner's caller, never by a method).
+        images: model input on demand (needed unless every input a method reads is precomputed).
+        feats: (N, D) precomputed single-view features, or None. views: (N, V, D), or None.
+        view_seed: seed of the view augmentations. name, severity: what the stream is.
+    """
+
+    labels: Tensor
+    images: ImageSource | None = None
+    feats: Tensor | None = None
+    views: Tensor | None = None
+    view_seed: int = 0
+    name: str = ""
+    severity: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: Tensor) -> "Stream":
+        """The items ``idx`` (precomputed tensors sliced; images re-indexed lazily)."""
+        idx = torch.as_tensor(idx).long()
+        images = None if self.images is None else _Subset(self.images, idx)
+        return Stream(self.labels[idx], images, None if self.feats is None else self.feats[idx],
+                      None if self.views is None else self.views[idx], self.view_seed, self.name, self.severity)
+
+
+class _Subset:
+    def __init__(self, src: ImageSource, idx: Tensor):
+        self.src, self.idx = src, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        return self.src(self.idx[torch.as_tensor(idx).long()])
+
+
+@dataclass
+class Batch:
+    """One batch as a method sees it: ``index`` (B,) dataset positions, and the declared inputs."""
+
+    index: Tensor
+    feats: Tensor | None = None
+    views: Tensor | None = None
+    images: Tensor | None = None
+
+
+class TTAMethod:
+    """Base class. Subclasses set ``config_cls``, ``regime``, ``inputs`` and implement ``predict``."""
+
+    config_cls: type[TTAConfig] = TTAConfig
+    regime: str = "static"
+    inputs: tuple[str, ...] = ("feats",)
+    needs_support: bool = False
+    second_pass: bool = False          # True: the runner calls ``predict_offline`` on every item afterwards
+
+    def __init__(self, config: TTAConfig | None = None):
+        self.config = config if config is not None else self.config_cls()
+        if not isinstance(self.config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_cls.__name__}, got {type(self.config).__name__}")
+        self.ctx: Context | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Items per ``predict`` call (episodic methods: 1)."""
+        return 1 if self.regime == "episodic" else int(getattr(self.config, "batch_size", 256))
+
+    @property
+    def n_views(self) -> int:
+        return int(getattr(self.config, "n_views", 1))
+
+    def setup(self, ctx: Context) -> None:
+        """Bind the context (text, support). Called once per context, before any stream."""
+        if self.needs_support and ctx.support is None:
+            raise ValueError(f"{type(self).__name__} needs a few-shot support set: pass Context(support=...)")
+        self.ctx = ctx
+
+    def reset(self) -> None:
+        """Forget everything learned from test data (start of a stream; episodic: every image)."""
+
+    def predict(self, batch: Batch) -> Tensor:
+        """Logits (B, C) for ``batch`` (online methods may update their state first or after)."""
+        raise NotImplementedError
+
+    def predict_offline(self, batch: Batch) -> Tensor:
+        """Second-pass logits after the stream (only when ``second_pass``)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+# ---- views --------------------------------------------------------------------------------
+
+def random_resized_boxes(n: int, size: int, g: torch.Generator, scale=(0.08, 1.0),
+                         ratio=(3 / 4, 4 / 3)) -> Tensor:
+    """``n`` crop boxes (x0, y0, x1, y1) by torchvision's RandomResizedCrop rule (10 tries, then centre)."""
+    area = float(size * size)
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    boxes = []
+    for _ in range(n):
+        for _ in range(10):
+            target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=g))
+            aspect = math.exp(float(torch.empty(1).uniform_(log_r[0], log_r[1], generator=g)))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= size and 0 < h <= size:
+                y0 = int(torch.randint(0, size - h + 1, (1,), generator=g))
+                x0 = int(torch.randint(0, size - w + 1, (1,), generator=g))
+                break
+        else:                                                       # fallback: whole image (square input)
+            w = h = size
+            x0 = y0 = 0
+        boxes.append((x0, y0, x0 + w, y0 + h))
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def make_views(x: Tensor, n_views: int, seeds: Sequence[int], scale=(0.08, 1.0), keep_original: bool = True) -> Tensor:
+    """Augmented views of each image: (B, 3, S, S) -> (B, V, 3, S, S).
+
+    View 0 is the image itself when ``keep_original``; the others are random resized crops with a
+    horizontal flip of probability 0.5, drawn from ``torch.Generator(seeds[b])``. One ``roi_align``
+    call (one sample per output pixel, half-pixel aligned) resizes every crop bilinearly, which is
+    ``resize(crop, S, bilinear)`` except that samples at a crop's border may read the pixel just
+    outside it; crops are never smaller than the output, so no antialiasing is needed.
+    """
+    from torchvision.ops import roi_align
+
+    b, _, s, _ = x.shape
+    n_aug = n_views - 1 if keep_original else n_views
+    rois, flips = [], []
+    for i in range(b):
+        g = torch.Generator().manual_seed(int(seeds[i]))
+        boxes = random_resized_boxes(n_aug, s, g, scale)
+        rois.append(torch.cat([torch.full((n_aug, 1), float(i)), boxes], 1))
+        flips.append(torch.rand(n_aug, generator=g) < 0.5)
+    rois = torch.cat(rois).to(x)                                    # (B*n_aug, 5)
+    crops = roi_align(x, rois, output_size=(s, s), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    flip = torch.cat(flips).to(x.device)
+    crops[flip] = crops[flip].flip(-1)
+    crops = crops.reshape(b, n_aug, *x.shape[1:])
+    return torch.cat([x[:, None], crops], 1) if keep_original else crops
+
+
+def view_seed(base: int, index: int) -> int:
+    """Seed of the views of item ``index``: the same for every method and order."""
+    return (int(base) * 1_000_003 + int(index)) % (2**63 - 1)
+
+
+@torch.no_grad()
+def encode_views(bundle: ClipBundle, x: Tensor, n_views: int, seeds: Sequence[int]) -> Tensor:
+    """Unit features of ``n_views`` views per image, all in one forward: (B, 3, S, S) -> (B, V, D)."""
+    v = make_views(x, n_views, seeds)                               # (B, V, 3, S, S)
+    with autocast(bundle.device):
+        z = bundle.encode_images(v.flatten(0, 1))                   # (B*V, D)
+    return z.float().reshape(x.shape[0], n_views, -1)
+
+
+@torch.no_grad()
+def encode_single(bundle: ClipBundle, x: Tensor) -> Tensor:
+    with autocast(bundle.device):
+        return bundle.encode_images(x).float()
+
+
+# ---- runner -------------------------------------------------------------------------------
+
+def _fetch(method: TTAMethod, stream: Stream, idx: Tensor, bundle: ClipBundle) -> Batch:
+    batch = Batch(index=idx)
+    need = set(method.inputs)
+    images = None
+    if ("images" in need or ("feats" in need and stream.feats is None)
+            or ("views" in need and (stream.views is None or stream.views.shape[1] < method.n_views))):
+        if stream.images is None:
+            raise ValueError(f"{type(method).__name__} needs {sorted(need)} but stream {stream.name!r} has no "
+                             "images and not every input precomputed; pass Stream(images=image_source(...))")
+        images = stream.images(idx)
+    if "images" in need:
+        batch.images = images
+    if "feats" in need:
+        batch.feats = stream.feats[idx].to(bundle.device) if stream.feats is not None else encode_single(bundle, images)
+    if "views" in need:
+        if stream.views is not None and stream.views.shape[1] >= method.n_views:
+            batch.views = stream.views[idx, :method.n_views].to(bundle.device)
+        else:
+            batch.views = encode_views(bundle, images, method.n_views, [view_seed(stream.view_seed, i) for i in idx.tolist()])
+    return batch
+
+
+def stream_order(n: int, seed: int, shuffle: bool = True) -> Tensor:
+    """The visiting order: a permutation seeded by ``seed`` (or 0..n-1)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+
+
+def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: bool = True,
+               fetch: int = 8, desc: str | None = None) -> Tensor:
+    """Run one stream through ``method`` (already ``setup``) and return logits (N, C) in dataset order.
+
+    Args:
+        method: a set-up method; ``reset()`` is called here first (fresh model per stream).
+        stream: the items. seed: seeds torch (method randomness) and the visiting order.
+        shuffle: visit in a seeded random order (the references shuffle).
+        fetch: episodic methods: images whose inputs are fetched (views encoded) together.
+    """
+    if method.ctx is None:
+        raise RuntimeError(f"{type(method).__name__}.setup(ctx) must be called before run_stream")
+    bundle, n = method.ctx.bundle, len(stream)
+    seed_everything(seed)
+    method.reset()
+    order = stream_order(n, seed, shuffle)
+    out = torch.empty(n, method.ctx.n_classes)
+    step = fetch if method.regime == "episodic" else method.batch_size
+    starts = range(0, n, step)
+    bar = progress(starts, desc=desc or f"{type(method).__name__} {stream.name}", total=len(starts), leave=False,
+                   disable=True if len(starts) < 20 else None)
+    for s in bar:
+        idx = order[s:s + step]
+        batch = _fetch(method, stream, idx, bundle)
+        if method.regime == "episodic":
+            for j in range(len(idx)):
+                method.reset()
+                one = Batch(idx[j:j + 1], *(None if t is None else t[j:j + 1]
+                                            for t in (batch.feats, batch.views, batch.images)))
+                out[idx[j]] = method.predict(one).detach().float().cpu()[0]
+        else:
+            out[idx] = method.predict(batch).detach().float().cpu()
+    if method.second_pass:
+        step = int(getattr(method.config, "eval_batch_size", 128))
+        for s in range(0, n, step):
+            idx = torch.arange(s, min(s + step, n))
+            out[idx] = method.predict_offline(_fetch(method, stream, idx, bundle)).detach().float().cpu()
+    return out
+
+
+# ---- cost ---------------------------------------------------------------------------------
+
+class _PeakRSS:
+    """Peak resident memory above the starting level, sampled every ``interval`` s in a thread."""
+
+    def __init__(self, interval: float = 0.002):
+        import psutil
+        self.proc, self.interval, self.peak, self._stop = psutil.Process(), interval, 0, threading.Event()
+
+    def __enter__(self):
+        import ctypes
+        import gc
+        gc.collect()
+        try:                                                        # hand freed heap back to the OS (glibc)
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        self.base = self.proc.memory_info().rss
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss - self.base)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+
+
+def measure_cost(method: TTAMethod, stream: Stream, *, seed: int = 0, repeats: int = 1) -> dict[str, Any]:
+    """Wall time per image and peak memory of ``run_stream`` on ``stream``.
+
+    One untimed pass measures memory (and warms up), then the best of ``repeats`` timed passes.
+    Pass a stream without precomputed ``feats``/``views`` to include the image encoder's cost.
+    Peak memory: CUDA ``max_memory_allocated`` above the level before the run on a GPU; on CPU the
+    peak rise of the process's resident set above its level after ``gc`` and glibc ``malloc_trim``,
+    sampled every 2 ms (approximate: it misses memory the allocator reuses without returning it).
+    """
+    dev = method.ctx.bundle.device
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        run_stream(method, stream, seed=seed, desc="cost")
+        torch.cuda.synchronize(dev)
+        peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    else:
+        with _PeakRSS() as mem:
+            run_stream(method, stream, seed=seed, desc="cost")
+        peak = mem.peak / 2**20
+    best = float("inf")
+    for _ in range(repeats):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        run_stream(method, stream, seed=seed, desc="cost")
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = min(best, time.perf_counter() - t0)
+    return {"ms_per_image": 1000.0 * best / max(len(stream), 1), "peak_mem_mb": peak,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{torch.get_num_threads()}"}

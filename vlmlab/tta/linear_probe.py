@@ -1,0 +1,48 @@
+"""Linear probe on frozen features, the few-shot baseline of the poster's Table 2 (1/5/10 shots).
+
+    logits = f W^T + b,  (W, b) = L2-regularised multinomial logistic regression on the support set
+Radford et al. (arXiv:2103.00020, CLIP README: sklearn LogisticRegression, C swept on validation);
+CoOp's protocol (Zhou et al., arXiv:2109.01134, ``lpclip/linear_probe.py``): C searched over
+{1e6, ..., 1e-6} on a few-shot validation set of min(K, 4) shots per class, then refined by
+bisection in log space (``vlmlab.probe.fit_linear_probe``). C is never chosen on test data.
+Departures: features are the unit-norm cached image embeddings (the references use the
+unnormalised ``encode_image`` output); the refined C keeps the best validation accuracy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from vlmlab.probe import fit_linear_probe
+from vlmlab.tta.base import Batch, Context, TTAConfig, TTAMethod
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig(TTAConfig):
+    shots: int = 1               # shots per class in the support set (the poster: 1, 5, 10)
+    refine: int = 8              # CoOp's bisection rounds after the coarse C grid
+    max_iter: int = 1000
+    C: float | None = None       # fixed C (skips the search)
+
+
+class LinearProbe(TTAMethod):
+    """Logistic regression fitted once on the support set; static at test time."""
+
+    config_cls = LinearProbeConfig
+    regime = "static"
+    inputs = ("feats",)
+    needs_support = True
+
+    def setup(self, ctx: Context) -> None:
+        super().setup(ctx)
+        s = ctx.support
+        if s.shots != self.config.shots:
+            raise ValueError(f"linear_probe has shots={self.config.shots} but the support set holds {s.shots} "
+                             "per class; build the support with the method's shots")
+        self.probe = fit_linear_probe(s.feats, s.labels, s.val_feats, s.val_labels, C=self.config.C,
+                                      refine=self.config.refine, max_iter=self.config.max_iter,
+                                      seed=ctx.seed, n_classes=ctx.n_classes)
+
+    def predict(self, batch: Batch) -> Tensor:
+        return self.probe.logits(batch.feats).to(batch.feats.device)                # (B, C)
