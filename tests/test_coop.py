@@ -1,0 +1,229 @@
+"""CoOp (vlmlab.coop): schedule, few-shot jobs, training modes, augmentation, nearest words, tables."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlmlab.coop import (COLUMNS, CoOpConfig, TrainSet, Variant, lr_at, nearest_words, parse_variant, run_sweep,
+                         summary_tables, train_coop)
+from vlmlab.coop.augment import crop_params, encode_augmented, view_features, view_rng
+from vlmlab.coop.data import Splits, dg_target
+from vlmlab.coop.report import domain_generalization
+from vlmlab.coop.sweep import _jobs_for_seed
+from vlmlab.coop.train import build_learner, step_loss
+from vlmlab.data.base import DatasetNotFound
+from vlmlab.features import Features
+from vlmlab.prompts import text_tower, zero_shot_weights
+
+TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from vlmlab.models.openclip import load_openclip, register_config
+    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-coop.json"
+    cfg.write_text(json.dumps(TINY))
+    register_config(cfg)
+    torch.manual_seed(0)
+    return load_openclip("vlmlab-test-coop", None)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    from vlmlab import world
+    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", 40)
+    return Splits("digits", "world:digits", load("train", 60), load("val", 40), test, list(test.classnames),
+                  test.template)
+
+
+# ---- schedule and config ------------------------------------------------------------------------
+
+def test_lr_schedule_matches_dassl_warmup_then_torch_cosine():
+    cfg, total = CoOpConfig(), 10
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    assert lr_at(0, total, cfg) == cfg.warmup_lr == 1e-5
+    for epoch in range(1, total):                       # epoch k >= 1 runs at the cosine's (k - 1)-th value
+        assert lr_at(epoch, total, cfg) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        cosine.step()
+    assert lr_at(1, total, cfg) == pytest.approx(0.002)
+    assert lr_at(6, total, cfg) == pytest.approx(0.001 * (1 + math.cos(math.pi * 5 / 10)))
+
+
+def test_epochs_per_shot_count_follow_the_configs():
+    cfg = CoOpConfig()
+    assert [cfg.epochs_for(k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    assert cfg.epochs_for(3) == 100 and cfg.epochs_for(32) == 200
+    assert CoOpConfig(epochs={1: 50}).epochs_for(16) == 50          # ImageNet: 50 for every K
+    with pytest.raises(KeyError, match="n_ctxx"):
+        cfg.replace(n_ctxx=4)
+    with pytest.raises(ValueError, match="mode"):
+        CoOpConfig(mode="fast")
+
+
+def test_variant_shorthand():
+    v = parse_variant("M16_mid_csc@8,16")
+    assert (v.n_ctx, v.position, v.csc, v.init, v.shots) == (16, "middle", True, "random", (8, 16))
+    assert parse_variant("M4_end_photo").init == "a photo of a"
+    assert parse_variant({"n_ctx": 8, "position": "front"}) == Variant(8, "front")
+    assert parse_variant("M16_end").name == "M16 end" and v.name == "M16 middle CSC"
+    with pytest.raises(ValueError, match="unknown part"):
+        parse_variant("M16_sideways")
+    with pytest.raises(KeyError, match="ctx"):
+        parse_variant({"ctx": 4})
+
+
+# ---- few-shot jobs ------------------------------------------------------------------------------
+
+def _jobs(bundle, splits, seed, shots=(1, 2, 4), variants=("M4_end",)):
+    cfg = CoOpConfig(n_views=2, epochs={1: 1})
+    test = Features(torch.zeros(0, bundle.embed_dim), torch.zeros(0, dtype=torch.long), "none")
+    return _jobs_for_seed(bundle, splits, test, list(shots), seed, [parse_variant(v) for v in variants], cfg,
+                          cfg.epochs, ("coop",), 1, None)
+
+
+def test_few_shot_jobs_are_per_class_nested_and_seed_deterministic(bundle, splits):
+    a, b, c = _jobs(bundle, splits, 1), _jobs(bundle, splits, 1), _jobs(bundle, splits, 2)
+    for job in a:
+        counts = torch.bincount(job.train.labels, minlength=splits.n_classes)
+        assert torch.all(counts == job.shots)                                    # K per class
+        assert torch.equal(job.train.labels, torch.as_tensor(splits.train.labels)[job.train.indices])
+    assert all(torch.equal(x.train.indices, y.train.indices) for x, y in zip(a, b))
+    assert not torch.equal(a[-1].train.indices, c[-1].train.indices)
+    assert set(a[0].train.indices.tolist()) <= set(a[1].train.indices.tolist()) <= set(a[2].train.indices.tolist())
+    # cached views are the views of exactly those items
+    full = view_features(bundle, splits.train, a[-1].train.indices, 2, seed=1)
+    torch.testing.assert_close(a[-1].train.view_feats, full)
+
+
+# ---- augmentation and the two modes ------------------------------------------------------------
+
+def test_crop_params_respect_scale_ratio_and_bounds():
+    rng = np.random.default_rng(0)
+    fractions = []
+    for _ in range(400):
+        top, left, h, w = crop_params(48, 64, rng)
+        assert 0 <= top and top + h <= 48 and 0 <= left and left + w <= 64
+        fractions.append(h * w / (48 * 64))
+        assert 3 / 4 - 0.1 <= w / h <= 4 / 3 + 0.1
+    assert min(fractions) >= 0.08 * 0.9 and max(fractions) <= 1.0
+    assert 0.4 < np.mean(fractions) < 0.65                     # E[U(0.08, 1)] = 0.54 (few rejections)
+    assert crop_params(32, 32, view_rng(3, 7, 1)) == crop_params(32, 32, view_rng(3, 7, 1))
+
+
+def test_cached_views_are_the_exact_modes_augmentations(bundle, splits):
+    idx = torch.tensor([0, 5, 9])
+    cached = view_features(bundle, splits.train, idx, n_views=3, seed=4)            # (3, V, D)
+    for v in range(3):
+        torch.testing.assert_close(cached[:, v], encode_augmented(bundle, splits.train, idx.tolist(), [v] * 3, 4))
+    assert (cached[:, 0] - cached[:, 1]).abs().max() > 1e-4                           # views differ
+
+
+def test_cached_cycle_mode_reproduces_exact_training(bundle, splits):
+    job = _jobs(bundle, splits, 1, shots=(4,))[0]
+    epochs = 3
+    views = view_features(bundle, splits.train, job.train.indices, n_views=epochs, seed=1)
+    base = CoOpConfig(n_ctx=4, batch_size=16)
+    exact = train_coop(bundle, splits.classnames, TrainSet(job.train.labels, data=splits.train,
+                       indices=job.train.indices, view_seed=1), base.replace(mode="exact"), seed=5, epochs=epochs)
+    cached = train_coop(bundle, splits.classnames, TrainSet(job.train.labels, view_feats=views),
+                        base.replace(mode="cached", view_sampling="cycle"), seed=5, epochs=epochs)
+    assert exact.steps == cached.steps == epochs * (40 // 16)                         # drop_last when n >= batch
+    torch.testing.assert_close(cached.learner.ctx, exact.learner.ctx, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(exact.learner.ctx, build_learner(bundle, splits.classnames, base, 5).ctx)
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(bundle):
+    classes = ["cat", "dog", "car", "tree"]
+    learner = build_learner(bundle, classes, CoOpConfig(n_ctx=4), seed=0)
+    feats = F.normalize(torch.randn(16, bundle.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    labels = torch.arange(16) % 4
+    opt = torch.optim.SGD([learner.ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
+    before = step_loss(learner, feats, labels, 100.0)
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = step_loss(learner, feats, labels, 100.0)
+    assert after < before - 1e-7
+
+
+def test_small_set_takes_one_full_batch_per_epoch(bundle):
+    classes = ["cat", "dog"]
+    feats = F.normalize(torch.randn(6, 2, bundle.embed_dim), dim=-1)                  # 6 items < batch 32
+    res = train_coop(bundle, classes, TrainSet(torch.tensor([0, 1] * 3), view_feats=feats),
+                     CoOpConfig(n_ctx=2, epochs={1: 4}), seed=0, shots=3)
+    assert res.steps == 4 and [h["lr"] for h in res.history][:2] == [1e-5, 0.002]
+
+
+# ---- nearest words -----------------------------------------------------------------------------
+
+def test_nearest_words_returns_planted_words(bundle):
+    table = text_tower(bundle).token_embedding.weight
+    ids = [bundle.tokenizer([w])[0, 1].item() for w in ("dog", "photo", "enjoyed")]
+    ctx = table[ids].detach() + 1e-4 * torch.randn(3, table.shape[1])
+    words = nearest_words(ctx, k=2, bundle=bundle)
+    assert [w[0][0] for w in words] == ["dog", "photo", "enjoyed"]
+    assert all(w[0][1] < w[1][1] for w in words)
+    vocab = {0: "zero", 1: "one", 2: "two"}
+    small = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    assert nearest_words(torch.tensor([[0.9, 0.1]]), 2, table=small, vocab=vocab) == [
+        [("one", pytest.approx(math.hypot(0.1, 0.1))), ("zero", pytest.approx(math.hypot(0.9, 0.1)))]]
+
+
+# ---- the sweep and its tables ------------------------------------------------------------------
+
+def test_sweep_table_and_zero_shot_reference(bundle, splits):
+    cfg = CoOpConfig(n_views=2, epochs={1: 2})
+    sweep = run_sweep(bundle, [splits], shots=[1, 2], seeds=[1, 2], variants=["M4_end", "M2_middle_csc@2"],
+                      cfg=cfg, lp_refine=1)
+    t = sweep.table
+    assert list(t.columns) == COLUMNS
+    counts = t.groupby("method").size().to_dict()
+    assert counts == {"zero_shot": 2, "linear_probe": 4, "coop": 4 + 2}
+    assert t["accuracy"].between(0, 100).all()
+    # zero-shot equals an independent computation with the dataset's template
+    from vlmlab.features import extract_arrays
+    f = extract_arrays(bundle, splits.test.images, splits.test.labels, "t")
+    w = F.normalize(bundle.encode_texts([splits.template.format(c) for c in splits.classnames]), dim=-1)
+    ref = 100 * float(((f.feats @ w.T).argmax(1) == f.labels).float().mean())
+    assert t[t.method == "zero_shot"]["accuracy"].tolist() == pytest.approx([ref, ref])
+    # domain generalization on the source itself reproduces the sweep's CoOp accuracy
+    dg = domain_generalization(bundle, splits, [], sweep, [parse_variant("M4_end")], shots=2, seeds=[1])
+    coop_row = t[(t.method == "coop") & (t.n_ctx == 4) & (t.shots == 2) & (t.seed == 1)]["accuracy"].item()
+    assert dg[dg.method == "coop"]["accuracy"].item() == pytest.approx(coop_row)
+
+
+def test_summary_tables_mean_std_and_average():
+    rows = []
+    for ds, offset in (("a", 0.0), ("b", 10.0)):
+        for seed, acc in ((1, 50.0), (2, 60.0)):
+            rows.append({"dataset": ds, "method": "coop", "n_ctx": 16, "position": "end", "init": "random",
+                         "csc": False, "shots": 16, "seed": seed, "accuracy": acc + offset})
+    s = summary_tables(pd.DataFrame(rows, columns=COLUMNS))
+    a = s.long[(s.long.dataset == "a")].iloc[0]
+    assert a["mean"] == 55.0 and a["std"] == pytest.approx(np.std([50, 60], ddof=1))
+    avg = s.long[s.long.dataset == "Average"].iloc[0]
+    assert avg["mean"] == 60.0 and avg["std"] == pytest.approx(np.std([55, 65], ddof=1))
+    assert s.average.loc["CoOp M16 end", "16 shot"] == "60.00 ± 7.07"
+
+
+def test_missing_shift_loader_names_what_is_missing(splits):
+    with pytest.raises(DatasetNotFound, match="ImageNet-V2"):
+        dg_target("imagenet_v2", splits)
+    with pytest.raises(ValueError, match="share the classes"):
+        dg_target("world:objects", splits, n_test=20)
+
+
+def test_zero_shot_weights_used_by_the_sweep_are_the_templates(bundle, splits):
+    w = zero_shot_weights(bundle, splits.classnames, splits.template)
+    ref = F.normalize(bundle.encode_texts([splits.template.format(c) for c in splits.classnames]), dim=-1)
+    torch.testing.assert_close(w, ref, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,168 @@
+"""The CoOp grid: datasets x shots x seeds x variants, with zero-shot and linear-probe references.
+
+    sweep = run_sweep(bundle, splits, shots=[1, 2, 4, 8, 16], seeds=[1, 2, 3], variants=["M16_end"], cfg=CoOpConfig())
+    sweep.table     dataset, method, n_ctx, position, init, csc, shots, seed, accuracy   (tables/coop.csv)
+    sweep.runs      the same keys + seconds, steps, final loss of every CoOp run
+    sweep.contexts  (dataset, variant, shots, seed) -> learned context, for nearest words and DG
+    sweep.timing    wall and CPU seconds: preparation (features, views) in this process, and all jobs
+
+Protocol (``coop.md`` §4, §8): K shots per class from the train pool (``vlmlab.data.sample_few_shot``,
+nested in K, seeded); the test set is the whole test split; zero-shot uses the dataset's hand-written
+template; the linear probe is logistic regression on evaluation-transform features with C searched
+on min(K, 4) val shots per class (``vlmlab.probe``, CoOp's 8 bisection rounds by default).
+Departures: the linear probe uses the *same* shots as CoOp (CoOp's lpclip draws its own with numpy)
+and unit-norm features (lpclip uses raw ``visual()`` outputs); zero-shot rows repeat per seed (one
+deterministic value) so every method has the same keys.
+CoOp runs are independent: ``workers > 1`` trains them in that many processes (CPU), each with
+``threads`` torch threads; results do not depend on ``workers``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from vlmlab.coop.augment import eval_features, view_features
+from vlmlab.coop.data import Splits
+from vlmlab.coop.jobs import Job, ProbeJob, run_jobs
+from vlmlab.coop.train import CoOpConfig, TrainSet
+from vlmlab.coop.variants import Variant, parse_variant
+from vlmlab.data.fewshot import sample_few_shot
+from vlmlab.features import FeatureCache
+from vlmlab.metrics import accuracy
+from vlmlab.models.bundle import ClipBundle
+from vlmlab.prompts import zero_shot_logits, zero_shot_weights
+from vlmlab.runtime import get_logger
+
+log = get_logger("vlmlab.coop")
+
+COLUMNS = ["dataset", "method", "n_ctx", "position", "init", "csc", "shots", "seed", "accuracy"]
+NONE = {"n_ctx": 0, "position": "-", "init": "-", "csc": False}
+
+
+@dataclass
+class Sweep:
+    """Results of :func:`run_sweep` (see the module docstring)."""
+
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    contexts: dict = field(default_factory=dict)
+    zero_shot_weights: dict = field(default_factory=dict)
+    linear_probes: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+
+def zero_shot_accuracy(bundle: ClipBundle, split: Splits, feats) -> tuple[float, torch.Tensor]:
+    """Zero-shot accuracy with the dataset's hand-written template, and the (C, D) weights."""
+    w = zero_shot_weights(bundle, split.classnames, split.template).cpu()            # (C, D)
+    return accuracy(zero_shot_logits(feats.feats, w), feats.labels), w
+
+
+def _subset_feats(bundle, data, idx: torch.Tensor, cache):
+    """Evaluation-transform features of ``data[idx]`` (one cached extraction) and item -> row."""
+    f = eval_features(bundle, data.subset(idx.tolist()), cache)
+    return f.feats, {int(i): r for r, i in enumerate(idx.tolist())}
+
+
+def _rows(where: dict, idx: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([where[int(i)] for i in idx.tolist()], dtype=torch.long)
+
+
+def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epochs_table, methods, lp_refine, cache):
+    """CoOp and probe jobs of one (dataset, seed); features computed once for the largest K (shots nest)."""
+    c = split.n_classes
+    y_train, y_val = torch.as_tensor(split.train.labels).long(), torch.as_tensor(split.val.labels).long()
+    idx_max = sample_few_shot(y_train, max(shots), seed, c)
+    jobs = []
+    if "linear_probe" in methods:
+        f_train, w_train = _subset_feats(bundle, split.train, idx_max, cache)
+        val_max = sample_few_shot(y_val, min(max(shots), 4), seed, c)
+        f_val, w_val = _subset_feats(bundle, split.val, val_max, cache)
+        for k in shots:
+            idx, vidx = sample_few_shot(y_train, k, seed, c), sample_few_shot(y_val, min(k, 4), seed, c)
+            jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, idx)], y_train[idx]),
+                                 (f_val[_rows(w_val, vidx)], y_val[vidx]), test.feats, test.labels, lp_refine))
+    if "coop" not in methods or not variants:
+        return jobs
+    views = (view_features(bundle, split.train, idx_max, cfg.n_views, seed, cache, scale=cfg.crop_scale)
+             if cfg.mode == "cached" else None)
+    where = {int(i): p for p, i in enumerate(idx_max.tolist())}
+    for k in shots:
+        idx = sample_few_shot(y_train, k, seed, c)
+        train = TrainSet(labels=y_train[idx], view_feats=None if views is None else views[_rows(where, idx)],
+                         data=split.train if cfg.mode == "exact" else None, indices=idx, view_seed=seed)
+        for v in variants:
+            if k in v.shots_or(shots):
+                vcfg = v.config(cfg.replace(epochs=epochs_table))
+                jobs.append(Job(split.name, v, k, seed, split.classnames, train, test.feats, test.labels, vcfg,
+                                vcfg.epochs_for(k)))
+    return jobs
+
+
+def _collect(out: Sweep, jobs, results) -> list[dict]:
+    rows, runs = [], []
+    for job, res in zip(jobs, results):
+        base = {"dataset": job.dataset, "shots": job.shots, "seed": job.seed, "accuracy": res["accuracy"]}
+        if isinstance(job, ProbeJob):
+            rows.append({**base, "method": "linear_probe", **NONE})
+            out.linear_probes[(job.dataset, job.shots, job.seed)] = res["probe"]
+            continue
+        rows.append({**base, "method": "coop", **job.variant.columns(), "n_ctx": res["n_ctx"]})  # a phrase fixes M
+        out.contexts[(job.dataset, job.variant.name, job.shots, job.seed)] = res["ctx"]
+        runs.append({"dataset": job.dataset, "variant": job.variant.name, "shots": job.shots, "seed": job.seed,
+                     "epochs": job.epochs, "steps": res["steps"], "seconds": res["seconds"],
+                     "cpu_seconds": res["cpu_seconds"],
+                     "final_loss": res["final_loss"], "accuracy": res["accuracy"]})
+    out.runs = pd.DataFrame(runs)
+    return rows
+
+
+def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int], seeds: Sequence[int],
+              variants: Sequence[Variant | str | dict], cfg: CoOpConfig = CoOpConfig(), *,
+              methods: Sequence[str] = ("zero_shot", "linear_probe", "coop"), epochs_by_dataset: dict | None = None,
+              lp_refine: int = 8, workers: int = 1, threads: int | None = None,
+              cache: FeatureCache | None = None) -> Sweep:
+    """Run the grid (see the module docstring).
+
+    Args:
+        bundle: the frozen CLIP. splits: datasets (``vlmlab.coop.data.load_splits``).
+        shots: K values. seeds: few-shot draw / init / order seeds (CoOp: 1, 2, 3).
+        variants: CoOp variants (``Variant``, a dict of its fields or a "M16_middle_csc" string).
+        cfg: base hyperparameters (mode, views, optimiser, epochs per K).
+        methods: which of zero_shot, linear_probe, coop to run.
+        epochs_by_dataset: {dataset name: {K: epochs}} exceptions (CoOp: ImageNet 50 for every K).
+        lp_refine: bisection rounds of the probe's C search. workers, threads: processes for the runs.
+        cache: the shared feature cache.
+    """
+    bad = sorted(set(methods) - {"zero_shot", "linear_probe", "coop"})
+    if bad:
+        raise KeyError(f"unknown method(s) {bad}; use zero_shot, linear_probe, coop")
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    variants = [parse_variant(v) for v in variants]
+    shots = sorted(int(k) for k in shots)
+    rows, jobs, out = [], [], Sweep(pd.DataFrame(columns=COLUMNS), pd.DataFrame())
+    for split in splits:
+        test = eval_features(bundle, split.test, cache)
+        if "zero_shot" in methods:
+            acc, out.zero_shot_weights[split.name] = zero_shot_accuracy(bundle, split, test)
+            rows += [{"dataset": split.name, "method": "zero_shot", **NONE, "shots": 0, "seed": s, "accuracy": acc}
+                     for s in seeds]
+        table = (epochs_by_dataset or {}).get(split.name, cfg.epochs)
+        for seed in seeds:
+            jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache)
+    t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
+    results = run_jobs(bundle, jobs, workers=workers, threads=threads)
+    rows += _collect(out, jobs, results)
+    out.timing = {"wall_s": time.perf_counter() - t0, "prep_wall_s": t_prep, "prep_cpu_s": cpu_prep,
+                  "jobs_cpu_s": sum(r["cpu_seconds"] for r in results), "jobs": len(jobs), "workers": workers}
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    order = {s.name: i for i, s in enumerate(splits)}
+    rank = {"zero_shot": 0, "linear_probe": 1, "coop": 2}
+    out.table = table.sort_values(["dataset", "method", "n_ctx", "position", "init", "csc", "shots", "seed"],
+                                  key=lambda c: c.map(order) if c.name == "dataset" else
+                                  (c.map(rank) if c.name == "method" else c), kind="stable").reset_index(drop=True)
+    return out
+
