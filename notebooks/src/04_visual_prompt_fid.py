@@ -1,0 +1,156 @@
+# Source of notebooks/04_visual_prompt_fid.ipynb; rebuild with `python scripts/make_notebook.py notebooks/src/04_visual_prompt_fid.py`.
+
+# %% [markdown]
+# # 04 · Visual prompting: gain over zero-shot, and the distribution gap
+#
+# Bahng, Jahanian, Sankaranarayanan & Isola, *Exploring Visual Prompts for Adapting Large-Scale
+# Models* (arXiv:2203.17274; seed `001`). One learned perturbation (a **visual prompt**) is added to
+# every normalised input of a frozen CLIP whose text classifier stays fixed: a **padding** frame, a
+# **fixed patch** (top-left) or a **random patch** (moved on every pass). We measure, per dataset,
+# text-prompt zero-shot accuracy (**TP**), **VP+TP**, their difference (the **gain**) and a linear
+# probe (**LP**), then relate the gain to the dataset's **distribution gap** from the pretraining data,
+# measured by **FID** and an **LPIPS-style** distance. The paper reports that larger gaps go with larger
+# gains; its per-dataset numbers are not verified here (`../shared/papers/visual_prompting.md` §6), so
+# no published table is shown.
+#
+# * **embedded**: the world CLIP on eleven world datasets from near (objects, colours, ...) to far
+#   (thermal, digits, terrain); reference set = the first images of the model's own training pool.
+#   Inception and AlexNet weights would have to be downloaded, so **FID and the LPIPS-style distance
+#   use the world CLIP's own image encoder**: FID on its unit image embeddings, the LPIPS-style
+#   distance on its four ResNet stage outputs (forward hooks), channel-normalised and averaged
+#   without learned weights. Their values are not comparable with Inception-FID or LPIPS.
+# * **paper**: CLIP ViT-B/32 (OpenAI), the paper's datasets under `data_root`, Inception-v3 FID
+#   (pytorch-fid) and LPIPS (AlexNet, `lpips`) from local weight files only; reference = ImageNet val.
+# * **tiny**: seconds, for the test suite.
+#
+# The set-level LPIPS-style distance (`vlmlab.visual_prompts.gap`): with d the per-pair distance,
+# `cross` = mean d over all pairs (test image, reference image), `within` = the same inside one set, and
+# **lpips = cross − (within_dataset + within_reference)/2**, which is 0 for identical sets, symmetric
+# and ≥ 0 (an energy distance). `cross` alone, the naive "mean over random pairs", is in `tables/gap.csv`.
+
+# %% tags=["parameters"]
+profile = "embedded"  # embedded | paper | tiny
+device = "auto"  # auto | cpu | cuda
+out_dir = ""  # "" = results/<profile>/04_visual_prompt_fid/
+seed = 0  # world seed, few-shot draw, reference sample and LPIPS pairs
+model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-32"
+pretrained = None  # open_clip tag or local weight file (None for the embedded model)
+data_root = ""  # root of real datasets (paper profile); "" = $VLMLAB_DATA
+datasets = ["world:objects", "world:colours", "world:textures", "world:counts", "world:positions",
+            "world:backgrounds", "world:styles", "world:renditions", "world:thermal", "world:digits",
+            "world:terrain"]  # specs, or the paper's bare names ("CIFAR100", "EuroSAT", ...)
+prompters = ["padding", "fixed_patch", "random_patch"]  # the first one runs on every dataset and is correlated
+prompt_sizes = {"padding": 8, "fixed_patch": 8, "random_patch": 8}  # pad width / patch side in input pixels
+compare_on = ["world:objects", "world:colours", "world:styles", "world:digits", "world:terrain"]  # datasets for the other prompters ([] = all)
+shots: int | None = 16  # training images per class (None = the whole train split, as in the paper)
+n_val = 4  # validation images per class (linear-probe C search; select="val")
+n_test: int | None = 200  # test images per dataset (None = all); the gap uses the same images
+epochs = 8  # the paper: 1000
+batch_size = 32  # the paper: 256
+lr = 40.0  # SGD learning rate (the paper's)
+warmup = 10  # linear warm-up steps (the paper: 1000), then cosine to 0
+init = "randn"  # prompt init: "randn" (the paper) or "zeros"
+select = "last"  # report the "last" epoch, or the best "val" epoch (the paper picks the best *test* epoch)
+seeds = [0]  # prompt seeds (init, batch order, patch locations); tables average over them
+template = ""  # "" = each dataset's own template; the paper uses "This is a photo of a {}" for all
+linear_probe = True  # fit the LP baseline (C searched on the validation split)
+vision_only_source = "world:objects"  # source task of the vision-only classifier ("" = skip the row)
+vision_only_shots = 16  # source images per class for its linear head
+vision_only_datasets = ["world:colours", "world:digits", "world:terrain"]  # where the vision-only row runs ([] = all)
+gap_metrics = ["fid", "lpips"]
+gap_extractor = "encoder"  # "encoder" (the model's own image encoder) or "paper" (Inception FID + lpips AlexNet)
+reference = "world:pool"  # "world:pool" (the embedded CLIP's training images) or "imagenet_val"
+n_reference = 1000  # reference images
+n_gap: int | None = None  # test images per dataset used for the gap (None = all n_test)
+lpips_pairs: int | None = None  # None = exact all-pairs means (encoder maps); k = k random pairs per term
+gap_image_size = 224  # side real images are resized to for the paper's gap extractors
+torch_home = ""  # folder holding hub/checkpoints/ with the Inception / AlexNet files ("" = $TORCH_HOME)
+num_workers = 0  # DataLoader workers for real datasets
+check_phenomenon = True  # fail the run if the table is incomplete or VP does not beat TP on average
+
+# %%
+import vlmlab
+import vlmlab.visual_prompts as VP
+import vlmlab.visual_prompts.figures as VPF
+
+P = vlmlab.params.resolve("04_visual_prompt_fid", globals())
+run = vlmlab.results.Run("04_visual_prompt_fid", P)
+vlmlab.plots.set_style()
+vlmlab.runtime.seed_everything(P.seed)
+bundle = vlmlab.models.load_clip(P.model, P.pretrained, device=P.device)
+bundle.identity
+
+# %% [markdown]
+# ## The distribution gap of every dataset to the reference set
+# No prompt changes these numbers, so they are computed once (the prompt is in pixel space, so nothing
+# the prompt touches is cached).
+
+# %%
+gaps = VP.measure_gaps(P, bundle)
+run.save_table(gaps, "gap")
+gaps.round(4)
+
+# %% [markdown]
+# ## Visual prompts against zero-shot and the linear probe
+# Every run starts from the same frozen model and the same fixed text classifier; only the prompt learns.
+
+# %%
+vpr = VP.run_visual_prompting(P, bundle)
+run.save_table(vpr.table, "visual_prompting_runs")
+run.save_table(vpr.history, "training_history")
+table = VP.assemble(vpr.table, gaps)
+run.save_table(table, "visual_prompting", floatfmt=".2f")
+table.round(2)
+
+# %% [markdown]
+# ## Does the gain grow with the gap?
+# One point per dataset (the first prompter); Pearson r with its two-sided p, and Spearman ρ.
+
+# %%
+corr = VP.correlation(table, P.prompters[0], P.gap_metrics)
+run.save_table(corr, "correlation", floatfmt=".3f")
+run.log_metric(**{f"{m}_{k}": corr.set_index("gap_metric").loc[m, k] for m in P.gap_metrics for k in ("pearson_r", "spearman_r")})
+for m in P.gap_metrics:
+    run.save_figure(VPF.gain_vs_gap(table, corr, m, P.prompters[0], P.gap_extractor), f"gain_vs_{m}")
+corr.round(3)
+
+# %% [markdown]
+# ## Prompter comparison, and the mean gain near and far
+
+# %%
+run.save_figure(VPF.prompter_bars(table), "prompter_comparison")
+groups = {name: task.distance for name, task in vlmlab.world.TASKS.items()}
+summary = VP.gain_summary(table, groups)
+run.save_table(summary, "gain_summary", floatfmt=".2f")
+summary.round(2)
+
+# %% [markdown]
+# ## The learned padding prompts
+# Top: the prompt as a change of pixel values (grey = no change, each scaled to its own range);
+# bottom: added to one test image of the dataset.
+
+# %%
+fig = VPF.prompt_images(vpr.prompts, bundle.mean, bundle.std, P.prompters[0])
+run.save_figure(fig, "learned_prompts")
+
+# %% [markdown]
+# ## The same prompt on a vision-only classifier
+# The paper's control: a frozen classifier whose head was trained on another task (here a linear head on
+# the source task's image features), with downstream class i mapped to its output i. The paper finds
+# visual prompts help CLIP far more than such models.
+
+# %%
+run.save_table(vpr.vision_only, "vision_only")
+vpr.vision_only.pivot_table(index="dataset", columns="model", values=["base_acc", "vp_acc", "gain"]).round(2) \
+    if len(vpr.vision_only) else vpr.vision_only
+
+# %% [markdown]
+# ## Check and finish
+
+# %%
+expected = len(P.datasets) + (len(P.prompters) - 1) * (len(P.compare_on) or len(P.datasets))
+assert len(table) == expected, f"table has {len(table)} rows, expected {expected}"
+mean_gain = float(table[table.prompter == P.prompters[0]].gain.mean())
+run.log_metric(mean_gain=mean_gain)
+assert not P.check_phenomenon or mean_gain > 0, f"{P.prompters[0]} prompts do not beat zero-shot on average ({mean_gain:.2f} pp)"
+run.finish()

@@ -1,0 +1,133 @@
+"""Visual-prompt training: schedule closed forms, zero prompt = zero-shot, learning a planted cue, heads."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from vlmlab.features import extract_arrays
+from vlmlab.metrics import accuracy
+from vlmlab.models.bundle import ClipBundle
+from vlmlab.probe import fit_linear_probe
+from vlmlab.prompts import zero_shot_logits, zero_shot_weights
+from vlmlab.visual_prompts import (TextHead, VPConfig, clip_head, lr_at, model_inputs, padding, predict,
+                                   refine_classname, train_prompt, vision_head)
+from vlmlab.world import WorldDataset
+
+CLASSNAMES = ["Circle", "square_box", "tri-angle"]
+
+
+def test_lr_schedule_closed_forms():
+    base, warm, total = 40.0, 10, 110
+    assert lr_at(0, base, warm, total) == pytest.approx(base / warm)             # (step + 1) / warmup
+    assert lr_at(9, base, warm, total) == pytest.approx(base)
+    assert lr_at(10, base, warm, total) == pytest.approx(base)                   # cosine starts at 1
+    assert lr_at(60, base, warm, total) == pytest.approx(base / 2)               # halfway: cos(pi/2) = 0
+    assert lr_at(110, base, warm, total) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(35, base, warm, total) == pytest.approx(0.5 * (1 + math.cos(math.pi * 25 / 100)) * base)
+
+
+def test_refine_classname_is_the_references():
+    assert [refine_classname(c) for c in CLASSNAMES] == ["circle", "square box", "tri angle"]
+
+
+@pytest.fixture(scope="module")
+def toy_set(vp_bundle, blocky):
+    images = blocky(12, seed=0)
+    labels = np.arange(12) % 3
+    return WorldDataset(images, labels, CLASSNAMES, "a photo of a {}.", "toy", "toy/test")
+
+
+def test_zero_prompt_reproduces_zero_shot_exactly(vp_bundle, toy_set):
+    template = "This is a photo of a {}"
+    head = clip_head(vp_bundle, CLASSNAMES, template)
+    data = model_inputs(vp_bundle, toy_set)
+    zs_logits, y = predict(vp_bundle, head, data)
+    vp_logits, _ = predict(vp_bundle, head, data, padding(8, 64, init="zeros"))
+    assert torch.equal(vp_logits, zs_logits)
+    # an independent route: the feature cache's extractor and the prompts module's zero-shot logits
+    feats = extract_arrays(vp_bundle, toy_set.images, toy_set.labels, "toy", cache=None).feats
+    w = zero_shot_weights(vp_bundle, ["circle", "square box", "tri angle"], template)
+    ref = zero_shot_logits(feats, w, min(vp_bundle.logit_scale, 100.0))
+    torch.testing.assert_close(zs_logits, ref, rtol=1e-4, atol=1e-4)
+    assert accuracy(vp_logits, y) == accuracy(ref, toy_set.labels)
+    # and through training with a zero prompt and lr 0: the prompt never moves
+    res = train_prompt(vp_bundle, head, data, VPConfig(prompt_size=8, epochs=1, batch_size=6, lr=0.0, init="zeros"))
+    assert torch.equal(predict(vp_bundle, head, data, res.prompter)[0], zs_logits)
+
+
+class ToyEncoder(nn.Module):
+    """f(x) = mean over pixels of relu(w * x) per channel: a frozen model a prompt can steer."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1, 3, 1, 1))
+
+    def encode_image(self, x):
+        return F.relu(self.w * x).mean(dim=(2, 3))  # (B, 3)
+
+
+def toy_bundle() -> ClipBundle:
+    return ClipBundle(ToyEncoder(), None, None, "toy", None, 8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "toy")
+
+
+def planted_cue(n: int = 16) -> TensorDataset:
+    """Class 1 has channel 1 = 2 in the 4 x 4 centre; every image has channel 0 = 1 everywhere.
+
+    Features: class 0 -> (1, 0, 0), class 1 -> (1, 0.5, 0), so the text head e_0, e_1 calls both
+    class 0 (50 %). A padding prompt of width 2 that switches channel 0 off in the border gives
+    (0.25, 0, 0) and (0.25, 0.5, 0): 100 %.
+    """
+    x = torch.zeros(n, 3, 8, 8)
+    x[:, 0] = 1.0
+    y = torch.arange(n) % 2
+    x[y == 1, 1, 2:6, 2:6] = 2.0
+    return TensorDataset(x, y)
+
+
+def test_training_learns_a_planted_cue_and_leaves_the_model_alone():
+    bundle, data = toy_bundle(), planted_cue()
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    before = accuracy(*predict(bundle, head, data))
+    assert before == 50.0
+    cfg = VPConfig(prompt_size=2, epochs=30, batch_size=8, warmup=4, init="zeros", seed=0)
+    res = train_prompt(bundle, head, data, cfg)
+    after = accuracy(*predict(bundle, head, data, res.prompter))
+    assert after == 100.0, res.history[-1]
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert res.history[-1]["train_acc"] > res.history[0]["train_acc"]
+    torch.testing.assert_close(bundle.model.w.detach(), torch.ones(1, 3, 1, 1))   # frozen
+    assert bundle.model.w.requires_grad and bundle.model.w.grad is None         # flags restored, no grads
+
+
+def test_select_val_keeps_the_best_validation_epoch():
+    bundle, data = toy_bundle(), planted_cue()
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    cfg = VPConfig(prompt_size=2, epochs=6, batch_size=8, warmup=2, init="zeros", select="val")
+    res = train_prompt(bundle, head, data, cfg, val=data)
+    vals = [row["val_acc"] for row in res.history]
+    assert res.best_epoch == 1 + int(np.argmax(vals))
+    assert accuracy(*predict(bundle, head, data, res.prompter)) == max(vals)
+    with pytest.raises(ValueError, match="validation split"):
+        train_prompt(bundle, head, data, cfg)
+
+
+def test_text_head_is_the_zero_shot_classifier():
+    feats, w = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
+    torch.testing.assert_close(TextHead(w, 37.0)(feats), zero_shot_logits(feats, w, 37.0))
+
+
+def test_vision_head_hard_codes_the_first_outputs():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 6)).astype(np.float32), np.arange(60) % 5
+    x[np.arange(60), y] += 2.0
+    probe = fit_linear_probe(x, y, C=1.0)
+    head = vision_head(probe, 3)
+    torch.testing.assert_close(head(torch.from_numpy(x)), probe.logits(x)[:, :3], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="hard-coded mapping"):
+        vision_head(probe, 6)

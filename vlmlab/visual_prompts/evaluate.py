@@ -1,0 +1,219 @@
+"""Notebook 04's experiment: VP+TP vs TP and linear probe per dataset, the gap, their correlation.
+
+    run = run_visual_prompting(P, bundle)   per dataset: TP (zero-shot), LP, VP+TP per prompter/seed,
+                                            optional vision-only rows, histories, learned prompts
+    gaps = measure_gaps(P, bundle)          per dataset: FID and LPIPS-style gap to the reference set
+    table = assemble(run.table, gaps)       the columns of tables/visual_prompting.csv
+    corr = correlation(table, "padding")    Pearson r, Spearman rho, Pearson p of gain vs each gap
+Accuracies and gains are in percentage points; gain = vp_acc - zero_shot_acc on the same test images.
+Methods: ``train.py`` (prompt training), ``gap.py`` (distances), ``data.py`` (splits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+from torch import Tensor
+
+from vlmlab.metrics import accuracy
+from vlmlab.models.bundle import ClipBundle
+from vlmlab.probe import fit_linear_probe
+from vlmlab.runtime import get_logger
+from vlmlab.visual_prompts.data import load_reference, load_splits
+from vlmlab.visual_prompts.gap import EncoderFeatures, InceptionFeatures, LpipsNet, fid, gap_features, lpips
+from vlmlab.visual_prompts.train import (VPConfig, clip_head, encode, model_inputs, predict, train_prompt,
+                                         vision_head)
+
+__all__ = ["COLUMNS", "CORRELATION_COLUMNS", "VPRun", "vp_config", "run_visual_prompting", "measure_gaps",
+           "assemble", "correlation", "gain_summary"]
+
+log = get_logger("vlmlab.visual_prompts")
+COLUMNS = ["dataset", "prompter", "zero_shot_acc", "vp_acc", "linear_probe_acc", "gain", "fid", "lpips"]
+CORRELATION_COLUMNS = ["gap_metric", "pearson_r", "spearman_r", "p_value", "n_datasets"]
+
+
+@dataclass
+class VPRun:
+    """Results of ``run_visual_prompting``.
+
+    Attributes:
+        table: one row per (dataset, prompter, seed): accuracies, gain, sizes, prompt parameters.
+        history: per-epoch loss / train accuracy of every training run.
+        prompts: ``{dataset: (prompt (3, S, S), example test input (3, S, S))}`` for the first
+            prompter and seed, in normalised units (``figures.prompt_images`` shows them).
+        vision_only: CLIP and vision-only rows side by side (empty when skipped).
+    """
+
+    table: pd.DataFrame
+    history: pd.DataFrame
+    prompts: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    vision_only: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def vp_config(P, prompter: str, seed: int) -> VPConfig:
+    """``VPConfig`` from notebook parameters (``prompt_sizes``, ``epochs``, ``lr`` ...)."""
+    if prompter not in P.prompt_sizes:
+        raise KeyError(f"prompt_sizes has no entry for prompter {prompter!r}; add it, e.g. {{{prompter!r}: 30}}")
+    return VPConfig(method=prompter, prompt_size=int(P.prompt_sizes[prompter]), epochs=P.epochs,
+                    batch_size=P.batch_size, lr=P.lr, warmup=P.warmup, init=P.init, select=P.select, seed=seed,
+                    num_workers=P.num_workers)
+
+
+def _listed(selection, spec: str, name: str) -> bool:
+    """An empty selection means every dataset; entries may be specs or dataset names."""
+    return not selection or spec in selection or name in selection
+
+
+def _source_probe(P, bundle: ClipBundle):
+    """The vision-only model's head: a probe fitted on the source task (the paper: ImageNet classifiers)."""
+    src = load_splits(P.vision_only_source, shots=P.vision_only_shots, n_val=P.n_val, n_test=None, seed=P.seed,
+                      root=P.data_root)
+    x_tr, y_tr = encode(bundle, model_inputs(bundle, src.train), desc="source features")
+    x_va, y_va = encode(bundle, model_inputs(bundle, src.val), desc="source features")
+    return fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=len(src.classnames), seed=P.seed)
+
+
+def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int) -> float:
+    x_tr, y_tr = encode(bundle, train_in, desc="probe features")
+    x_va, y_va = encode(bundle, val_in, desc="probe features")
+    x_te, y_te = encode(bundle, test_in, desc="probe features")
+    probe = fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=n_classes, seed=P.seed)
+    return accuracy(probe.logits(x_te), y_te)
+
+
+def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in, tag: dict):
+    cfg = vp_config(P, prompter, seed)
+    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=f"VP {tag['dataset']}/{prompter}/s{seed}")
+    vp_acc = accuracy(*predict(bundle, head, test_in, res.prompter))
+    hist = [dict(tag, prompter=prompter, seed=seed, **row) for row in res.history]
+    return res, vp_acc, hist
+
+
+def run_visual_prompting(P, bundle: ClipBundle) -> VPRun:
+    """Every dataset x prompter x seed of the notebook parameters ``P`` (see the notebook)."""
+    rows, hist, prompts, vo_rows = [], [], {}, []
+    probe_src = _source_probe(P, bundle) if P.vision_only_source else None
+    for spec in P.datasets:
+        sp = load_splits(spec, shots=P.shots, n_val=P.n_val, n_test=P.n_test, seed=P.seed, root=P.data_root)
+        head = clip_head(bundle, sp.classnames, P.template or sp.template)
+        train_in, val_in, test_in = (model_inputs(bundle, d) for d in (sp.train, sp.val, sp.test))
+        zs_acc = accuracy(*predict(bundle, head, test_in))
+        lp_acc = _linear_probe_acc(P, bundle, train_in, val_in, test_in, len(sp.classnames)) if P.linear_probe \
+            else float("nan")
+        kinds = [k for k in P.prompters if k == P.prompters[0] or _listed(P.compare_on, spec, sp.name)]
+        for prompter in kinds:
+            for seed in P.seeds:
+                res, vp_acc, h = _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in,
+                                                  {"dataset": sp.name, "model": "clip"})
+                hist += h
+                rows.append({"dataset": sp.name, "prompter": prompter, "seed": seed, "zero_shot_acc": zs_acc,
+                             "vp_acc": vp_acc, "linear_probe_acc": lp_acc, "gain": vp_acc - zs_acc,
+                             "train_acc_first_epoch": h[0]["train_acc"], "train_acc_last_epoch": h[-1]["train_acc"],
+                             "n_train": len(train_in), "n_test": len(test_in), "n_classes": len(sp.classnames),
+                             "n_params": res.prompter.n_params, "best_epoch": res.best_epoch})
+                if prompter == P.prompters[0] and seed == P.seeds[0]:
+                    prompts[sp.name] = (res.prompter.prompt().detach().cpu()[0], test_in[0][0].cpu())
+        if probe_src is not None and _listed(P.vision_only_datasets, spec, sp.name):
+            vo_rows += _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist)
+    return VPRun(pd.DataFrame(rows), pd.DataFrame(hist), prompts, pd.DataFrame(vo_rows))
+
+
+def _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist) -> list[dict]:
+    c = len(sp.classnames)
+    if c > probe_src.n_classes:
+        log.warning("vision-only row skipped for %s: %d classes > %d source-head outputs (hard-coded mapping)",
+                    sp.name, c, probe_src.n_classes)
+        return []
+    head = vision_head(probe_src, c, bundle.device)
+    base = accuracy(*predict(bundle, head, test_in))
+    prompter, out = P.prompters[0], []
+    clip = [r for r in rows if r["dataset"] == sp.name and r["prompter"] == prompter]
+    for seed in P.seeds:
+        _, vp_acc, h = _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in,
+                                        {"dataset": sp.name, "model": "vision_only"})
+        hist += h
+        out.append({"dataset": sp.name, "model": "vision_only", "prompter": prompter, "seed": seed,
+                    "base_acc": base, "vp_acc": vp_acc, "gain": vp_acc - base})
+    out += [{"dataset": sp.name, "model": "clip", "prompter": prompter, "seed": r["seed"],
+             "base_acc": r["zero_shot_acc"], "vp_acc": r["vp_acc"], "gain": r["gain"]} for r in clip]
+    return out
+
+
+def _gap_extractors(P, bundle):
+    if P.gap_extractor == "encoder":
+        ex = EncoderFeatures(bundle)
+        return ex, ex
+    if P.gap_extractor == "paper":
+        torch_home = P.torch_home or None
+        need_fid, need_lpips = "fid" in P.gap_metrics, "lpips" in P.gap_metrics
+        return (InceptionFeatures(torch_home, bundle.device) if need_fid else None,
+                LpipsNet("alex", torch_home, bundle.device) if need_lpips else None)
+    raise ValueError(f"gap_extractor={P.gap_extractor!r}; use 'encoder' (the project's image encoder) or "
+                     f"'paper' (Inception FID + lpips AlexNet, local weights)")
+
+
+def measure_gaps(P, bundle: ClipBundle) -> pd.DataFrame:
+    """FID and LPIPS-style gap between each dataset's test images and the reference set."""
+    unknown = set(P.gap_metrics) - {"fid", "lpips"}
+    if unknown:
+        raise ValueError(f"gap_metrics has unknown entries {sorted(unknown)}; use 'fid' and/or 'lpips'")
+    fid_ex, lp_ex = _gap_extractors(P, bundle)
+    size = P.gap_image_size
+    ref = load_reference(P.reference, P.n_reference, seed=P.seed, root=P.data_root)
+    ref_fid = gap_features(ref, fid_ex, size) if fid_ex is not None else None
+    ref_lp = ref_fid if lp_ex is fid_ex else (gap_features(ref, lp_ex, size) if lp_ex is not None else None)
+    rows = []
+    for spec in P.datasets:
+        sp = load_splits(spec, shots=P.shots, n_val=P.n_val, n_test=P.n_test, seed=P.seed, root=P.data_root)
+        row = {"dataset": sp.name, "n_images": min(len(sp.test), P.n_gap or len(sp.test)),
+               "n_reference": len(ref_fid if ref_fid is not None else ref_lp), "extractor": P.gap_extractor}
+        feats = gap_features(sp.test, fid_ex or lp_ex, size, n=P.n_gap)
+        if fid_ex is not None:
+            row["fid"] = fid(feats, ref_fid, fid_ex)
+        if lp_ex is not None:
+            lp_feats = feats if lp_ex is fid_ex or fid_ex is None else gap_features(sp.test, lp_ex, size, n=P.n_gap)
+            g = lpips(lp_feats, ref_lp, lp_ex, n_pairs=P.lpips_pairs, seed=P.seed)
+            row.update(lpips=g.distance, lpips_cross=g.cross, lpips_within=g.within_a, lpips_within_ref=g.within_b)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def assemble(vp_table: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds, joined with the gaps: exactly ``COLUMNS`` (NaN for a gap not measured)."""
+    acc = ["zero_shot_acc", "vp_acc", "linear_probe_acc", "gain"]
+    mean = vp_table.groupby(["dataset", "prompter"], sort=False)[acc].mean().reset_index()
+    out = mean.merge(gaps.reindex(columns=["dataset", "fid", "lpips"]), on="dataset", how="left")
+    return out[COLUMNS]
+
+
+def correlation(table: pd.DataFrame, prompter: str = "padding", metrics=("fid", "lpips")) -> pd.DataFrame:
+    """Gain vs gap across datasets for one prompter: Pearson r (two-sided p) and Spearman rho."""
+    sub = table[table["prompter"] == prompter]
+    rows = []
+    for m in metrics:
+        d = sub[["gain", m]].dropna() if m in sub else sub.iloc[:0]
+        ok = len(d) >= 3 and d[m].nunique() > 1 and d["gain"].nunique() > 1
+        r, p = scipy.stats.pearsonr(d[m], d["gain"]) if ok else (np.nan, np.nan)
+        rho = scipy.stats.spearmanr(d[m], d["gain"])[0] if ok else np.nan
+        rows.append({"gap_metric": m, "pearson_r": float(r), "spearman_r": float(rho), "p_value": float(p),
+                     "n_datasets": len(d)})
+    return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
+def gain_summary(table: pd.DataFrame, groups: dict[str, str] | None = None) -> pd.DataFrame:
+    """Mean accuracies and gain per prompter, overall and per dataset group (e.g. world near / shift / far).
+
+    Args:
+        table: ``assemble``'s table.
+        groups: dataset -> group name; datasets not in it are summarised under "all" only.
+    """
+    acc = ["zero_shot_acc", "vp_acc", "linear_probe_acc", "gain"]
+    frames = [table.assign(group="all")]
+    if groups:
+        frames.append(table.assign(group=table["dataset"].map(groups)).dropna(subset=["group"]))
+    both = pd.concat(frames, ignore_index=True)
+    out = both.groupby(["prompter", "group"], sort=False)[acc].mean()
+    out["n_datasets"] = both.groupby(["prompter", "group"], sort=False).size()
+    return out.reset_index()

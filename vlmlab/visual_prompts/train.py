@@ -1,0 +1,267 @@
+"""Training a visual prompt on a frozen model, and the evaluations of notebook 04.
+
+Bahng et al., arXiv:2203.17274; reference checked: hjbahng/visual_prompting 679e71f
+``main_clip.py`` and ``utils.py``. For a prompter v, a frozen image encoder f and a fixed head h:
+    logits = h(normalize(f(x + v)))          CLIP head: h(z) = s · z W^T,  W = text features of
+                                             template.format(class) (fixed), s = min(exp(logit scale), 100)
+    loss   = cross-entropy(logits, y)        only v receives gradients
+    SGD(lr 40, momentum 0.9, weight decay 0), batch 256, 1000 epochs,
+    lr(step) = lr · (step + 1) / warmup                       for step < warmup (1000 steps)
+             = lr · (1 + cos(pi (step - warmup) / (total - warmup))) / 2   after (per step)
+Departures: the text features are computed once (the reference recomputes them every step through
+the frozen encoder: the same numbers); mixed precision is bfloat16 autocast on CUDA without a
+GradScaler (the reference: fp16 + GradScaler); the reported VP accuracy is the last epoch's, or the
+best epoch on a *validation* split with ``select="val"`` (the reference keeps the best epoch on the
+test set, which vlmlab does not do). Epochs, batch size and warm-up are parameters: the embedded
+profile scales them down (a few epochs over 16 shots per class), the paper profile keeps them.
+
+Vision-only row (the paper's ``main_vision.py``): a classifier with a fixed linear head trained on a
+*source* task, whose first C outputs are hard-coded to the C downstream classes (the paper maps
+downstream class i to ImageNet logit i); the same prompt is learned through it.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from vlmlab.features import arrays_to_input
+from vlmlab.metrics import accuracy
+from vlmlab.models.bundle import ClipBundle
+from vlmlab.probe import LinearProbe
+from vlmlab.prompts import zero_shot_weights
+from vlmlab.runtime import autocast, get_logger, progress
+from vlmlab.visual_prompts.prompters import Prompter, build_prompter
+
+__all__ = ["VPConfig", "VPResult", "lr_at", "refine_classname", "TextHead", "LinearHead", "clip_head",
+           "vision_head", "model_inputs", "frozen", "encode", "predict", "train_prompt"]
+
+log = get_logger("vlmlab.visual_prompts")
+PAPER_TEMPLATE = "This is a photo of a {}"
+SELECTS = ("last", "val")
+
+
+@dataclass(frozen=True)
+class VPConfig:
+    """Visual-prompt training settings; defaults are the reference's ``main_clip.py``."""
+
+    method: str = "padding"
+    prompt_size: int = 30        # pad width / patch side, in pixels of the model input
+    epochs: int = 1000
+    batch_size: int = 256
+    lr: float = 40.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup: int = 1000           # linear warm-up steps (capped at the total number of steps)
+    init: str = "randn"          # "randn" (reference) or "zeros" (identity prompt)
+    max_logit_scale: float = 100.0
+    select: str = "last"         # "last" epoch, or best "val" accuracy (never the test set)
+    seed: int = 0                # prompt init, batch order and random-patch locations
+    num_workers: int = 0
+
+
+@dataclass
+class VPResult:
+    """A trained prompter with its per-epoch history (epoch, lr, loss, train_acc[, val_acc])."""
+
+    prompter: Prompter
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """The reference's ``cosine_lr``: linear warm-up for ``warmup`` steps, then cosine to 0 at ``total``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if total <= warmup:
+        return base_lr
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))) * base_lr
+
+
+def refine_classname(name: str) -> str:
+    """The reference's class-name cleaning: lower case, '_' and '-' become spaces."""
+    return name.lower().replace("_", " ").replace("-", " ")
+
+
+class TextHead(nn.Module):
+    """Fixed zero-shot head: (B, D) unit features -> scale · feats @ weights^T (B, C)."""
+
+    def __init__(self, weights: Tensor, scale: float):
+        super().__init__()
+        self.register_buffer("weights", weights.detach().float().clone())  # (C, D)
+        self.scale = float(scale)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return self.scale * feats @ self.weights.to(feats.dtype).T
+
+
+class LinearHead(nn.Module):
+    """Fixed linear head: (B, D) -> (B, K) = feats @ W^T + b, then its first ``n_classes`` outputs."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, n_classes: int):
+        super().__init__()
+        if n_classes > weight.shape[0]:
+            raise ValueError(f"hard-coded mapping needs n_classes <= {weight.shape[0]} head outputs, got {n_classes}")
+        self.register_buffer("weight", weight.detach().float().clone())  # (K, D)
+        self.register_buffer("bias", bias.detach().float().clone())      # (K,)
+        self.n_classes = n_classes
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return (feats @ self.weight.to(feats.dtype).T + self.bias.to(feats.dtype))[:, :self.n_classes]
+
+
+def clip_head(bundle: ClipBundle, classnames, template: str = PAPER_TEMPLATE, max_logit_scale: float = 100.0) -> TextHead:
+    """The fixed text classifier: one template, reference class-name cleaning, clamped logit scale."""
+    weights = zero_shot_weights(bundle, [refine_classname(c) for c in classnames], template)  # (C, D)
+    return TextHead(weights, min(bundle.logit_scale, max_logit_scale)).to(bundle.device)
+
+
+def vision_head(probe: LinearProbe, n_classes: int, device=None) -> LinearHead:
+    """A vision-only head from a probe fitted on a source task; downstream class i <-> output i."""
+    clf = probe.clf
+    weight = torch.zeros(probe.n_classes, clf.coef_.shape[1])
+    bias = torch.full((probe.n_classes,), -1e4)  # classes absent from the probe's training never win
+    coef, icpt = torch.as_tensor(clf.coef_, dtype=torch.float32), torch.as_tensor(clf.intercept_, dtype=torch.float32)
+    if len(clf.classes_) == 2 and coef.shape[0] == 1:  # sklearn's binary form
+        coef, icpt = torch.cat([-coef, coef]), torch.cat([-icpt, icpt])
+    weight[clf.classes_], bias[clf.classes_] = coef, icpt
+    return LinearHead(weight, bias, n_classes).to(device or "cpu")
+
+
+class _Preprocessed(Dataset):
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        img, y = self.dataset[i]
+        return self.transform(img), int(y)
+
+
+def model_inputs(bundle: ClipBundle, dataset, batch_size: int = 512) -> Dataset:
+    """Items ``(normalised (3, S, S) input, label)`` for ``dataset``.
+
+    World sets (``.images`` uint8) are converted once into an in-memory ``TensorDataset``; other
+    datasets of PIL images go through ``bundle.preprocess`` item by item (CLIP's resize + centre
+    crop + normalise, the reference's train and test transform; no augmentation).
+    """
+    images = getattr(dataset, "images", None)
+    if isinstance(images, np.ndarray):
+        chunks = [arrays_to_input(bundle, torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))
+                  for i in range(0, len(images), batch_size)]
+        x = torch.cat(chunks) if chunks else torch.zeros(0, 3, bundle.image_size, bundle.image_size)
+        return TensorDataset(x, torch.as_tensor(dataset.labels).long())
+    return _Preprocessed(dataset, bundle.preprocess)
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Eval mode and no parameter gradients inside the block; both restored afterwards."""
+    flags, was_training = [p.requires_grad for p in model.parameters()], model.training
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _loader(data: Dataset, batch_size: int, num_workers: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=num_workers)
+
+
+@torch.inference_mode()
+def encode(bundle: ClipBundle, data: Dataset, prompter: Prompter | None = None, batch_size: int = 256,
+           num_workers: int = 0, desc: str = "") -> tuple[Tensor, Tensor]:
+    """Unit image features (N, D) of ``data`` (from ``model_inputs``), prompted or not, and labels (N,)."""
+    feats, labels = [], []
+    dev = bundle.device
+    with frozen(bundle.model), autocast(dev):
+        loader = _loader(data, batch_size, num_workers)
+        for x, y in progress(loader, desc=desc or "encode", total=len(loader), leave=False):
+            x = x.to(dev)
+            feats.append(bundle.encode_images(prompter(x) if prompter is not None else x).float().cpu())
+            labels.append(y)
+    return torch.cat(feats).clone(), torch.cat(labels).clone()
+
+
+def predict(bundle: ClipBundle, head: nn.Module, data: Dataset, prompter: Prompter | None = None,
+            batch_size: int = 256, num_workers: int = 0) -> tuple[Tensor, Tensor]:
+    """Logits (N, C) of ``head`` on (prompted) ``data`` and the labels (N,)."""
+    feats, labels = encode(bundle, data, prompter, batch_size, num_workers, desc="evaluate")
+    with torch.inference_mode():
+        logits = head.to(bundle.device)(feats.to(bundle.device)).float().cpu()
+    return logits.clone(), labels
+
+
+def _epoch(bundle, head, prompter, loader, opt, cfg, step0, total) -> tuple[int, float, float]:
+    dev, losses, hits, seen, step = bundle.device, 0.0, 0, 0, step0
+    for x, y in loader:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.lr, min(cfg.warmup, total), total)
+        x, y = x.to(dev), y.to(dev)
+        with autocast(dev):
+            logits = head(bundle.encode_images(prompter(x))).float()  # (B, C)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses += float(loss.detach()) * len(y)
+        hits += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        step += 1
+    return step, losses / max(seen, 1), 100.0 * hits / max(seen, 1)
+
+
+def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPConfig = VPConfig(),
+                 val: Dataset | None = None, desc: str = "visual prompt") -> VPResult:
+    """Learn one prompt for ``train`` through the frozen model and the fixed ``head``.
+
+    Args:
+        bundle: the model (left unchanged: eval mode, no parameter gradients during training).
+        head: fixed classifier on unit features, ``TextHead`` (CLIP) or ``LinearHead`` (vision-only).
+        train: items ``(normalised input (3, S, S), label)`` (``model_inputs``).
+        cfg: ``VPConfig``.
+        val: validation items; required for ``cfg.select == "val"``, else used for the history only.
+
+    Returns:
+        ``VPResult`` with the prompter (last or best-validation epoch) on the bundle's device.
+    """
+    if cfg.select not in SELECTS:
+        raise ValueError(f"VPConfig.select={cfg.select!r}; use one of {SELECTS}")
+    if cfg.select == "val" and val is None:
+        raise ValueError("VPConfig.select='val' needs a validation split: pass val=model_inputs(bundle, val_set)")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    prompter = build_prompter(cfg.method, cfg.prompt_size, bundle.image_size, init=cfg.init, generator=gen)
+    prompter.to(bundle.device)
+    opt = torch.optim.SGD(prompter.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loader = _loader(train, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed)
+    total = len(loader) * cfg.epochs
+    result, best, step = VPResult(prompter), (-1.0, None), 0
+    head = head.to(bundle.device)
+    with frozen(bundle.model):
+        for epoch in progress(range(cfg.epochs), desc=desc, total=cfg.epochs):
+            step, loss, train_acc = _epoch(bundle, head, prompter, loader, opt, cfg, step, total)
+            row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1, cfg.lr, min(cfg.warmup, total), total),
+                   "loss": loss, "train_acc": train_acc}
+            if val is not None and (cfg.select == "val" or epoch + 1 == cfg.epochs):
+                row["val_acc"] = accuracy(*predict(bundle, head, val, prompter))
+                if cfg.select == "val" and row["val_acc"] > best[0]:
+                    best = (row["val_acc"], {k: v.detach().clone() for k, v in prompter.state_dict().items()})
+                    result.best_epoch = epoch + 1
+            result.history.append(row)
+    if cfg.select == "val":
+        prompter.load_state_dict(best[1])
+    else:
+        result.best_epoch = cfg.epochs
+    return result
