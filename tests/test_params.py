@@ -23,6 +23,7 @@ shots = [1, 2]
 limit: int | None = None
 extra = None
 flag = False
+cap = 4  # type: int | None; a type comment (papermill reads it, unlike an annotation)
 '''
 
 
@@ -47,7 +48,8 @@ def write_yaml(root, profile, name, data):
 def test_declared_reads_the_tagged_cell_only(tmp_path):
     got = params.declared("07_toy", root=make_repo(tmp_path))
     assert got == {"profile": "embedded", "device": "auto", "out_dir": "", "seed": 0, "lr": 0.5,
-                   "steps": 10, "name": "x", "shots": [1, 2], "limit": None, "extra": None, "flag": False}
+                   "steps": 10, "name": "x", "shots": [1, 2], "limit": None, "extra": None, "flag": False,
+                   "cap": 4}
 
 
 def test_declared_errors_name_the_problem(tmp_path):
@@ -87,7 +89,7 @@ def test_yaml_unknown_key_names_file_and_key(tmp_path):
         params.load("07_toy", "tiny", root=root)
     msg = str(err.value)
     assert "'step'" in msg and "did you mean 'steps'" in msg and str(path) in msg
-    assert "allowed: device, extra, flag, limit, lr, name, out_dir, profile, seed, shots, steps" in msg
+    assert "allowed: cap, device, extra, flag, limit, lr, name, out_dir, profile, seed, shots, steps" in msg
 
 
 def test_resolve_unknown_key_lists_allowed_keys(tmp_path):
@@ -97,13 +99,13 @@ def test_resolve_unknown_key_lists_allowed_keys(tmp_path):
         params.resolve("07_toy", ns, root=root)
     msg = str(err.value)
     assert "\n" not in msg
-    assert "unknown parameter 'bogus_key'" in msg and "allowed: device, extra, flag" in msg
+    assert "unknown parameter 'bogus_key'" in msg and "allowed: cap, device, extra, flag" in msg
 
 
 @pytest.mark.parametrize("key, value, expected", [
     ("steps", "10", "int"), ("steps", 1.5, "int"), ("steps", True, "int"), ("flag", 1, "bool"),
     ("name", 3, "str"), ("shots", "1,2", "list"), ("lr", "0.1", "float"), ("limit", 2.5, "int | None"),
-    ("seed", None, "int"),
+    ("seed", None, "int"), ("cap", "4", "int | None"), ("cap", 2.5, "int | None"),
 ])
 def test_resolve_wrong_type_names_key_expected_and_given(tmp_path, key, value, expected):
     root = make_repo(tmp_path)
@@ -115,7 +117,7 @@ def test_resolve_wrong_type_names_key_expected_and_given(tmp_path, key, value, e
 
 @pytest.mark.parametrize("key, value", [
     ("lr", 1), ("shots", (4, 8)), ("extra", {"a": 1}), ("extra", "anything"), ("limit", None),
-    ("limit", 5), ("flag", True), ("lr", math.inf),
+    ("limit", 5), ("flag", True), ("lr", math.inf), ("cap", None), ("cap", 7),
 ])
 def test_resolve_accepts_compatible_types(tmp_path, key, value):
     root = make_repo(tmp_path)

@@ -185,3 +185,25 @@ def test_open_clip_is_imported_only_by_models():
                  if "models" not in p.relative_to(REPO_ROOT / "vlmlab").parts
                  and any(t[0] == "open_clip" for _, t in _imports(p, REPO_ROOT / "vlmlab"))]
     assert not offenders, f"only vlmlab/models/ may import open_clip (one place to swap backbones): {offenders}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_declared_parameter(path, caplog):
+    """Papermill parses the parameters cell itself (for `--help-notebook` and its unknown-key warning).
+
+    A type annotation (`n: int | None = 4`) or a comment holding `=` makes it skip the line and
+    warn 'Passed unknown parameter' on every run; the type-comment form keeps both readers happy.
+    """
+    import logging
+
+    from papermill.translators import PythonTranslator
+
+    from vlmlab import params
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    cell = {**cell, "source": "".join(cell["source"])}
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        found = {p.name for p in PythonTranslator.inspect(cell)}
+    assert not [r.getMessage() for r in caplog.records], "papermill could not parse some lines"
+    assert found == set(params.declared(path.stem)), sorted(found ^ set(params.declared(path.stem)))

@@ -4,8 +4,9 @@ Every notebook starts with a cell tagged ``parameters`` that assigns literals::
 
     profile = "embedded"     # embedded | paper | tiny
     device = "auto"
-    out_dir = ""             # "" = results/<profile>/<notebook>/
+    out_dir = ""             # empty: results/<profile>/<notebook>/
     seed = 0
+    n_images = 400           # type: int | None; images per condition (None: all)
 
 That cell is the single declaration of a notebook's keys and types. Values come, in
 increasing precedence, from those defaults, ``params/<profile>/<notebook>.yaml`` and
@@ -14,8 +15,10 @@ about an unknown key and injects it anyway, so :func:`resolve`, called right aft
 injected cell, rejects unknown keys and wrong types with a one-line :class:`ParamError`.
 
 Types: a value must have the type of the declared default, except that an int is accepted
-for a float, a list for a tuple (and back), and anything for a ``None`` default. An
-annotation overrides the default's type: ``max_items: int | None = None``.
+for a float, a list for a tuple (and back), and anything for a ``None`` default. A type
+comment overrides the default's type: ``n_images = 400  # type: int | None; help``. (An
+annotation, ``n_images: int | None = 400``, is read the same way, but papermill cannot parse
+it and warns on every run; so can't a comment holding ``=``. tests/test_repo.py checks both.)
 """
 from __future__ import annotations
 
@@ -143,18 +146,28 @@ def _annotation_types(node: ast.expr | None) -> tuple[type, ...] | None:
     return None
 
 
+def _type_comment(comment: str | None) -> ast.expr | None:
+    """``"int | None; help text"`` -> the parsed type expression (text after ``;`` is help)."""
+    if not comment:
+        return None
+    try:
+        return ast.parse(comment.split(";", 1)[0].strip(), mode="eval").body
+    except SyntaxError:
+        return None
+
+
 def _specs(notebook: str, root: Path | None = None) -> dict[str, tuple[Any, tuple[type, ...] | None]]:
     """name -> (default, annotated types or None), from the notebook's parameters cell."""
     path = notebook_path(notebook, root)
     source = _parameters_source(path)
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(source, type_comments=True)
     except SyntaxError as err:
         raise ParamError(f"{path}: parameters cell does not parse: {err}") from None
     specs: dict[str, tuple[Any, tuple[type, ...] | None]] = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            name, value, ann = stmt.targets[0].id, stmt.value, None
+            name, value, ann = stmt.targets[0].id, stmt.value, _type_comment(stmt.type_comment)
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
             name, value, ann = stmt.target.id, stmt.value, stmt.annotation
         else:

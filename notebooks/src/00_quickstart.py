@@ -16,7 +16,7 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny: which params/<profile>/00_quickstart.yaml applies
 device = "auto"  # auto | cpu | cuda
-out_dir = ""  # "" = results/<profile>/00_quickstart/
+out_dir = ""  # empty: results/<profile>/00_quickstart/
 seed = 0  # seed of the random points
 n_points = 200  # number of points
 

@@ -21,11 +21,11 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
-out_dir = ""  # "" = results/<profile>/01_uniformity_analysis/
+out_dir = ""  # empty: results/<profile>/01_uniformity_analysis/
 seed = 0  # world seed and image-subset seed (corruption noise uses it too)
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-16"
 pretrained = None  # open_clip tag or local weight file (None for the embedded model)
-data_root = ""  # root of real datasets (paper profile); "" = $VLMLAB_DATA
+data_root = ""  # root of real datasets (paper profile); empty: $VLMLAB_DATA
 source = "world:objects"  # clean evaluation set (vlmlab.data.load_source)
 shift_sources = ["world:renditions", "world:thermal"]  # shifted sets with the same classes
 uniformity_kept_by = ["renditions"]  # the domain shifts the poster claims keep uniformity (checked at the end)
@@ -33,7 +33,7 @@ corruptions = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", 
                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                "jpeg_compression"]
 severities = [1, 2, 3, 4, 5]
-n_images: int | None = 400  # images per condition (None = all)
+n_images = 400  # type: int | None; images per condition (None: all)
 template = "a photo of a {}."  # the plain prompt
 ensemble = "world"  # "world" (16 world templates) or "imagenet80" (CLIP's 80 ImageNet templates)
 corruption_prompts = {
@@ -47,8 +47,8 @@ corruption_prompts = {
     "speckle_noise": "a noisy photo of a {}.", "gaussian_blur": "a blurry photo of a {}.",
     "spatter": "a dirty photo of a {}.", "saturate": "a saturated photo of a {}.",
 }
-temperature = None  # softmax temperature for the entropy; None = 1 / the model's logit scale
-uniformity = {"t": 1.0, "log": False, "include_self": False, "batch_size": 0}  # poster metric; batch_size 0 = whole set
+temperature = None  # softmax temperature for the entropy; None: 1 / the model's logit scale
+uniformity = {"t": 1.0, "log": False, "include_self": False, "batch_size": 0}  # poster metric; batch_size 0: whole set
 emd_samples = 1000  # image embeddings subsampled (seeded) for the EMD
 emd_seed = 0
 text_mode = "clip"  # "clip": normalise each template embedding then average; "mean_then_norm": UniInfo's code

@@ -23,19 +23,19 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
-out_dir = ""  # "" = results/<profile>/02_uniinfo_tta/
+out_dir = ""  # empty: results/<profile>/02_uniinfo_tta/
 seed = 0  # world seed, image-subset seed and corruption seed
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-16"
 pretrained = None  # open_clip tag or local weight file (None for the embedded model)
-data_root = ""  # root of real datasets (paper profile); "" = $VLMLAB_DATA
+data_root = ""  # root of real datasets (paper profile); empty: $VLMLAB_DATA
 source = "world:objects"  # test set (vlmlab.data.load_source); corrupted per corruption
-support_source = ""  # where the few-shot shots come from ("" = source, train/val splits)
+support_source = ""  # where the few-shot shots come from (empty: source, train/val splits)
 corruptions = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                "jpeg_compression"]
 severity = 5
-n_images: int | None = 400  # test images per corruption (None = all) for the single-view and online methods
-n_images_multiview: int | None = 20  # class-balanced subset per corruption for TPT / ZERO / MTA (None = all)
+n_images = 400  # type: int | None; test images per corruption (None: all) for the single-view and online methods
+n_images_multiview = 20  # type: int | None; class-balanced subset per corruption for TPT / ZERO / MTA (None: all)
 methods = ["no_adapt", "linear_probe", "tip_adapter", "tpt", "zero", "mta", "tda", "uniinfo"]
 shots = [1, 5, 10]  # shots per class of the few-shot baselines
 shots_source = "clean"  # "clean": the source's train/val splits; "target": the same corruption applied to them
@@ -51,7 +51,7 @@ mta = {}  # MTAConfig overrides
 tda = {}  # TDAConfig overrides
 uniinfo = {"lora_extra": "bn", "info_threshold": 10.0, "info_threshold_classes": None, "lr": 1e-2,
            "ema_momentum": 0.1058}  # UniInfoConfig overrides: the world's values (benchmarks/sweep_uniinfo.py); paper: {}
-n_cost_images = 64  # images timed per single-view / online method for tables/cost.csv (0 = skip)
+n_cost_images = 64  # images timed per single-view / online method for tables/cost.csv (0: skip)
 n_cost_images_multiview = 4  # images timed per 64-view method
 batch_size = 256  # feature-extraction batch
 pca_corruption = "gaussian_noise"  # corruption shown in the PCA view

@@ -30,15 +30,15 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
-out_dir = ""  # "" = results/<profile>/03_coop_shots/
+out_dir = ""  # empty: results/<profile>/03_coop_shots/
 seed = 0  # world seed (which images the datasets hold)
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "RN50"
 pretrained = None  # open_clip tag or local weight file (None for the embedded model)
-data_root = ""  # root of CoOp's datasets (paper profile); "" = $VLMLAB_DATA
+data_root = ""  # root of CoOp's datasets (paper profile); empty: $VLMLAB_DATA
 datasets = ["world:objects", "world:colours", "world:textures", "world:styles", "world:digits", "world:terrain"]
 far_datasets = ["digits", "terrain", "thermal"]  # datasets counted as far from the training distribution
 n_train_per_class = 32  # world train pool per class (the shots are drawn from it)
-n_test: int | None = 1000  # test images per dataset (None = the whole test split)
+n_test = 1000  # type: int | None; test images per dataset (None: the whole test split)
 shots = [1, 2, 4, 8, 16]
 seeds = [1, 2, 3]  # CoOp's seeds: few-shot draw, context init, sample order, view sampling
 variants = ["M16_end", "M16_middle", "M16_end_csc", "M16_middle_csc", "M4_end@16", "M8_end@16", "M4_end_photo@16"]
@@ -48,7 +48,7 @@ epochs = {1: 25, 2: 50, 4: 50, 8: 50, 16: 50}  # epochs per shot count (CoOp: {1
 epochs_by_dataset = {}  # exceptions, e.g. {"ImageNet": {1: 50}} (CoOp trains ImageNet 50 epochs for every K)
 coop = {"crop_scale": [0.5, 1.0]}  # other CoOpConfig overrides (CoOp: crop_scale [0.08, 1.0]), e.g. {"lr": 0.002}
 lp_refine = 8  # bisection rounds of the linear probe's C search (CoOp: 8)
-workers = 2  # CPU processes for the CoOp runs (1 = in this process; GPU runs use 1)
+workers = 2  # CPU processes for the CoOp runs (1: in this process; GPU runs use 1)
 threads = 1  # torch threads per worker
 dg_source = "world:objects"  # domain generalization: source dataset (must be in `datasets`)
 dg_targets = ["world:renditions", "world:thermal", "world:objects@gaussian_noise:3", "world:objects@fog:3"]

@@ -31,20 +31,20 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
-out_dir = ""  # "" = results/<profile>/04_visual_prompt_fid/
+out_dir = ""  # empty: results/<profile>/04_visual_prompt_fid/
 seed = 0  # world seed, few-shot draw, reference sample and LPIPS pairs
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-32"
 pretrained = None  # open_clip tag or local weight file (None for the embedded model)
-data_root = ""  # root of real datasets (paper profile); "" = $VLMLAB_DATA
+data_root = ""  # root of real datasets (paper profile); empty: $VLMLAB_DATA
 datasets = ["world:objects", "world:colours", "world:textures", "world:counts", "world:positions",
             "world:backgrounds", "world:styles", "world:renditions", "world:thermal", "world:digits",
             "world:terrain"]  # specs, or the paper's bare names ("CIFAR100", "EuroSAT", ...)
 prompters = ["padding", "fixed_patch", "random_patch"]  # the first one runs on every dataset and is correlated
 prompt_sizes = {"padding": 8, "fixed_patch": 8, "random_patch": 8}  # pad width / patch side in input pixels
-compare_on = ["world:objects", "world:colours", "world:styles", "world:digits", "world:terrain"]  # datasets for the other prompters ([] = all)
-shots: int | None = 16  # training images per class (None = the whole train split, as in the paper)
-n_val = 4  # validation images per class (linear-probe C search; select="val")
-n_test: int | None = 200  # test images per dataset (None = all); the gap uses the same images
+compare_on = ["world:objects", "world:colours", "world:styles", "world:digits", "world:terrain"]  # datasets for the other prompters ([]: all)
+shots = 16  # type: int | None; training images per class (None: the whole train split, as in the paper)
+n_val = 4  # validation images per class (linear-probe C search; select "val")
+n_test = 200  # type: int | None; test images per dataset (None: all); the gap uses the same images
 epochs = 8  # the paper: 1000
 batch_size = 32  # the paper: 256
 lr = 40.0  # SGD learning rate (the paper's)
@@ -52,19 +52,19 @@ warmup = 10  # linear warm-up steps (the paper: 1000), then cosine to 0
 init = "randn"  # prompt init: "randn" (the paper) or "zeros"
 select = "last"  # report the "last" epoch, or the best "val" epoch (the paper picks the best *test* epoch)
 seeds = [0]  # prompt seeds (init, batch order, patch locations); tables average over them
-template = ""  # "" = each dataset's own template; the paper uses "This is a photo of a {}" for all
+template = ""  # empty: each dataset's own template; the paper uses "This is a photo of a {}" for all
 linear_probe = True  # fit the LP baseline (C searched on the validation split)
-vision_only_source = "world:objects"  # source task of the vision-only classifier ("" = skip the row)
+vision_only_source = "world:objects"  # source task of the vision-only classifier (empty: skip the row)
 vision_only_shots = 16  # source images per class for its linear head
-vision_only_datasets = ["world:colours", "world:digits", "world:terrain"]  # where the vision-only row runs ([] = all)
+vision_only_datasets = ["world:colours", "world:digits", "world:terrain"]  # where the vision-only row runs ([]: all)
 gap_metrics = ["fid", "lpips"]
 gap_extractor = "encoder"  # "encoder" (the model's own image encoder) or "paper" (Inception FID + lpips AlexNet)
 reference = "world:pool"  # "world:pool" (the embedded CLIP's training images) or "imagenet_val"
 n_reference = 1000  # reference images
-n_gap: int | None = None  # test images per dataset used for the gap (None = all n_test)
-lpips_pairs: int | None = None  # None = exact all-pairs means (encoder maps); k = k random pairs per term
+n_gap = None  # type: int | None; test images per dataset used for the gap (None: all n_test)
+lpips_pairs = None  # type: int | None; None: exact all-pairs means (encoder maps); k: k random pairs per term
 gap_image_size = 224  # side real images are resized to for the paper's gap extractors
-torch_home = ""  # folder holding hub/checkpoints/ with the Inception / AlexNet files ("" = $TORCH_HOME)
+torch_home = ""  # folder holding hub/checkpoints/ with the Inception / AlexNet files (empty: $TORCH_HOME)
 num_workers = 0  # DataLoader workers for real datasets
 check_phenomenon = True  # fail the run if the table is incomplete or VP does not beat TP on average
 
