@@ -32,16 +32,29 @@ TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "wid
              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory):
-    """A random-init open_clip ViT (32 px, one layer each side, seed 0) as a ClipBundle; builds in well under a second."""
+def build_tiny_clip(folder, name: str = "vlmlab-test-tiny", context_length: int = 16, text_layers: int = 1):
+    """A random-init open_clip ViT (32 px, one vision layer, seed 0) as a ClipBundle; well under a second."""
     import json
 
     import torch
 
     from vlmlab.models.openclip import load_openclip, register_config
-    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-tiny.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
-    register_config(cfg)
+    cfg = {**TINY_CLIP, "text_cfg": {**TINY_CLIP["text_cfg"], "context_length": context_length,
+                                      "layers": text_layers}}
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    register_config(path)
     torch.manual_seed(0)
-    return load_openclip("vlmlab-test-tiny", None)
+    return load_openclip(name, None)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """The shared tiny random CLIP (context 16, one text layer)."""
+    return build_tiny_clip(tmp_path_factory.mktemp("cfg"))
+
+
+@pytest.fixture(scope="session")
+def make_tiny_clip(tmp_path_factory):
+    """``make_tiny_clip(name, context_length=..., text_layers=...)`` for tests that need another text tower."""
+    return lambda name, **kw: build_tiny_clip(tmp_path_factory.mktemp("cfg"), name, **kw)

@@ -1,7 +1,6 @@
 """CoOp (vlmlab.coop): schedule, few-shot jobs, training modes, augmentation, nearest words, tables."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -21,18 +20,10 @@ from vlmlab.data.base import DatasetNotFound
 from vlmlab.features import Features
 from vlmlab.prompts import text_tower, zero_shot_weights
 
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from vlmlab.models.openclip import load_openclip, register_config
-    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-coop.json"
-    cfg.write_text(json.dumps(TINY))
-    register_config(cfg)
-    torch.manual_seed(0)
-    return load_openclip("vlmlab-test-coop", None)
+def bundle(make_tiny_clip):
+    """Context 24: room for CoOp's 16 context tokens plus a class name."""
+    return make_tiny_clip("vlmlab-test-coop", context_length=24)
 
 
 @pytest.fixture(scope="module")

@@ -1,27 +1,20 @@
 """PromptLearner (CoOp's learnable context): equivalence with the text encoder, shapes, positions, gradients."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
 from vlmlab.prompts import PromptLearner
 
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
 CLASSES = ["tench", "goldfish", "great_white_shark", "tiger shark", "hammerhead"]
 CLEAN = [c.replace("_", " ") for c in CLASSES]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from vlmlab.models.openclip import load_openclip, register_config
-    cfg = tmp_path_factory.mktemp("cfg") / "vlmlab-test-pl.json"
-    cfg.write_text(json.dumps(TINY))
-    register_config(cfg)
-    torch.manual_seed(0)
-    return load_openclip("vlmlab-test-pl", None)
+def tiny(make_tiny_clip):
+    """Context 24 and two text layers (the class-token position survives more than one block)."""
+    return make_tiny_clip("vlmlab-test-pl", context_length=24, text_layers=2)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +63,7 @@ def test_positions_put_the_class_tokens_where_expected(tiny, position, template)
 
 
 def test_unified_and_class_specific_shapes(tiny):
-    width = TINY["text_cfg"]["width"]
+    width = tiny.model.token_embedding.weight.shape[1]
     uc = PromptLearner(tiny, CLASSES, n_ctx=8, ctx_init=None)
     csc = PromptLearner(tiny, CLASSES, n_ctx=8, ctx_init=None, csc=True)
     assert uc.ctx.shape == (8, width) and csc.ctx.shape == (len(CLASSES), 8, width)
