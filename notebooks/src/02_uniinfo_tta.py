@@ -35,7 +35,7 @@ corruptions = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", 
                "jpeg_compression"]
 severity = 5
 n_images = 400  # type: int | None; test images per corruption (None: all) for the single-view and online methods
-n_images_multiview = 20  # type: int | None; class-balanced subset per corruption for TPT / ZERO / MTA (None: all)
+n_images_multiview = 60  # type: int | None; class-balanced subset per corruption for TPT / ZERO / MTA (None: all)
 methods = ["no_adapt", "linear_probe", "tip_adapter", "tpt", "zero", "mta", "tda", "uniinfo"]
 shots = [1, 5, 10]  # shots per class of the few-shot baselines
 shots_source = "clean"  # "clean": the source's train/val splits; "target": the same corruption applied to them
