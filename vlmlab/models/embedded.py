@@ -9,6 +9,8 @@ produced by ``make train-embedded``; see ``vlmlab/assets/MODEL_CARD.md``.
 from __future__ import annotations
 
 import hashlib
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,6 +27,22 @@ WEIGHTS_PATH = ASSETS / "embedded.safetensors"
 
 def file_digest(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextmanager
+def _weights_follow():
+    """Silence open_clip's 'initialized randomly' warning while the shipped weights are about to be loaded."""
+    root, notice = logging.getLogger(), _DropRandomInitNotice()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def build_embedded(device: str | torch.device = "cpu") -> ClipBundle:
@@ -44,7 +62,8 @@ def load_embedded(device: str | torch.device = "cpu", weights: str | Path | None
     if not path.is_file():
         raise FileNotFoundError(f"embedded CLIP weights not found at {path}; they ship with the package "
                                 f"(git checkout restores them) or are rebuilt by `make train-embedded`")
-    bundle = build_embedded(device)
+    with _weights_follow():
+        bundle = build_embedded(device)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     bundle.model.load_state_dict(state, strict=True)
     bundle.model.to(device).eval()
