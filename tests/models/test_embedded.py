@@ -53,13 +53,32 @@ def test_loading_is_offline_and_missing_weights_say_how_to_rebuild(tmp_path):
         load_clip("embedded", pretrained=str(tmp_path / "nope.safetensors"), device="cpu")
 
 
-@pytest.mark.parametrize("kind", ["noise", "blur", "dark", "bright", "contrast", "pixelate", "jpeg", "fog"])
+@pytest.mark.parametrize("kind", ["noise", "impulse", "blur", "dark", "bright", "contrast", "pixelate", "jpeg", "fog"])
 def test_each_training_degradation_changes_pixels_within_range(kind):
     g = torch.Generator().manual_seed(0)
     x = torch.from_numpy(W.load("objects", n=4, size=32, cache=False).images).permute(0, 3, 1, 2).float() / 255
     y = degrade(x.clone(), kind, g)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     assert (y - x).abs().mean() > 0.005
+
+
+def test_impulse_noise_sets_pixels_to_black_or_white_only():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((8, 3, 16, 16), 0.5)
+    y = degrade(x, "impulse", g)
+    changed = y != 0.5
+    assert changed.any() and set(y[changed].unique().tolist()) <= {0.0, 1.0}
+    assert changed.float().mean() < 0.3                            # amount is at most 0.25
+
+
+def test_the_default_recipe_leaves_impulse_out():
+    """The shipped weights were trained without it; the default must still reproduce them."""
+    import dataclasses
+
+    from vlmlab.models.train_embedded import TrainConfig
+    cfg = TrainConfig()
+    assert not cfg.impulse and cfg.noise_max == 0.22 and cfg.contrast_min == 0.12
+    assert dataclasses.replace(cfg, impulse=True).impulse
 
 
 def test_attribute_labels_index_the_vocabularies():

@@ -21,7 +21,7 @@ STYLE_NOUNS: dict[str, tuple[str, ...]] = {
 }
 # Degradations applied during training and the words web captions would use for them.
 QUALITY_WORDS: dict[str, tuple[str, ...]] = {
-    "noise": ("noisy", "grainy"), "blur": ("blurry", "out of focus"), "dark": ("dark",),
+    "noise": ("noisy", "grainy"), "impulse": ("noisy", "speckled"), "blur": ("blurry", "out of focus"), "dark": ("dark",),
     "bright": ("bright", "overexposed"), "contrast": ("low contrast", "faded"),
     "pixelate": ("pixelated", "low resolution"), "jpeg": ("jpeg compressed", "compressed"),
     "fog": ("foggy", "hazy"),
