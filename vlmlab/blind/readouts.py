@@ -13,16 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
-
-
-def _inputs(bundle: ClipBundle, images: np.ndarray) -> Tensor:
-    """(N, S, S, 3) uint8 -> normalised model input (N, 3, S', S') at the model's resolution."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
-    if x.shape[-1] != bundle.image_size:
-        x = torch.nn.functional.interpolate(x, size=(bundle.image_size,) * 2, mode="bilinear", antialias=True,
-                                            align_corners=False)
-    return bundle.normalize_pixels(x).to(bundle.device)
 
 
 def _patch_module(visual: torch.nn.Module):
@@ -40,7 +32,8 @@ def patch_features(bundle: ClipBundle, images: np.ndarray, batch_size: int = 256
     grabbed: list[Tensor] = []
     hook = module.register_forward_hook(lambda _m, _i, out: grabbed.append(to_patches(out).float().cpu()))
     try:
-        emb = [bundle.encode_images(_inputs(bundle, images[i:i + batch_size])).cpu()
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        emb = [bundle.encode_images(arrays_to_input(bundle, x[i:i + batch_size])).cpu()
                for i in range(0, len(images), batch_size)]
     finally:
         hook.remove()
