@@ -41,7 +41,7 @@ def test_one_adamw_step_on_the_context_only(bundle, text):
     x = _views(1)[0]
     # the gradient, computed independently on a fresh learner
     ref = PromptLearner(bundle, CLASSNAMES, n_ctx=4, ctx_init="a photo of a")
-    logits = m.scale * x @ F.normalize(ref().float(), dim=-1).T
+    logits = m.logit_scale * x @ F.normalize(ref().float(), dim=-1).T
     keep = select_confident(logits.detach(), 0.25)
     assert len(keep) == 2
     p = logits[keep].softmax(1).mean(0)

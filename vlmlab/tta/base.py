@@ -229,6 +229,11 @@ class TTAMethod:
     def n_views(self) -> int:
         return int(getattr(self.config, "n_views", 1))
 
+    @property
+    def logit_scale(self) -> float:
+        """The config's ``logit_scale`` when set, else the bundle's (1 / temperature)."""
+        return getattr(self.config, "logit_scale", None) or self.ctx.bundle.logit_scale
+
     def setup(self, ctx: Context) -> None:
         """Bind the context (text, support). Called once per context, before any stream."""
         if self.needs_support and ctx.support is None:

@@ -80,7 +80,7 @@ class MTA(TTAMethod):
     inputs = ("views",)
 
     def predict(self, batch: Batch) -> Tensor:
-        scale = self.config.logit_scale or self.ctx.bundle.logit_scale
+        scale = self.logit_scale
         text = self.ctx.text.to(batch.views.float())
         out = []
         for x in batch.views.float():                                            # (N, D)

@@ -26,5 +26,5 @@ class NoAdapt(TTAMethod):
     inputs = ("feats",)
 
     def predict(self, batch: Batch) -> Tensor:
-        scale = self.config.logit_scale or self.ctx.bundle.logit_scale
+        scale = self.logit_scale
         return scale * batch.feats @ self.ctx.text.to(batch.feats).T            # (B, C)

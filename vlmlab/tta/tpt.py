@@ -62,7 +62,6 @@ class TPT(TTAMethod):
         super().setup(ctx)
         cfg = self.config
         self.learner = PromptLearner(ctx.bundle, ctx.classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init)
-        self.scale = cfg.logit_scale or ctx.bundle.logit_scale
 
     def reset(self) -> None:
         self.learner.reset()
@@ -75,7 +74,7 @@ class TPT(TTAMethod):
         views = batch.views[0].float()                                              # (V, D); one image
         selected = None
         for _ in range(self.config.steps):
-            logits = self.scale * views @ self._text().T                            # (V, C)
+            logits = self.logit_scale * views @ self._text().T                      # (V, C)
             if selected is None:
                 selected = select_confident(logits.detach(), self.config.selection)
             loss = marginal_entropy(logits[selected])
@@ -83,4 +82,4 @@ class TPT(TTAMethod):
             loss.backward()
             self.opt.step()
         with torch.no_grad():
-            return self.scale * views[:1] @ self._text().T                          # (1, C)
+            return self.logit_scale * views[:1] @ self._text().T                    # (1, C)

@@ -63,6 +63,6 @@ class Zero(TTAMethod):
     inputs = ("views",)
 
     def predict(self, batch: Batch) -> Tensor:
-        scale = self.config.logit_scale or self.ctx.bundle.logit_scale
+        scale = self.logit_scale
         text = self.ctx.text.to(batch.views)
         return torch.stack([zero_vote(v @ text.T, scale, self.config.gamma) for v in batch.views])
