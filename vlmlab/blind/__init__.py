@@ -1,10 +1,14 @@
-"""Vision-centric multiple-choice tasks and vision-only readouts (Fu et al., "Hidden in plain sight").
+"""Vision-centric multiple-choice tasks, vision-only readouts and a small VLM (Fu et al., "Hidden in plain sight").
 
-Notebook 05 is built on this package; so far it holds the world's odd-one-out and style tasks and
-their encoder readouts. The VLM, the blind test and the fine-tuning variants are still to come.
+``tasks``: the world's depth, correspondence, odd-one-out and style questions. ``readouts``: answering
+them from the image encoder alone.
 """
-from vlmlab.blind.readouts import gram_matrices, odd_one_out_readout, patch_features, style_readout
-from vlmlab.blind.tasks import LETTERS, MCTask, balanced_answers, odd_one_out_task, style_task
+from vlmlab.blind.readouts import (correspondence_readout, depth_readout, feature_maps, fit_depth_probe,
+                                   gram_matrices, odd_one_out_readout, patch_features, point_features,
+                                   style_readout)
+from vlmlab.blind.tasks import (LETTERS, MCTask, balanced_answers, correspondence_task, depth_task,
+                                odd_one_out_task, style_task)
 
-__all__ = ["LETTERS", "MCTask", "balanced_answers", "odd_one_out_task", "style_task", "patch_features",
-           "gram_matrices", "odd_one_out_readout", "style_readout"]
+__all__ = ["LETTERS", "MCTask", "balanced_answers", "odd_one_out_task", "style_task", "depth_task",
+           "correspondence_task", "feature_maps", "patch_features", "point_features", "gram_matrices",
+           "odd_one_out_readout", "style_readout", "correspondence_readout", "fit_depth_probe", "depth_readout"]

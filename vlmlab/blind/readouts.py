@@ -3,9 +3,11 @@
 Fu et al. read each task out of the VLM's own vision encoder (``hidden_in_plain_sight.md`` §3):
 odd-one-out by [CLS]/embedding similarity (the odd image is the least similar to the others), art style
 by Gram matrices G = F F^T of the last layer's patch features (the candidate whose Gram matrix is closest
-to the reference's, in squared error). The same functions run on the embedded CLIP (a ModifiedResNet:
-"patches" are the cells of its last feature map, before the attention pool) and on open_clip ViTs
-(the patch tokens of the last transformer block, [CLS] dropped).
+to the reference's, in squared error), correspondence by the cosine similarity of the features
+bilinearly interpolated at the reference point and at each candidate, depth by a probe trained on
+patch features. The same functions run on the embedded CLIP (a ModifiedResNet: "patches" are the
+cells of a stage's feature map) and on open_clip ViTs (the patch tokens of the last transformer
+block, [CLS] dropped).
 """
 from __future__ import annotations
 
@@ -17,20 +19,34 @@ from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
 
 
-def _patch_module(visual: torch.nn.Module):
-    if hasattr(visual, "layer4"):                               # open_clip ModifiedResNet
-        return visual.layer4, lambda out: out.flatten(2).transpose(1, 2)            # (N, HW, C)
+def _grid(tokens: Tensor) -> Tensor:
+    """(N, P, C) patch tokens on a square grid -> (N, C, H, W)."""
+    side = int(round(tokens.shape[1] ** 0.5))
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+def _patch_module(visual: torch.nn.Module, layer: str | None = None):
+    """The module whose output holds the patch features, and a function turning it into (N, C, H, W)."""
+    if hasattr(visual, "layer4"):                               # open_clip ModifiedResNet: a stage's map
+        return getattr(visual, layer or "layer4"), lambda out: out
     if hasattr(visual, "transformer"):                          # open_clip VisionTransformer
-        return visual.transformer, lambda out: out[:, 1:]                          # drop [CLS]
+        if layer is None:
+            return visual.transformer, lambda out: _grid(out[:, 1:])            # drop [CLS]
+        return visual.transformer.resblocks[int(layer)], lambda out: _grid(out[:, 1:])
     raise TypeError(f"no patch features for {type(visual).__name__}; expected a ModifiedResNet or ViT tower")
 
 
 @torch.inference_mode()
-def patch_features(bundle: ClipBundle, images: np.ndarray, batch_size: int = 256) -> tuple[Tensor, Tensor]:
-    """Patch features (N, P, C) of the last image-tower block and unit embeddings (N, D), one forward pass."""
-    module, to_patches = _patch_module(bundle.model.visual)
+def feature_maps(bundle: ClipBundle, images: np.ndarray, layer: str | None = None,
+                 batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """Feature maps (N, C, H, W) of one image-tower block and unit embeddings (N, D), one forward pass.
+
+    ``layer``: a ModifiedResNet stage (``"layer1"`` .. ``"layer4"``, default the last) or a ViT block
+    index (default the transformer's output).
+    """
+    module, to_map = _patch_module(bundle.model.visual, layer)
     grabbed: list[Tensor] = []
-    hook = module.register_forward_hook(lambda _m, _i, out: grabbed.append(to_patches(out).float().cpu()))
+    hook = module.register_forward_hook(lambda _m, _i, out: grabbed.append(to_map(out).float().cpu()))
     try:
         x = torch.from_numpy(np.ascontiguousarray(images))
         emb = [bundle.encode_images(arrays_to_input(bundle, x[i:i + batch_size])).cpu()
@@ -38,6 +54,13 @@ def patch_features(bundle: ClipBundle, images: np.ndarray, batch_size: int = 256
     finally:
         hook.remove()
     return torch.cat(grabbed), torch.cat(emb)
+
+
+def patch_features(bundle: ClipBundle, images: np.ndarray, layer: str | None = None,
+                   batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """Patch features (N, P, C) of one image-tower block and unit embeddings (N, D), one forward pass."""
+    maps, emb = feature_maps(bundle, images, layer, batch_size)
+    return maps.flatten(2).transpose(1, 2), emb
 
 
 def gram_matrices(patches: Tensor) -> Tensor:
@@ -55,3 +78,46 @@ def style_readout(grams: Tensor) -> Tensor:
     """(Q, 1 + K, C, C) Gram matrices, reference first -> (Q,) candidate closest to it in squared error."""
     err = ((grams[:, 1:] - grams[:, :1]) ** 2).flatten(2).sum(-1)
     return err.argmin(-1)
+
+
+def point_features(maps: Tensor, points: Tensor, image_size: int) -> Tensor:
+    """Bilinear interpolation of (N, C, H, W) maps at (N, K, 2) pixel (x, y) points -> (N, K, C)."""
+    grid = (points.float() + 0.5) / image_size * 2 - 1                      # pixel centres -> [-1, 1]
+    out = torch.nn.functional.grid_sample(maps.float(), grid[:, :, None, :], mode="bilinear", align_corners=False)
+    return out[..., 0].transpose(1, 2)
+
+
+def correspondence_readout(ref_maps: Tensor, target_maps: Tensor, points: Tensor, image_size: int) -> Tensor:
+    """(Q,) candidate whose interpolated feature is most cosine-similar to the reference point's.
+
+    ``points`` (Q, 1 + K, 2): the reference point in the first image, then the K candidates in the second.
+    """
+    ref = point_features(ref_maps, points[:, :1], image_size)                  # (Q, 1, C)
+    cand = point_features(target_maps, points[:, 1:], image_size)             # (Q, K, C)
+    return torch.nn.functional.cosine_similarity(ref, cand, dim=-1).argmax(-1)
+
+
+def side_features(maps: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, 2, C): mean feature of the left and of the right half of the map."""
+    w = maps.shape[-1]
+    return torch.stack([maps[..., : w // 2].mean((-2, -1)), maps[..., (w + 1) // 2:].mean((-2, -1))], 1)
+
+
+def fit_depth_probe(train_maps: Tensor, train_answers: np.ndarray, C: float = 1.0):
+    """Logistic-regression probe on patch features: left-half minus right-half feature -> is B (right) closer?
+
+    The analogue of the paper's depth head on patch features, trained on the task's training questions.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    sides = side_features(train_maps)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    return probe.fit((sides[:, 0] - sides[:, 1]).numpy(), np.asarray(train_answers))
+
+
+def depth_readout(probe, maps: Tensor) -> Tensor:
+    """(Q,) 0 if the left object (A) is predicted closer, 1 if the right one (B)."""
+    sides = side_features(maps)
+    return torch.from_numpy(probe.predict((sides[:, 0] - sides[:, 1]).numpy())).long()
