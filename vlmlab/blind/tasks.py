@@ -54,6 +54,17 @@ class MCTask:
     meta: list[dict] = field(default_factory=list)
     clean: np.ndarray | None = None
     points: np.ndarray | None = None
+    labels: tuple[str, ...] = ()
+
+    def segments(self) -> list:
+        """The VLM prompt shared by every question: each image (an index) after its label, then the
+        question and its options ("... ? answer A , B , C or D .")."""
+        k = self.images.shape[1]
+        labels = self.labels or ("",) * k
+        out: list = []
+        for i, lab in enumerate(labels):
+            out += ([lab] if lab else []) + [i]
+        return out + [f"{self.question} {options_text(self.n_options)}"]
 
     @property
     def readout_images(self) -> np.ndarray:
@@ -65,6 +76,12 @@ class MCTask:
 
     def __len__(self) -> int:
         return len(self.answers)
+
+
+def options_text(k: int) -> str:
+    """'answer A or B .', 'answer A , B or C .', 'answer A , B , C or D .'"""
+    letters = list(LETTERS[:k])
+    return "answer " + " , ".join(letters[:-1]) + " or " + letters[-1] + " ."
 
 
 def balanced_answers(n: int, n_options: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,8 +102,8 @@ def odd_one_out_task(n: int, seed: int = 0, size: int = 64) -> MCTask:
         for i, shape in enumerate(shapes):
             images[q, i] = render_scene(sample_scene(rng, shape=shape, count=1), rng, size)
         meta.append({"shapes": shapes})
-    return MCTask("odd_one_out", images, answers, 4,
-                  "Which image shows a different object from the other three? Answer A, B, C or D.", meta)
+    return MCTask("odd_one_out", images, answers, 4, "Which image shows a different object from the other three?",
+                  meta, labels=tuple(LETTERS))
 
 
 def style_task(n: int, seed: int = 0, size: int = 64) -> MCTask:
@@ -105,8 +122,8 @@ def style_task(n: int, seed: int = 0, size: int = 64) -> MCTask:
                 cand = sample_scene(rng, style=style, count=1)
             images[q, 1 + i] = render_scene(cand, rng, size)
         meta.append({"reference_style": ref_style, "candidate_styles": styles})
-    return MCTask("style", images, answers, 2,
-                  "Which image, A or B, is drawn in the same style as the reference?", meta)
+    return MCTask("style", images, answers, 2, "Which image is drawn in the same style as the reference?", meta,
+                  labels=("REF", "A", "B"))
 
 
 def _draw(img: np.ndarray, shape: str, cx: float, cy: float, r: float, rng: np.random.Generator) -> np.ndarray:
@@ -209,5 +226,5 @@ def correspondence_task(n: int, seed: int = 0, size: int = 64, max_shift: int = 
         marked[q, 0], marked[q, 1] = a, b
         meta.append({"shift": (dx, dy)})
     return MCTask("correspondence", marked, answers, 4,
-                  "Which point, A, B, C or D, in the second image is the reference point of the first image?",
+                  "Which point in the second image is the reference point of the first image?",
                   meta, clean=clean, points=points)

@@ -112,7 +112,7 @@ def answer_distribution(preds, n_options: int) -> Tensor:
     Returns:
         (K,) float64 tensor of frequencies summing to 1.
     """
-    preds = torch.as_tensor(preds).reshape(-1)
+    preds = torch.as_tensor(np.ascontiguousarray(preds) if isinstance(preds, np.ndarray) else preds).reshape(-1)
     if preds.numel() == 0:
         raise ValueError("answer_distribution: no predictions (N = 0)")
     if preds.is_floating_point() or preds.min() < 0 or preds.max() >= n_options:

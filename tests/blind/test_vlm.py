@@ -1,0 +1,145 @@
+"""The small VLM, letter scoring, fine-tuning variants and the notebook-05 measurements, on tiny models."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from vlmlab.blind.experiment import blank, hidden_maps, readout, to_maps, trunk_patches, tv_to_labels, vlm_logprobs
+from vlmlab.blind.finetune import FinetuneConfig, finetune, with_lora
+from vlmlab.blind.tasks import LETTERS, depth_task, odd_one_out_task, options_text, style_task
+from vlmlab.blind.vlm import (IMAGE, SOFT, UNK, TinyVLM, VLMConfig, WordTokenizer, answer_logits, option_logprobs,
+                              pad_batch)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    from vlmlab.models import load_clip
+    return load_clip("embedded", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [odd_one_out_task(1).segments()[-1], style_task(1).segments()[-1], depth_task(1).segments()[-1],
+             "describe the image .", "a photo of a red star"]
+    return WordTokenizer.from_texts(texts)
+
+
+@pytest.fixture()
+def vlm(bundle, tokenizer):
+    torch.manual_seed(0)
+    return TinyVLM(bundle, tokenizer, VLMConfig(width=32, layers=2, heads=2, mlp=64)).eval()
+
+
+def test_tokenizer_keeps_letters_lowercases_words_and_marks_unknowns(tokenizer):
+    assert tokenizer.split("Which image? Answer A, B or C.") == ["which", "image", "?", "answer", "A", ",", "B",
+                                                                  "or", "C", "."]
+    ids = tokenizer.encode("a photo of a zebra")
+    assert ids[-1] == UNK and tokenizer.decode(ids[:-1]) == "a photo of a"
+    assert tokenizer.token_id("A") != tokenizer.token_id("a")
+
+
+def test_prompt_has_one_placeholder_per_patch_and_soft_tokens_before_the_question(vlm):
+    seg = style_task(1).segments()                        # REF <img> A <img> B <img> question
+    ids = vlm.encode_prompt(seg, n_patches=16, n_soft=3)
+    assert ids.count(IMAGE) == 3 * 16 and ids.count(SOFT) == 3
+    assert ids.index(SOFT) == len(ids) - len(vlm.tokenizer.encode(seg[-1])) - 3
+    assert max(i for i, t in enumerate(ids) if t == IMAGE) < ids.index(SOFT)
+
+
+def test_image_positions_hold_the_projected_patches_in_order(vlm):
+    seg = odd_one_out_task(1).segments()
+    patches = torch.randn(2 * 4, 16, vlm.vision.width)
+    ids, _, _ = pad_batch([vlm.encode_prompt(seg, 16)] * 2)
+    emb = vlm.embed(ids, patches)
+    expected = vlm.projector(patches).reshape(2, 4 * 16, -1)
+    torch.testing.assert_close(emb[ids == IMAGE].view(2, 64, -1), expected)
+
+
+def test_batched_letter_scores_equal_one_question_at_a_time(vlm):
+    """Padding and batching do not change the scores: the same as scoring each prompt alone."""
+    task = style_task(3)
+    seg = task.segments()
+    patches = list(trunk_patches(vlm, task.images))
+    batched = option_logprobs(vlm, [seg] * 3, patches, ["A", "B"])
+    one = torch.cat([option_logprobs(vlm, [seg], [p], ["A", "B"]) for p in patches])
+    torch.testing.assert_close(batched, one, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched.exp().sum(-1), torch.ones(3))
+
+
+def test_option_scoring_picks_a_planted_answer_after_training(vlm):
+    """Train LoRA on questions whose answer is always C; the letter scorer must then answer C."""
+    task = odd_one_out_task(32, seed=0)
+    task = dataclasses.replace(task, answers=np.full(32, 2))
+    patches = trunk_patches(vlm, task.images)
+    tuned = finetune(vlm, task, "lora", 4, patches, FinetuneConfig(steps=30, lr_lora=1e-2))
+    pred = vlm_logprobs(tuned, task, patches).argmax(-1)
+    assert (pred == 2).all()
+
+
+def test_lora_starts_equal_to_the_base_lm(vlm):
+    task = odd_one_out_task(4)
+    patches = list(trunk_patches(vlm, task.images))
+    base = answer_logits(vlm, [task.segments()] * 4, patches)
+    torch.testing.assert_close(answer_logits(with_lora(vlm, 4), [task.segments()] * 4, patches), base)
+
+
+def _snapshot(m: TinyVLM) -> dict[str, torch.Tensor]:
+    sd = {f"lm.{k}": v.clone() for k, v in m.lm.state_dict().items()}
+    sd |= {f"projector.{k}": v.clone() for k, v in m.projector.state_dict().items()}
+    return sd | {f"vision.{k}": v.clone() for k, v in m.vision.state_dict().items()}
+
+
+@pytest.mark.parametrize("variant, arg, trained_prefix", [("prompt", 5, None), ("projector", 0, "projector."),
+                                                           ("vision", 0, "vision.")])
+def test_each_variant_changes_only_its_own_parameters(vlm, variant, arg, trained_prefix):
+    task = style_task(16, seed=1)
+    patches = trunk_patches(vlm, task.images)
+    before = _snapshot(vlm)
+    tuned = finetune(vlm, task, variant, arg, patches, FinetuneConfig(steps=3, batch_size=8))
+    after = _snapshot(tuned)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert all(torch.equal(before[k], v) for k, v in _snapshot(vlm).items())          # the base is untouched
+    if trained_prefix is None:
+        assert not changed and tuned.soft_prompt is not None and tuned.soft_prompt.shape[0] == 5
+        init = vlm.lm.get_input_embeddings().weight[vlm.tokenizer.index["the"]]
+        assert not torch.allclose(tuned.soft_prompt, init.expand(5, -1))
+    else:
+        assert changed and all(k.startswith(trained_prefix) for k in changed)
+        assert not any("running_" in k for k in changed)                             # BatchNorm stats frozen
+
+
+def test_blank_images_are_white_and_give_identical_patches(vlm):
+    task = blank(style_task(4, seed=2))
+    assert (task.images == 255).all() and task.answers.tolist() == style_task(4, seed=2).answers.tolist()
+    p = trunk_patches(vlm, task.images)
+    assert torch.allclose(p, p[:1, :1].expand_as(p))
+
+
+def test_tv_is_zero_for_equal_and_one_for_disjoint_letter_distributions():
+    answers = np.array([0, 1, 2, 3] * 5)
+    assert tv_to_labels(answers[::-1], answers, 4) == pytest.approx(0.0)
+    assert tv_to_labels(np.zeros(20, int), np.full(20, 3), 4) == pytest.approx(1.0)
+    assert tv_to_labels(np.zeros(20, int), answers, 4) == pytest.approx(0.75)        # all A vs uniform
+
+
+def test_map_readout_finds_a_planted_odd_image():
+    task = odd_one_out_task(8, seed=0)
+    maps = torch.ones(8, 4, 6, 2, 2) + 0.01 * torch.randn(8, 4, 6, 2, 2)
+    maps[torch.arange(8), torch.as_tensor(task.answers), 0] = -1.0
+    assert np.array_equal(readout(task, maps), task.answers)
+
+
+def test_hidden_maps_start_at_the_projected_patches(vlm):
+    task = odd_one_out_task(3)
+    patches = trunk_patches(vlm, task.images)
+    layers = hidden_maps(vlm, task, patches)
+    assert len(layers) == vlm.config.layers + 1 and layers[0].shape == (3, 4, vlm.config.width, 4, 4)
+    torch.testing.assert_close(layers[0], to_maps(vlm.projector(patches)))
+
+
+def test_options_text_lists_the_letters():
+    assert options_text(2) == "answer A or B ." and options_text(4) == "answer A , B , C or D ."
+    assert LETTERS[:3] == "ABC"

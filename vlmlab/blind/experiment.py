@@ -1,0 +1,230 @@
+"""Notebook 05's measurements: encoder readout vs VLM answers, blind test, TV distance, layer probing.
+
+The readouts of ``vlmlab.blind.readouts`` run on *feature maps*, so one function (``readout``) answers a
+task from any (n, k, C, H, W) stack of maps: the vision trunk's patch tokens (exactly the tokens the
+VLM's language model receives, before the projector) or the LM's hidden states at those image
+positions, layer by layer (Fu et al. §7). The VLM answers by option-letter likelihood
+(``vlmlab.blind.vlm.option_logprobs``); its answer distribution is compared with the label
+distribution by total variation, TV(P, Q) = 1/2 sum_i |P_i - Q_i| (§10).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vlmlab.blind.readouts import (correspondence_readout, depth_readout, fit_depth_probe, gram_matrices,
+                                   odd_one_out_readout, style_readout)
+from vlmlab.blind.tasks import (LETTERS, MCTask, correspondence_task, depth_task, odd_one_out_task,
+                                style_task)
+from vlmlab.blind.vlm import IMAGE, TinyVLM, option_logprobs, pad_batch
+from vlmlab.metrics import answer_distribution, total_variation
+from vlmlab.runtime import progress
+
+TASKS = {"depth": depth_task, "correspondence": correspondence_task, "odd_one_out": odd_one_out_task,
+         "style": style_task}
+
+
+def make_task(name: str, n: int, seed: int, size: int = 64) -> MCTask:
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; choose from {list(TASKS)}")
+    return TASKS[name](n, seed=seed, size=size)
+
+
+def blank(task: MCTask) -> MCTask:
+    """The same questions with every image replaced by a white one (the paper's blind test)."""
+    white = np.full_like(task.images, 255)
+    return dataclasses.replace(task, images=white, clean=None if task.clean is None else white.copy())
+
+
+@torch.no_grad()
+def trunk_patches(vlm: TinyVLM, images: np.ndarray, batch_size: int = 512) -> Tensor:
+    """(n, k, S, S, 3) uint8 -> (n, k, P, C) patch tokens of the VLM's frozen vision trunk."""
+    flat = images.reshape(-1, *images.shape[2:])
+    out = torch.cat([vlm.vision(flat[i:i + batch_size]) for i in range(0, len(flat), batch_size)])
+    return out.view(*images.shape[:2], *out.shape[1:])
+
+
+def to_maps(tokens: Tensor) -> Tensor:
+    """(n, k, P, C) tokens of square grids -> (n, k, C, H, W)."""
+    side = int(round(tokens.shape[2] ** 0.5))
+    return tokens.transpose(2, 3).reshape(*tokens.shape[:2], tokens.shape[3], side, side)
+
+
+def readout(task: MCTask, maps: Tensor, train: MCTask | None = None, train_maps: Tensor | None = None) -> np.ndarray:
+    """Answer every question of ``task`` from feature maps (n, k, C, H, W) alone; (n,) option indices.
+
+    depth: a logistic probe on left/right patch features, fitted on ``train``; correspondence: cosine
+    similarity of the features interpolated at the points; odd-one-out: the image whose mean feature is
+    least similar to the others'; style: the candidate whose Gram matrix is closest to the reference's.
+    """
+    if task.name == "depth":
+        if train is None or train_maps is None:
+            raise ValueError("the depth readout is a probe: pass the training questions and their maps")
+        probe = fit_depth_probe(train_maps[:, 0], train.answers)
+        return depth_readout(probe, maps[:, 0]).numpy()
+    if task.name == "correspondence":
+        return correspondence_readout(maps[:, 0], maps[:, 1], torch.as_tensor(task.points),
+                                      task.images.shape[2]).numpy()
+    if task.name == "odd_one_out":
+        return odd_one_out_readout(F.normalize(maps.mean((-2, -1)), dim=-1)).numpy()
+    if task.name == "style":
+        n, k, c = maps.shape[:3]
+        grams = gram_matrices(maps.flatten(3).transpose(2, 3).flatten(0, 1)).view(n, k, c, c)
+        return style_readout(grams).numpy()
+    raise KeyError(task.name)
+
+
+@torch.no_grad()
+def vlm_logprobs(vlm: TinyVLM, task: MCTask, patches: Tensor, n_soft: int = 0, batch_size: int = 64) -> Tensor:
+    """(n, K) log-probabilities of the option letters for every question (letter likelihood scoring)."""
+    vlm.eval()
+    seg, options = task.segments(), list(LETTERS[:task.n_options])
+    return torch.cat([option_logprobs(vlm, [seg] * len(patches[i:i + batch_size]), list(patches[i:i + batch_size]),
+                                      options, n_soft) for i in range(0, len(patches), batch_size)])
+
+
+def tv_to_labels(predictions: np.ndarray, answers: np.ndarray, n_options: int) -> float:
+    """TV distance between the predicted-letter and the true-letter distributions (0 = same letter frequencies)."""
+    return float(total_variation(answer_distribution(predictions, n_options), answer_distribution(answers, n_options)))
+
+
+@torch.no_grad()
+def hidden_maps(vlm: TinyVLM, task: MCTask, patches: Tensor, batch_size: int = 64) -> list[Tensor]:
+    """The LM's hidden states at the image-token positions, per layer: [(n, k, d, H, W)] * (layers + 1).
+
+    Entry 0 is the LM's input (the projector's output); entry l the output of block l.
+    """
+    vlm.eval()
+    n, k, p = patches.shape[:3]
+    seg = task.segments()
+    per_layer: list[list[Tensor]] = []
+    for i in range(0, n, batch_size):
+        chunk = patches[i:i + batch_size]
+        ids, mask, _ = pad_batch([vlm.encode_prompt(seg, p)] * len(chunk))
+        hs = vlm(ids, chunk.flatten(0, 1), mask, output_hidden_states=True).hidden_states
+        pos = ids[0] == IMAGE
+        for layer, h in enumerate(hs):
+            if len(per_layer) <= layer:
+                per_layer.append([])
+            per_layer[layer].append(to_maps(h[:, pos].reshape(len(chunk), k, p, -1)).float())
+    return [torch.cat(x) for x in per_layer]
+
+
+# ---------------------------------------------------------------------------------------------- notebook drivers
+@dataclasses.dataclass
+class TaskRun:
+    """One task's training and test questions with the frozen trunk's patch tokens (n, k, P, C)."""
+
+    train: MCTask
+    test: MCTask
+    train_patches: Tensor
+    test_patches: Tensor
+    blank_patches: Tensor
+
+
+def prepare_tasks(vlm: TinyVLM, names, n_train: int, n_test: int, seed: int, size: int = 64) -> dict[str, TaskRun]:
+    """Build every task's splits (disjoint seeds) and encode their images once."""
+    runs = {}
+    for i, name in enumerate(progress(names, desc="tasks")):
+        train = make_task(name, n_train, seed=1000 * seed + 10 * i, size=size)
+        test = make_task(name, n_test, seed=1000 * seed + 10 * i + 1, size=size)
+        runs[name] = TaskRun(train, test, trunk_patches(vlm, train.images), trunk_patches(vlm, test.images),
+                             trunk_patches(vlm, blank(test).images))
+    return runs
+
+
+def _acc(pred, answers) -> float:
+    return 100.0 * float(np.mean(np.asarray(pred) == np.asarray(answers)))
+
+
+def _readout_maps(vlm: TinyVLM, task: MCTask, patches: Tensor) -> Tensor:
+    """Trunk maps of the images the readout sees (correspondence: without the markers)."""
+    return to_maps(patches if task.clean is None else trunk_patches(vlm, task.clean))
+
+
+def readout_vs_vlm(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> tuple[pd.DataFrame, dict]:
+    """Table ``task, model, readout_acc, vlm_acc, chance`` and the VLM's test predictions per task."""
+    rows, preds = [], {}
+    for name, r in runs.items():
+        pred_readout = readout(r.test, _readout_maps(vlm, r.test, r.test_patches), r.train,
+                               _readout_maps(vlm, r.train, r.train_patches))
+        preds[name] = vlm_logprobs(vlm, r.test, r.test_patches).argmax(-1).numpy()
+        rows.append({"task": name, "model": model, "readout_acc": _acc(pred_readout, r.test.answers),
+                     "vlm_acc": _acc(preds[name], r.test.answers), "chance": 100.0 * r.test.chance})
+    return pd.DataFrame(rows), preds
+
+
+def blind_test(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_preds: dict) -> pd.DataFrame:
+    """Answer frequencies per option with the real images and with white ones: ``task, model, condition,
+    option, frequency``; plus the label frequencies (condition ``labels``) for reference."""
+    rows = []
+    for name, r in runs.items():
+        k = r.test.n_options
+        blank_pred = vlm_logprobs(vlm, r.test, r.blank_patches).argmax(-1).numpy()
+        for cond, pred in (("image", image_preds[name]), ("blank", blank_pred), ("labels", r.test.answers)):
+            for o, f in enumerate(answer_distribution(pred, k).tolist()):
+                rows.append({"task": name, "model": model, "condition": cond, "option": LETTERS[o], "frequency": f})
+    return pd.DataFrame(rows)
+
+
+def blind_agreement(vlm: TinyVLM, runs: dict[str, TaskRun], image_preds: dict) -> pd.DataFrame:
+    """Per task: the share of questions answered identically with and without the image."""
+    rows = []
+    for name, r in runs.items():
+        blank_pred = vlm_logprobs(vlm, r.test, r.blank_patches).argmax(-1).numpy()
+        rows.append({"task": name, "same_answer_blank": 100.0 * float(np.mean(blank_pred == image_preds[name])),
+                     "blank_acc": _acc(blank_pred, r.test.answers)})
+    return pd.DataFrame(rows)
+
+
+def layer_probe(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> pd.DataFrame:
+    """The task readouts on the trunk's tokens (layer -1) and on the LM's hidden states at the image
+    positions (0 = the projector's output, l = after block l): ``task, model, layer, accuracy``."""
+    rows = []
+    for name, r in runs.items():
+        if r.test.clean is not None:          # correspondence: read the hidden states of the unmarked images
+            test_p, train_p = trunk_patches(vlm, r.test.clean), trunk_patches(vlm, r.train.clean)
+        else:
+            test_p, train_p = r.test_patches, r.train_patches
+        pred = readout(r.test, to_maps(test_p), r.train, to_maps(train_p))
+        rows.append({"task": name, "model": model, "layer": -1, "accuracy": _acc(pred, r.test.answers)})
+        test_h, train_h = hidden_maps(vlm, r.test, test_p), hidden_maps(vlm, r.train, train_p)
+        for layer, (th, tr) in enumerate(zip(test_h, train_h)):
+            pred = readout(r.test, th, r.train, tr)
+            rows.append({"task": name, "model": model, "layer": layer, "accuracy": _acc(pred, r.test.answers)})
+    return pd.DataFrame(rows)
+
+
+def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, soft_tokens=(1, 5, 10),
+                      lora_rank: int = 8, components=("lora", "projector", "vision"),
+                      config=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fine-tune each variant on each task's training questions; evaluate on its test questions.
+
+    Returns ``finetune`` (``task, variant, n_tokens_or_rank, accuracy``; the original model as variant
+    ``original`` with 0) and ``tv`` (``task, model, variant, tv``: TV distance between the predicted and
+    the true letter distributions).
+    """
+    from vlmlab.blind.finetune import FinetuneConfig, finetune
+
+    config = config or FinetuneConfig()
+    acc_rows, tv_rows = [], []
+    plan = [("prompt", n) for n in soft_tokens] + [(c, lora_rank if c == "lora" else 0) for c in components]
+    for name, r in runs.items():
+        k = r.test.n_options
+        pred = vlm_logprobs(vlm, r.test, r.test_patches).argmax(-1).numpy()
+        acc_rows.append({"task": name, "variant": "original", "n_tokens_or_rank": 0, "accuracy": _acc(pred, r.test.answers)})
+        tv_rows.append({"task": name, "model": model, "variant": "original", "tv": tv_to_labels(pred, r.test.answers, k)})
+        for variant, arg in progress(plan, desc=f"fine-tune on {name}"):
+            tuned = finetune(vlm, r.train, variant, arg, r.train_patches, config)
+            test_patches = trunk_patches(tuned, r.test.images) if variant == "vision" else r.test_patches
+            pred = vlm_logprobs(tuned, r.test, test_patches, n_soft=arg if variant == "prompt" else 0).argmax(-1).numpy()
+            label = f"prompt-{arg}" if variant == "prompt" else variant
+            acc_rows.append({"task": name, "variant": variant, "n_tokens_or_rank": arg,
+                             "accuracy": _acc(pred, r.test.answers)})
+            tv_rows.append({"task": name, "model": model, "variant": label, "tv": tv_to_labels(pred, r.test.answers, k)})
+    return pd.DataFrame(acc_rows), pd.DataFrame(tv_rows)
