@@ -31,7 +31,7 @@ ifeq ($(PARALLEL),)
 .NOTPARALLEL:
 endif
 
-.PHONY: help setup test reproduce lab clean-results clean-cache train-embedded evaluate-embedded sweep collect
+.PHONY: help setup test reproduce lab clean-results clean-cache train-embedded train-embedded-vlm evaluate-embedded sweep collect
 
 help:  ## list the targets
 	@echo "vlmlab (PROFILE=$(PROFILE), DEVICE=$(DEVICE))"
@@ -78,6 +78,9 @@ clean-cache:  ## delete cached features and rendered data (VLMLAB_CACHE, default
 # ---------------------------------------------------------------------------------------
 train-embedded: | $(SETUP)  ## retrain the embedded CLIP into vlmlab/assets/embedded.safetensors (~80 min on 2 CPU cores)
 	$(RUN_ENV) $(PY) -m vlmlab.models.train_embedded $(TRAIN_ARGS)
+
+train-embedded-vlm: | $(SETUP)  ## retrain the embedded VLM of notebook 05 into vlmlab/assets/embedded_vlm.safetensors (~15 min, 1 CPU core)
+	$(RUN_ENV) $(PY) -m vlmlab.blind.train_vlm $(TRAIN_ARGS)
 
 evaluate-embedded: | $(SETUP)  ## measure the embedded CLIP; rewrites the numbers in vlmlab/assets/MODEL_CARD.md
 	$(RUN_ENV) $(PY) scripts/evaluate_embedded.py

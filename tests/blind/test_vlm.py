@@ -54,8 +54,18 @@ def test_image_positions_hold_the_projected_patches_in_order(vlm):
     patches = torch.randn(2 * 4, 16, vlm.vision.width)
     ids, _, _ = pad_batch([vlm.encode_prompt(seg, 16)] * 2)
     emb = vlm.embed(ids, patches)
-    expected = vlm.projector(patches).reshape(2, 4 * 16, -1)
+    table = vlm.lm.get_input_embeddings().weight
+    label = torch.stack([table[vlm.tokenizer.token_id(c)] for c in "ABCD"]).repeat_interleave(16, 0)  # (64, d)
+    expected = vlm.projector(patches).reshape(2, 4 * 16, -1) + label
     torch.testing.assert_close(emb[ids == IMAGE].view(2, 64, -1), expected)
+
+
+def test_image_tokens_carry_their_label_and_unlabelled_images_none(vlm):
+    ids, _, _ = pad_batch([vlm.encode_prompt(style_task(1).segments(), 4), vlm.encode_prompt(depth_task(1).segments(), 4)])
+    tags = vlm.image_labels(ids)
+    tok = vlm.tokenizer
+    assert tags[0][ids[0] == IMAGE].tolist() == [tok.token_id("REF")] * 4 + [tok.token_id("A")] * 4 + [tok.token_id("B")] * 4
+    assert (tags[1] == -1).all() and (tags[0][ids[0] != IMAGE] == -1).all()
 
 
 def test_batched_letter_scores_equal_one_question_at_a_time(vlm):
@@ -133,13 +143,28 @@ def test_map_readout_finds_a_planted_odd_image():
 
 
 def test_hidden_maps_start_at_the_projected_patches(vlm):
-    task = odd_one_out_task(3)
+    task = depth_task(3)                                   # one unlabelled image: layer 0 = the projector output
     patches = trunk_patches(vlm, task.images)
     layers = hidden_maps(vlm, task, patches)
-    assert len(layers) == vlm.config.layers + 1 and layers[0].shape == (3, 4, vlm.config.width, 4, 4)
+    assert len(layers) == vlm.config.layers + 1 and layers[0].shape == (3, 1, vlm.config.width, 4, 4)
     torch.testing.assert_close(layers[0], to_maps(vlm.projector(patches)))
 
 
 def test_options_text_lists_the_letters():
     assert options_text(2) == "answer A or B ." and options_text(4) == "answer A , B , C or D ."
     assert LETTERS[:3] == "ABC"
+
+
+def test_fused_trunk_tokens_are_layer3_beside_upsampled_layer4(bundle):
+    from vlmlab.blind.readouts import feature_maps
+    from vlmlab.blind.vlm import VisionTrunk
+
+    images = odd_one_out_task(1).images[0]
+    tokens = VisionTrunk(bundle, "layer3+layer4")(images)                         # (4, 16, 256 + 512)
+    l3, _ = feature_maps(bundle, images, "layer3")
+    l4, _ = feature_maps(bundle, images, "layer4")
+    up = l4.repeat_interleave(2, -1).repeat_interleave(2, -2)                    # nearest 2x2 -> 4x4
+    expected = torch.cat([l3, up], 1).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(tokens, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="stages"):
+        VisionTrunk(bundle, "layer3+head")

@@ -77,13 +77,15 @@ class VLMTrainConfig:
     threads: int = 1
     ckpt_every: int = 200
     eval_every: int = 400
+    caption_p: float = 0.3       # share of captioning examples
+    multi_p: float = 0.4         # share of multi-image letter questions (the rest: single-image questions)
 
 
 class Mixture:
     """Draws training examples (image indices, prompt segments, answer text) from a pool of scenes."""
 
-    def __init__(self, scenes, rng: np.random.Generator):
-        self.scenes, self.rng = scenes, rng
+    def __init__(self, scenes, rng: np.random.Generator, caption_p: float = 0.3, multi_p: float = 0.4):
+        self.scenes, self.rng, self.caption_p, self.multi_p = scenes, rng, caption_p, multi_p
         self.by_value = {a: {} for a in MULTI_QUESTIONS}
         for i, s in enumerate(scenes):
             for a in MULTI_QUESTIONS:
@@ -123,7 +125,9 @@ class Mixture:
 
     def draw(self):
         u = self.rng.random()
-        return self.caption() if u < 0.3 else self.single() if u < 0.6 else self.multi()
+        if u < self.caption_p:
+            return self.caption()
+        return self.multi() if u < self.caption_p + self.multi_p else self.single()
 
 
 def vocabulary_texts(scenes, rng: np.random.Generator, n_captions: int = 20_000) -> list[str]:
@@ -199,7 +203,8 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
                            for i in progress(range(0, len(images), 512), desc="encode pool")])    # (N, P, C)
     n_patches = feats.shape[1]
     split = int(0.95 * len(scenes))                                # the last 5 % of the pool: validation
-    mix, val_mix = Mixture(scenes[:split], rng), Mixture(scenes[split:], np.random.default_rng(cfg.seed + 1))
+    mix = Mixture(scenes[:split], rng, cfg.caption_p, cfg.multi_p)
+    val_mix = Mixture(scenes[split:], np.random.default_rng(cfg.seed + 1))
     val_offset = split
 
     stages = [("joint", cfg.steps, cfg.lr, list(vlm.projector.parameters()) + list(vlm.lm.parameters())),

@@ -4,10 +4,12 @@ Fu et al. (``hidden_in_plain_sight.md`` §4) compare LLaVA-style VLMs -- a froze
 projector, a language model -- with readouts of their own encoders. ``TinyVLM`` is that design at the
 embedded world's scale:
 
-* vision: the embedded CLIP's image tower up to one stage (``layer3``: a 4x4 grid of 256-d "patch"
-  tokens per 64-px image; LLaVA likewise feeds the LM a late layer's patch tokens), frozen unless a
-  fine-tuning variant unfreezes it;
-* projector: a two-layer MLP from the patch width to the LM width (LLaVA-1.5's ``mlp2x_gelu``);
+* vision: the embedded CLIP's image tower up to its last stage; each 64-px image gives a 4x4 grid of
+  "patch" tokens, ``layer3``'s 256 channels joined with the 512 of ``layer4`` upsampled to that grid
+  (LLaVA likewise feeds the LM a late layer's patch tokens, which in a ViT carry global context);
+  frozen unless a fine-tuning variant unfreezes it;
+* projector: a two-layer MLP from the patch width to the LM width (LLaVA-1.5's ``mlp2x_gelu``), with a
+  LayerNorm at its end (gain initialised to the LM's embedding scale) so image tokens and words share a scale;
 * language model: a ``transformers`` ``LlamaForCausalLM`` of a few layers over a word-level vocabulary
   of the world's captions and questions (``WordTokenizer``), fed ``inputs_embeds`` in which the image
   tokens replace ``<image>`` placeholders.
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlmlab.features import arrays_to_input
@@ -70,7 +73,7 @@ class WordTokenizer:
 
 @dataclass(frozen=True)
 class VLMConfig:
-    vision_layer: str = "layer3"
+    vision_layer: str = "layer3+layer4"
     width: int = 96
     layers: int = 4
     heads: int = 4
@@ -79,16 +82,25 @@ class VLMConfig:
 
 
 class VisionTrunk(nn.Module):
-    """A ModifiedResNet run up to ``layer``: uint8 images (N, S, S, 3) -> patch tokens (N, H*W, C)."""
+    """A ModifiedResNet run up to a stage: uint8 images (N, S, S, 3) -> patch tokens (N, H*W, C).
 
-    def __init__(self, bundle: ClipBundle, layer: str = "layer3"):
+    ``layer``: a stage name (``"layer3"``), or two joined by ``+`` (``"layer3+layer4"``): the later
+    stage's map is upsampled (nearest) to the earlier one's grid and the channels concatenated, so each
+    of the 4x4 tokens carries its cell's local features and the global, shape-level features of layer4
+    (in a ViT every patch token has global context; in a ResNet only the last stage does).
+    """
+
+    def __init__(self, bundle: ClipBundle, layer: str = "layer3+layer4"):
         super().__init__()
         visual = bundle.model.visual
         if not hasattr(visual, "stem"):
             raise TypeError(f"TinyVLM needs a ModifiedResNet image tower, got {type(visual).__name__}")
         stages = ["layer1", "layer2", "layer3", "layer4"]
+        self.outputs = layer.split("+")
+        if not set(self.outputs) <= set(stages):
+            raise ValueError(f"layer must name stages of {stages} joined by '+', got {layer!r}")
         self.visual = visual
-        self.stages = stages[:stages.index(layer) + 1]
+        self.stages = stages[:max(stages.index(o) for o in self.outputs) + 1]
         self._bundle = [bundle]                              # not a submodule: the text tower stays out
         with torch.no_grad():
             self.width = self.forward(np.zeros((1, bundle.image_size, bundle.image_size, 3), np.uint8)).shape[-1]
@@ -97,9 +109,13 @@ class VisionTrunk(nn.Module):
         x = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
         x = arrays_to_input(self._bundle[0], x.to(next(self.visual.parameters()).device))
         x = self.visual.stem(x.to(next(self.visual.parameters()).dtype))
+        maps = {}
         for name in self.stages:
             x = getattr(self.visual, name)(x)
-        return x.flatten(2).transpose(1, 2).float()                                  # (N, HW, C)
+            maps[name] = x
+        grid = maps[self.outputs[0]].shape[-2:]
+        out = torch.cat([F.interpolate(maps[o], size=grid, mode="nearest") for o in self.outputs], 1)
+        return out.flatten(2).transpose(1, 2).float()                                # (N, HW, C)
 
 
 class TinyVLM(nn.Module):
@@ -112,12 +128,15 @@ class TinyVLM(nn.Module):
         self.config, self.tokenizer = config, tokenizer
         self.vision = VisionTrunk(bundle, config.vision_layer)
         self.projector = nn.Sequential(nn.Linear(self.vision.width, config.width), nn.GELU(),
-                                       nn.Linear(config.width, config.width))
+                                       nn.Linear(config.width, config.width), nn.LayerNorm(config.width))
         self.lm = LlamaForCausalLM(LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=config.width, intermediate_size=config.mlp,
             num_hidden_layers=config.layers, num_attention_heads=config.heads, num_key_value_heads=config.heads,
             max_position_embeddings=config.max_len, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
-            tie_word_embeddings=True))
+            tie_word_embeddings=False))
+        # Image tokens on the scale of the word embeddings (std initializer_range = 0.02 per entry), so that
+        # words, image tokens and the labels added to them weigh alike in the residual stream.
+        nn.init.constant_(self.projector[-1].weight, self.lm.config.initializer_range)
         self.soft_prompt: nn.Parameter | None = None
         self.vision.requires_grad_(False)
 
@@ -139,12 +158,34 @@ class TinyVLM(nn.Module):
                 ids += [IMAGE] * n_patches
         return ids
 
+    def image_labels(self, ids: Tensor) -> Tensor:
+        """(B, L) id of the label word (A-D, REF) right before each image's tokens, at those tokens; else -1."""
+        is_label = torch.zeros_like(ids, dtype=torch.bool)
+        for word in KEEP_CASE:
+            if word in self.tokenizer.index:
+                is_label |= ids == self.tokenizer.index[word]
+        tags = torch.full_like(ids, -1)
+        current = torch.full_like(ids[:, 0], -1)
+        for t in range(ids.shape[1]):
+            current = torch.where(is_label[:, t], ids[:, t], torch.where(ids[:, t] == IMAGE, current, -1))
+            tags[:, t] = torch.where(ids[:, t] == IMAGE, current, -1)
+        return tags
+
     def embed(self, ids: Tensor, patches: Tensor | None) -> Tensor:
-        """Input embeddings with image and soft-prompt placeholders replaced; ``patches`` (M, P, C) in order."""
-        emb = self.lm.get_input_embeddings()(ids)
+        """Input embeddings with image and soft-prompt placeholders replaced; ``patches`` (M, P, C) in order.
+
+        An image's tokens are its projected patches plus the embedding of its label word when it has
+        one ("A <image>": every token of that image also carries "A"), so the LM can name the image it
+        finds (multi-image VLMs add such image-index embeddings; the label is the natural one).
+        """
+        table = self.lm.get_input_embeddings()
+        emb = table(ids)
         if patches is not None and len(patches):
             tokens = self.projector(patches.to(emb.dtype)).reshape(-1, emb.shape[-1])
             emb = emb.masked_scatter((ids == IMAGE)[..., None], tokens)
+            tags = self.image_labels(ids)
+            if (tags >= 0).any():
+                emb = emb + table(tags.clamp(min=0)) * (tags >= 0)[..., None].to(emb.dtype)
         if self.soft_prompt is not None and (ids == SOFT).any():
             rows = (ids == SOFT).sum(1)
             soft = self.soft_prompt[None].expand(len(ids), -1, -1)
@@ -227,8 +268,5 @@ def load_vlm(bundle: ClipBundle | None = None, path=None) -> TinyVLM:
     vlm = TinyVLM(bundle, WordTokenizer(json.loads(meta["vocab"])), VLMConfig(**json.loads(meta["config"])))
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     vlm.projector.load_state_dict({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")})
-    missing, unexpected = vlm.lm.load_state_dict({k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")},
-                                                 strict=False)
-    if unexpected or [m for m in missing if "lm_head" not in m]:                 # lm_head is tied to the embeddings
-        raise RuntimeError(f"{path}: missing {missing}, unexpected {unexpected}")
+    vlm.lm.load_state_dict({k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")})
     return vlm.eval()
