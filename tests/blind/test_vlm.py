@@ -168,3 +168,26 @@ def test_fused_trunk_tokens_are_layer3_beside_upsampled_layer4(bundle):
     torch.testing.assert_close(tokens, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="stages"):
         VisionTrunk(bundle, "layer3+head")
+
+
+def test_shipped_vlm_loads_offline_is_small_and_names_colours():
+    """Fails if the shipped weights are lost or mis-loaded: single-image colour questions stay far above chance."""
+    from vlmlab.blind.vlm import load_vlm
+    from vlmlab.runtime import REPO_ROOT
+    from vlmlab.world.datasets import sample_scene
+    from vlmlab.world.render import render_scene
+    from vlmlab.world.scene import COLOURS
+
+    path = REPO_ROOT / "vlmlab" / "assets" / "embedded_vlm.safetensors"
+    assert path.stat().st_size <= 30e6
+    vlm = load_vlm()
+    rng = np.random.default_rng(123)
+    scenes = [sample_scene(rng, count=1, style="photo") for _ in range(60)]
+    images = np.stack([render_scene(s, rng) for s in scenes])[:, None]
+    patches = trunk_patches(vlm, images)
+    words = list(COLOURS)
+    ids = torch.tensor([vlm.tokenizer.token_id(w) for w in words])
+    with torch.no_grad():
+        logits = answer_logits(vlm, [[0, "what colour is it ?"]] * 60, list(patches))[:, ids]
+    acc = np.mean([words[i] == s.colour for i, s in zip(logits.argmax(-1).tolist(), scenes)])
+    assert acc > 0.5, f"colour accuracy {acc:.2f} (chance 0.10)"

@@ -22,6 +22,7 @@ from vlmlab.blind.readouts import (correspondence_readout, depth_readout, fit_de
 from vlmlab.blind.tasks import (LETTERS, MCTask, correspondence_task, depth_task, odd_one_out_task,
                                 style_task)
 from vlmlab.blind.vlm import IMAGE, TinyVLM, option_logprobs, pad_batch
+from vlmlab.features import arrays_to_input
 from vlmlab.metrics import answer_distribution, total_variation
 from vlmlab.runtime import progress
 
@@ -142,17 +143,33 @@ def _acc(pred, answers) -> float:
     return 100.0 * float(np.mean(np.asarray(pred) == np.asarray(answers)))
 
 
+@torch.no_grad()
+def encoder_embeddings(vlm: TinyVLM, images: np.ndarray) -> Tensor:
+    """(n, k, S, S, 3) -> (n, k, D) unit image embeddings of the CLIP the VLM's trunk belongs to."""
+    bundle = vlm.vision._bundle[0]
+    flat = torch.from_numpy(np.ascontiguousarray(images.reshape(-1, *images.shape[2:])))
+    z = torch.cat([bundle.encode_images(arrays_to_input(bundle, flat[i:i + 512])) for i in range(0, len(flat), 512)])
+    return z.float().view(*images.shape[:2], -1)
+
+
 def _readout_maps(vlm: TinyVLM, task: MCTask, patches: Tensor) -> Tensor:
     """Trunk maps of the images the readout sees (correspondence: without the markers)."""
     return to_maps(patches if task.clean is None else trunk_patches(vlm, task.clean))
 
 
 def readout_vs_vlm(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> tuple[pd.DataFrame, dict]:
-    """Table ``task, model, readout_acc, vlm_acc, chance`` and the VLM's test predictions per task."""
+    """Table ``task, model, readout_acc, vlm_acc, chance`` and the VLM's test predictions per task.
+
+    The readout uses the trunk's patch tokens (``readout``), except odd-one-out, which the paper reads
+    from the encoder's [CLS]: here the CLIP's image embedding (its attention pool's output).
+    """
     rows, preds = [], {}
     for name, r in runs.items():
-        pred_readout = readout(r.test, _readout_maps(vlm, r.test, r.test_patches), r.train,
-                               _readout_maps(vlm, r.train, r.train_patches))
+        if name == "odd_one_out":                # the paper reads the 3-D task from the encoder's [CLS] embedding
+            pred_readout = odd_one_out_readout(encoder_embeddings(vlm, r.test.images))
+        else:
+            pred_readout = readout(r.test, _readout_maps(vlm, r.test, r.test_patches), r.train,
+                                   _readout_maps(vlm, r.train, r.train_patches))
         preds[name] = vlm_logprobs(vlm, r.test, r.test_patches).argmax(-1).numpy()
         rows.append({"task": name, "model": model, "readout_acc": _acc(pred_readout, r.test.answers),
                      "vlm_acc": _acc(preds[name], r.test.answers), "chance": 100.0 * r.test.chance})

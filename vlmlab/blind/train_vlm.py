@@ -5,8 +5,9 @@ The language model has no pre-training to start from, so the recipe has two stag
 1. *language and alignment*: projector and LM trained together on a mixture of captioning
    ("describe the image ." -> a world caption), single-image questions ("what colour is it ?" -> "red")
    and multi-image letter questions ("A <img> B <img> C <img> which image shows a star ? answer A , B or
-   C ." -> "B"), the analogue of LLaVA's instruction data: it teaches the LM the words, the letters and
-   how to find a named concept among labelled images;
+   C ." -> "B"), the analogue of LLaVA's instruction data. Measured: the single-image questions are
+   learned (colour 93 %, shape 43 %), the multi-image letter questions are not (chance) within this
+   budget; MODEL_CARD.md says what was tried;
 2. *projector only*: the LM frozen, the projector trained on the same mixture, the stage the paper's
    controlled VLMs share (``hidden_in_plain_sight.md`` §4).
 
@@ -181,6 +182,23 @@ def letter_accuracy(vlm: TinyVLM, mixture: Mixture, feats: torch.Tensor, n: int 
     return 100.0 * correct / n
 
 
+@torch.no_grad()
+def single_accuracy(vlm: TinyVLM, scenes, feats: torch.Tensor, attr: str) -> float:
+    """Accuracy on single-image questions about ``attr`` (the answer's first word scored among the values'
+    first words; ``position`` is left out, its answers share first words)."""
+    from vlmlab.blind.vlm import answer_logits
+
+    vlm.eval()
+    values = sorted({answer_word(s, attr) for s in scenes})
+    keep = list(range(len(scenes)))
+    ids = torch.tensor([vlm.tokenizer.token_id(v.split()[0]) for v in values])    # first words are unique here
+    q = SINGLE_QUESTIONS[attr][0]
+    logits = torch.cat([answer_logits(vlm, [[0, q]] * len(keep[i:i + 256]), list(feats[keep[i:i + 256]].float()[:, None]))
+                        for i in range(0, len(keep), 256)])[:, ids]
+    truth = [values.index(answer_word(scenes[i], attr)) for i in keep]
+    return 100.0 * float(np.mean(logits.argmax(-1).numpy() == np.array(truth)))
+
+
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -220,6 +238,7 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
         else:
             vlm.projector.load_state_dict(state["projector"]); vlm.lm.load_state_dict(state["lm"])
             rng.bit_generator.state = state["rng"]; torch.set_rng_state(state["torch_rng"])
+            val_mix.rng.bit_generator.state = state["val_rng"]
             history, start = state["history"], state["step"]
             log.info("resumed from %s at step %d", ckpt, start)
     total = cfg.steps + cfg.projector_steps
@@ -260,13 +279,17 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"projector": vlm.projector.state_dict(), "lm": vlm.lm.state_dict(), "opt": opt.state_dict(),
                         "stage": stage, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "val_rng": val_mix.rng.bit_generator.state,
                         "history": history, "step": step + 1, "config": asdict(cfg)}, tmp)
             os.replace(tmp, ckpt)
     weights = {k: v.detach().to(torch.float16).contiguous() for k, v in vlm.state().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out), metadata=vlm.metadata() | {"train_config": json.dumps(asdict(cfg))})
+    val_scenes, val_feats = scenes[val_offset:], feats[val_offset:]
     summary = {"config": asdict(cfg), "history": history, "wall_time_s": history[-1]["time_s"],
                "final_val_letter_acc": history[-1].get("val_letter_acc"), "vocab_size": len(tokenizer),
+               "val_single_acc": {a: single_accuracy(vlm, val_scenes, val_feats, a)
+                                  for a in SINGLE_QUESTIONS if a != "position"},
                "parameters": sum(v.numel() for v in vlm.state().values())}
     (ckpt_dir / "train_log.json").write_text(json.dumps(summary, indent=1))
     return summary

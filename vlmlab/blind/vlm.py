@@ -8,8 +8,7 @@ embedded world's scale:
   "patch" tokens, ``layer3``'s 256 channels joined with the 512 of ``layer4`` upsampled to that grid
   (LLaVA likewise feeds the LM a late layer's patch tokens, which in a ViT carry global context);
   frozen unless a fine-tuning variant unfreezes it;
-* projector: a two-layer MLP from the patch width to the LM width (LLaVA-1.5's ``mlp2x_gelu``), with a
-  LayerNorm at its end (gain initialised to the LM's embedding scale) so image tokens and words share a scale;
+* projector: a two-layer MLP from the patch width to the LM width (LLaVA-1.5's ``mlp2x_gelu``);
 * language model: a ``transformers`` ``LlamaForCausalLM`` of a few layers over a word-level vocabulary
   of the world's captions and questions (``WordTokenizer``), fed ``inputs_embeds`` in which the image
   tokens replace ``<image>`` placeholders.
@@ -128,15 +127,12 @@ class TinyVLM(nn.Module):
         self.config, self.tokenizer = config, tokenizer
         self.vision = VisionTrunk(bundle, config.vision_layer)
         self.projector = nn.Sequential(nn.Linear(self.vision.width, config.width), nn.GELU(),
-                                       nn.Linear(config.width, config.width), nn.LayerNorm(config.width))
+                                       nn.Linear(config.width, config.width))
         self.lm = LlamaForCausalLM(LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=config.width, intermediate_size=config.mlp,
             num_hidden_layers=config.layers, num_attention_heads=config.heads, num_key_value_heads=config.heads,
             max_position_embeddings=config.max_len, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
             tie_word_embeddings=False))
-        # Image tokens on the scale of the word embeddings (std initializer_range = 0.02 per entry), so that
-        # words, image tokens and the labels added to them weigh alike in the residual stream.
-        nn.init.constant_(self.projector[-1].weight, self.lm.config.initializer_range)
         self.soft_prompt: nn.Parameter | None = None
         self.vision.requires_grad_(False)
 
