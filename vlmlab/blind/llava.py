@@ -1,0 +1,80 @@
+"""Option-letter scoring and encoder readout features for ``transformers`` LLaVA-family checkpoints.
+
+The first piece of notebook 05's paper profile (``hidden_in_plain_sight.md`` §§3-4): a LLaVA model and
+its processor loaded by name or path from local files only (never downloaded), asked a multiple-choice
+question about one canvas on which the question's images stand side by side (black divider, as in the
+paper's figures), and scored, like the embedded VLM, by the likelihood of each option letter as the
+next token. ``vision_maps`` returns the vision tower's patch features at the layer the projector reads
+(``vision_feature_layer``, [CLS] dropped) as (N, C, H, W) maps, the input of ``experiment.readout``.
+
+Not yet wired into the notebook: the CV-Bench / BLINK / MOCHI loaders are still to come.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+PROMPT = "USER: <image>\n{question}\nASSISTANT:"
+
+
+def canvas(images: np.ndarray, divider: int = 4) -> np.ndarray:
+    """(k, H, W, 3) uint8 -> (H, k W + (k - 1) divider, 3): the images side by side, black between them."""
+    k, h, w, c = images.shape
+    out = np.zeros((h, k * w + (k - 1) * divider, c), np.uint8)
+    for i in range(k):
+        out[:, i * (w + divider):i * (w + divider) + w] = images[i]
+    return out
+
+
+class LlavaScorer:
+    """A LLaVA-family model + processor from local files; letter scoring and vision-tower features."""
+
+    def __init__(self, name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        try:
+            self.processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=True)
+            self.model = LlavaForConditionalGeneration.from_pretrained(name_or_path, local_files_only=True, dtype=dtype)
+        except OSError as err:
+            raise FileNotFoundError(f"{name_or_path!r} is not in the local Hugging Face cache or a local folder; "
+                                    "download it yourself (vlmlab never downloads), e.g. `hf download "
+                                    f"{name_or_path}`, then rerun") from err
+        self.model.to(device).eval()
+        self.device = torch.device(device)
+        self.tokenizer = self.processor.tokenizer
+
+    def letter_ids(self, prompt: str, letters: str) -> list[int]:
+        """The token id each option letter gets as the first token after ``prompt`` (tokenizer-specific)."""
+        base = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        out = []
+        for letter in letters:
+            ids = self.tokenizer(prompt + " " + letter, add_special_tokens=False).input_ids
+            if ids[:len(base)] != base or len(ids) != len(base) + 1:
+                raise ValueError(f"letter {letter!r} is not one token after the prompt for this tokenizer")
+            out.append(ids[-1])
+        return out
+
+    @torch.no_grad()
+    def option_logprobs(self, canvases: list[np.ndarray], questions: list[str], n_options: int) -> Tensor:
+        """(Q, K) log-probabilities of the letters A.. as the next token, renormalised over the K letters."""
+        from vlmlab.blind.tasks import LETTERS, options_text
+
+        rows = []
+        for img, q in zip(canvases, questions):
+            prompt = PROMPT.format(question=f"{q} {options_text(n_options)}")
+            letters = self.letter_ids(prompt.replace("<image>", ""), LETTERS[:n_options])
+            inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
+            logits = self.model(**inputs).logits[0, -1].float()
+            rows.append(logits[letters].log_softmax(-1))
+        return torch.stack(rows).cpu()
+
+    @torch.no_grad()
+    def vision_maps(self, images: np.ndarray) -> Tensor:
+        """(N, S, S, 3) uint8 -> (N, C, H, W) vision-tower features at ``vision_feature_layer``, [CLS] dropped."""
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt").pixel_values
+        tower = getattr(self.model, "vision_tower", None) or self.model.model.vision_tower   # transformers 4 / 5
+        out = tower(pixels.to(self.device, self.model.dtype), output_hidden_states=True)
+        feats = out.hidden_states[self.model.config.vision_feature_layer][:, 1:].float()
+        side = int(round(feats.shape[1] ** 0.5))
+        return feats.transpose(1, 2).reshape(len(images), -1, side, side).cpu()
