@@ -102,7 +102,9 @@ agreement.round(1)
 
 # %% [markdown]
 # ## 3 · Layer-wise probing: is the information still in the LM?
-# The same readouts on the LM's hidden states at the image-token positions, at every layer.
+# The same readouts on the LM's hidden states at the image-token positions, at every layer (-1: the
+# trunk's tokens themselves). Odd-one-out is read here from the mean token of each image, not from the
+# encoder's [CLS] embedding of the table above, so it starts lower.
 
 # %%
 layers = BX.layer_probe(model, runs, MODEL)
