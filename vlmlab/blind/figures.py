@@ -10,6 +10,15 @@ from vlmlab.plots import new_figure, palette
 __all__ = ["readout_vs_vlm_bars", "blind_bars", "tv_bars", "layer_lines", "finetune_bars", "task_examples"]
 
 
+def _grouped_bars(ax, frame: pd.DataFrame) -> np.ndarray:
+    """One group of bars per row of ``frame``, one bar per column; returns the group centres."""
+    w, colours = 0.8 / frame.shape[1], palette(frame.shape[1])
+    x = np.arange(len(frame))
+    for k, (name, col) in enumerate(frame.items()):
+        ax.bar(x + (k - (frame.shape[1] - 1) / 2) * w, col.values, w, label=name, color=colours[k])
+    return x
+
+
 def readout_vs_vlm_bars(table: pd.DataFrame):
     """Per task: the encoder readout and the VLM's answer accuracy, the chance level dashed."""
     fig, ax = new_figure(width_per=max(4.5, 1.1 * len(table) + 1.5), height_per=3.4)
@@ -52,10 +61,7 @@ def tv_bars(table: pd.DataFrame):
     """TV distance between the predicted and the true letter distributions, per task and variant."""
     frame = table.pivot_table(index="task", columns="variant", values="tv", sort=False)
     fig, ax = new_figure(width_per=max(5.0, 1.2 * len(frame) + 2), height_per=3.2)
-    w, colours = 0.8 / frame.shape[1], palette(frame.shape[1])
-    x = np.arange(len(frame))
-    for k, (name, col) in enumerate(frame.items()):
-        ax.bar(x + (k - (frame.shape[1] - 1) / 2) * w, col.values, w, label=name, color=colours[k])
+    x = _grouped_bars(ax, frame)
     ax.set_xticks(x, frame.index)
     ax.set(ylabel="TV(answers, labels)", ylim=(0, 1), title="Letter bias: total variation to the label distribution")
     ax.legend(fontsize=7, ncols=min(4, frame.shape[1]), loc="upper right")
@@ -85,10 +91,7 @@ def finetune_bars(table: pd.DataFrame, readout: pd.DataFrame | None = None):
     t = table.assign(label=[v if v != "prompt" else f"prompt-{n}" for v, n in zip(table["variant"], table["n_tokens_or_rank"])])
     frame = t.pivot_table(index="task", columns="label", values="accuracy", sort=False)
     fig, ax = new_figure(width_per=max(5.5, 1.4 * len(frame) + 2), height_per=3.4)
-    w, colours = 0.8 / frame.shape[1], palette(frame.shape[1])
-    x = np.arange(len(frame))
-    for k, (name, col) in enumerate(frame.items()):
-        ax.bar(x + (k - (frame.shape[1] - 1) / 2) * w, col.values, w, label=name, color=colours[k])
+    x = _grouped_bars(ax, frame)
     if readout is not None:
         r = readout.set_index("task").reindex(frame.index)
         for i, (ro, ch) in enumerate(zip(r["readout_acc"], r["chance"])):
