@@ -90,10 +90,9 @@ readout_table.round(1)
 # ## 2 · Blind test: the same questions with a white image
 
 # %%
-blind = BX.blind_test(model, runs, MODEL, vlm_preds)
+blind, agreement = BX.blind_test(model, runs, MODEL, vlm_preds)
 run.save_table(blind, "blind", floatfmt=".3f")
 run.save_figure(BF.blind_bars(blind), "blind")
-agreement = BX.blind_agreement(model, runs, vlm_preds)
 run.save_table(agreement, "blind_agreement", floatfmt=".1f")
 blind.pivot_table(index=["task", "option"], columns="condition", values="frequency", sort=False).round(3)
 
@@ -119,12 +118,13 @@ layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False)
 
 # %%
 ft_config = FinetuneConfig(steps=P.finetune_steps, batch_size=P.finetune_batch, lora_rank=P.lora_rank, seed=P.seed)
-finetune_table, tv = BX.finetune_variants(model, runs, MODEL, P.soft_tokens, P.lora_rank, P.components, ft_config)
+finetune_table, tv = BX.finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components,
+                                          ft_config)
 run.save_table(finetune_table, "finetune", floatfmt=".1f")
 run.save_table(tv, "tv", floatfmt=".3f")
 run.save_figure(BF.finetune_bars(finetune_table, readout_table), "finetune")
 run.save_figure(BF.tv_bars(tv), "tv")
-finetune_table.assign(variant=[v if v != "prompt" else f"prompt-{n}" for v, n in
+finetune_table.assign(variant=[BX.variant_label(v, n) for v, n in
                                zip(finetune_table.variant, finetune_table.n_tokens_or_rank)]
                       ).pivot_table(index="task", columns="variant", values="accuracy", sort=False).round(1)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vlmlab.blind.experiment import blank, hidden_maps, readout, to_maps, trunk_patches, tv_to_labels, vlm_logprobs
+from vlmlab.blind.experiment import blank, hidden_maps, readout, trunk_patches, tv_to_labels, vlm_logprobs
+from vlmlab.blind.readouts import tokens_to_grid
 from vlmlab.blind.finetune import FinetuneConfig, finetune, with_lora
 from vlmlab.blind.tasks import LETTERS, depth_task, odd_one_out_task, options_text, style_task
 from vlmlab.blind.vlm import (IMAGE, SOFT, UNK, TinyVLM, VLMConfig, WordTokenizer, answer_logits, option_logprobs,
@@ -147,7 +148,7 @@ def test_hidden_maps_start_at_the_projected_patches(vlm):
     patches = trunk_patches(vlm, task.images)
     layers = hidden_maps(vlm, task, patches)
     assert len(layers) == vlm.config.layers + 1 and layers[0].shape == (3, 1, vlm.config.width, 4, 4)
-    torch.testing.assert_close(layers[0], to_maps(vlm.projector(patches)))
+    torch.testing.assert_close(layers[0], tokens_to_grid(vlm.projector(patches)))
 
 
 def test_options_text_lists_the_letters():

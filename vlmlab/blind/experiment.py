@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlmlab.blind.readouts import (correspondence_readout, depth_readout, fit_depth_probe, gram_matrices,
-                                   odd_one_out_readout, style_readout)
+                                   odd_one_out_readout, style_readout, tokens_to_grid)
 from vlmlab.blind.tasks import (LETTERS, MCTask, correspondence_task, depth_task, odd_one_out_task,
                                 style_task)
 from vlmlab.blind.vlm import IMAGE, TinyVLM, option_logprobs, pad_batch
-from vlmlab.features import arrays_to_input
+from vlmlab.features import extract_arrays
 from vlmlab.metrics import answer_distribution, total_variation
 from vlmlab.runtime import progress
 
@@ -48,12 +48,6 @@ def trunk_patches(vlm: TinyVLM, images: np.ndarray, batch_size: int = 512) -> Te
     flat = images.reshape(-1, *images.shape[2:])
     out = torch.cat([vlm.vision(flat[i:i + batch_size]) for i in range(0, len(flat), batch_size)])
     return out.view(*images.shape[:2], *out.shape[1:])
-
-
-def to_maps(tokens: Tensor) -> Tensor:
-    """(n, k, P, C) tokens of square grids -> (n, k, C, H, W)."""
-    side = int(round(tokens.shape[2] ** 0.5))
-    return tokens.transpose(2, 3).reshape(*tokens.shape[:2], tokens.shape[3], side, side)
 
 
 def readout(task: MCTask, maps: Tensor, train: MCTask | None = None, train_maps: Tensor | None = None) -> np.ndarray:
@@ -112,20 +106,24 @@ def hidden_maps(vlm: TinyVLM, task: MCTask, patches: Tensor, batch_size: int = 6
         for layer, h in enumerate(hs):
             if len(per_layer) <= layer:
                 per_layer.append([])
-            per_layer[layer].append(to_maps(h[:, pos].reshape(len(chunk), k, p, -1)).float())
+            per_layer[layer].append(tokens_to_grid(h[:, pos].reshape(len(chunk), k, p, -1)).float())
     return [torch.cat(x) for x in per_layer]
 
 
 # ---------------------------------------------------------------------------------------------- notebook drivers
 @dataclasses.dataclass
 class TaskRun:
-    """One task's training and test questions with the frozen trunk's patch tokens (n, k, P, C)."""
+    """One task's training and test questions with the frozen trunk's patch tokens (n, k, P, C): of the
+    images the VLM sees, of the white images, and of the images the readouts see (``*_readout``: the
+    unmarked views for correspondence, the same tensors otherwise)."""
 
     train: MCTask
     test: MCTask
     train_patches: Tensor
     test_patches: Tensor
     blank_patches: Tensor
+    train_readout: Tensor
+    test_readout: Tensor
 
 
 def prepare_tasks(vlm: TinyVLM, names, n_train: int, n_test: int, seed: int, size: int = 64) -> dict[str, TaskRun]:
@@ -134,8 +132,10 @@ def prepare_tasks(vlm: TinyVLM, names, n_train: int, n_test: int, seed: int, siz
     for i, name in enumerate(progress(names, desc="tasks")):
         train = make_task(name, n_train, seed=1000 * seed + 10 * i, size=size)
         test = make_task(name, n_test, seed=1000 * seed + 10 * i + 1, size=size)
-        runs[name] = TaskRun(train, test, trunk_patches(vlm, train.images), trunk_patches(vlm, test.images),
-                             trunk_patches(vlm, blank(test).images))
+        train_p, test_p = trunk_patches(vlm, train.images), trunk_patches(vlm, test.images)
+        runs[name] = TaskRun(train, test, train_p, test_p, trunk_patches(vlm, blank(test).images),
+                             train_p if train.clean is None else trunk_patches(vlm, train.clean),
+                             test_p if test.clean is None else trunk_patches(vlm, test.clean))
     return runs
 
 
@@ -143,18 +143,21 @@ def _acc(pred, answers) -> float:
     return 100.0 * float(np.mean(np.asarray(pred) == np.asarray(answers)))
 
 
-@torch.no_grad()
 def encoder_embeddings(vlm: TinyVLM, images: np.ndarray) -> Tensor:
     """(n, k, S, S, 3) -> (n, k, D) unit image embeddings of the CLIP the VLM's trunk belongs to."""
-    bundle = vlm.vision._bundle[0]
-    flat = torch.from_numpy(np.ascontiguousarray(images.reshape(-1, *images.shape[2:])))
-    z = torch.cat([bundle.encode_images(arrays_to_input(bundle, flat[i:i + 512])) for i in range(0, len(flat), 512)])
-    return z.float().view(*images.shape[:2], -1)
+    flat = images.reshape(-1, *images.shape[2:])
+    feats = extract_arrays(vlm.vision._bundle[0], flat, np.zeros(len(flat), int), "blind", cache=False).feats
+    return feats.view(*images.shape[:2], -1)
 
 
-def _readout_maps(vlm: TinyVLM, task: MCTask, patches: Tensor) -> Tensor:
-    """Trunk maps of the images the readout sees (correspondence: without the markers)."""
-    return to_maps(patches if task.clean is None else trunk_patches(vlm, task.clean))
+def variant_label(variant: str, n_tokens_or_rank: int) -> str:
+    """Display name of a fine-tuning variant: ``prompt-<n>`` for prompt tuning, else the variant."""
+    return f"prompt-{n_tokens_or_rank}" if variant == "prompt" else variant
+
+
+def predictions(vlm: TinyVLM, task: MCTask, patches: Tensor, n_soft: int = 0) -> np.ndarray:
+    """(n,) the option each question's letter scores pick."""
+    return vlm_logprobs(vlm, task, patches, n_soft).argmax(-1).numpy()
 
 
 def readout_vs_vlm(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> tuple[pd.DataFrame, dict]:
@@ -168,35 +171,32 @@ def readout_vs_vlm(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> tuple[
         if name == "odd_one_out":                # the paper reads the 3-D task from the encoder's [CLS] embedding
             pred_readout = odd_one_out_readout(encoder_embeddings(vlm, r.test.images))
         else:
-            pred_readout = readout(r.test, _readout_maps(vlm, r.test, r.test_patches), r.train,
-                                   _readout_maps(vlm, r.train, r.train_patches))
-        preds[name] = vlm_logprobs(vlm, r.test, r.test_patches).argmax(-1).numpy()
+            pred_readout = readout(r.test, tokens_to_grid(r.test_readout), r.train, tokens_to_grid(r.train_readout))
+        preds[name] = predictions(vlm, r.test, r.test_patches)
         rows.append({"task": name, "model": model, "readout_acc": _acc(pred_readout, r.test.answers),
                      "vlm_acc": _acc(preds[name], r.test.answers), "chance": 100.0 * r.test.chance})
     return pd.DataFrame(rows), preds
 
 
-def blind_test(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_preds: dict) -> pd.DataFrame:
-    """Answer frequencies per option with the real images and with white ones: ``task, model, condition,
-    option, frequency``; plus the label frequencies (condition ``labels``) for reference."""
-    rows = []
+def blind_test(vlm: TinyVLM, runs: dict[str, TaskRun], model: str,
+               image_preds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same questions with white images.
+
+    Returns the answer frequencies per option with the real images, with white ones and of the labels
+    (``task, model, condition, option, frequency``, condition ``image``/``blank``/``labels``), and per
+    task the share of questions answered identically with and without the image
+    (``task, same_answer_blank, blank_acc``).
+    """
+    freq_rows, agree_rows = [], []
     for name, r in runs.items():
         k = r.test.n_options
-        blank_pred = vlm_logprobs(vlm, r.test, r.blank_patches).argmax(-1).numpy()
+        blank_pred = predictions(vlm, r.test, r.blank_patches)
         for cond, pred in (("image", image_preds[name]), ("blank", blank_pred), ("labels", r.test.answers)):
             for o, f in enumerate(answer_distribution(pred, k).tolist()):
-                rows.append({"task": name, "model": model, "condition": cond, "option": LETTERS[o], "frequency": f})
-    return pd.DataFrame(rows)
-
-
-def blind_agreement(vlm: TinyVLM, runs: dict[str, TaskRun], image_preds: dict) -> pd.DataFrame:
-    """Per task: the share of questions answered identically with and without the image."""
-    rows = []
-    for name, r in runs.items():
-        blank_pred = vlm_logprobs(vlm, r.test, r.blank_patches).argmax(-1).numpy()
-        rows.append({"task": name, "same_answer_blank": 100.0 * float(np.mean(blank_pred == image_preds[name])),
-                     "blank_acc": _acc(blank_pred, r.test.answers)})
-    return pd.DataFrame(rows)
+                freq_rows.append({"task": name, "model": model, "condition": cond, "option": LETTERS[o], "frequency": f})
+        agree_rows.append({"task": name, "same_answer_blank": 100.0 * float(np.mean(blank_pred == image_preds[name])),
+                           "blank_acc": _acc(blank_pred, r.test.answers)})
+    return pd.DataFrame(freq_rows), pd.DataFrame(agree_rows)
 
 
 def layer_probe(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> pd.DataFrame:
@@ -204,11 +204,8 @@ def layer_probe(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> pd.DataFr
     positions (0 = the projector's output, l = after block l): ``task, model, layer, accuracy``."""
     rows = []
     for name, r in runs.items():
-        if r.test.clean is not None:          # correspondence: read the hidden states of the unmarked images
-            test_p, train_p = trunk_patches(vlm, r.test.clean), trunk_patches(vlm, r.train.clean)
-        else:
-            test_p, train_p = r.test_patches, r.train_patches
-        pred = readout(r.test, to_maps(test_p), r.train, to_maps(train_p))
+        test_p, train_p = r.test_readout, r.train_readout     # correspondence: the unmarked images
+        pred = readout(r.test, tokens_to_grid(test_p), r.train, tokens_to_grid(train_p))
         rows.append({"task": name, "model": model, "layer": -1, "accuracy": _acc(pred, r.test.answers)})
         test_h, train_h = hidden_maps(vlm, r.test, test_p), hidden_maps(vlm, r.train, train_p)
         for layer, (th, tr) in enumerate(zip(test_h, train_h)):
@@ -217,12 +214,13 @@ def layer_probe(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, soft_tokens=(1, 5, 10),
+def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_preds: dict, soft_tokens=(1, 5, 10),
                       lora_rank: int = 8, components=("lora", "projector", "vision"),
                       config=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fine-tune each variant on each task's training questions; evaluate on its test questions.
 
-    Returns ``finetune`` (``task, variant, n_tokens_or_rank, accuracy``; the original model as variant
+    ``image_preds``: the original model's test predictions per task (``readout_vs_vlm``). Returns
+    ``finetune`` (``task, variant, n_tokens_or_rank, accuracy``; the original model as variant
     ``original`` with 0) and ``tv`` (``task, model, variant, tv``: TV distance between the predicted and
     the true letter distributions).
     """
@@ -233,15 +231,14 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, soft_t
     plan = [("prompt", n) for n in soft_tokens] + [(c, lora_rank if c == "lora" else 0) for c in components]
     for name, r in runs.items():
         k = r.test.n_options
-        pred = vlm_logprobs(vlm, r.test, r.test_patches).argmax(-1).numpy()
+        pred = image_preds[name]
         acc_rows.append({"task": name, "variant": "original", "n_tokens_or_rank": 0, "accuracy": _acc(pred, r.test.answers)})
         tv_rows.append({"task": name, "model": model, "variant": "original", "tv": tv_to_labels(pred, r.test.answers, k)})
         for variant, arg in progress(plan, desc=f"fine-tune on {name}"):
             tuned = finetune(vlm, r.train, variant, arg, r.train_patches, config)
             test_patches = trunk_patches(tuned, r.test.images) if variant == "vision" else r.test_patches
-            pred = vlm_logprobs(tuned, r.test, test_patches, n_soft=arg if variant == "prompt" else 0).argmax(-1).numpy()
-            label = f"prompt-{arg}" if variant == "prompt" else variant
+            pred = predictions(tuned, r.test, test_patches, n_soft=arg if variant == "prompt" else 0)
             acc_rows.append({"task": name, "variant": variant, "n_tokens_or_rank": arg,
                              "accuracy": _acc(pred, r.test.answers)})
-            tv_rows.append({"task": name, "model": model, "variant": label, "tv": tv_to_labels(pred, r.test.answers, k)})
+            tv_rows.append({"task": name, "model": model, "variant": variant_label(variant, arg), "tv": tv_to_labels(pred, r.test.answers, k)})
     return pd.DataFrame(acc_rows), pd.DataFrame(tv_rows)

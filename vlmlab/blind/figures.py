@@ -88,7 +88,9 @@ def layer_lines(table: pd.DataFrame, vlm_acc: pd.DataFrame | None = None, chance
 
 def finetune_bars(table: pd.DataFrame, readout: pd.DataFrame | None = None):
     """Accuracy per task after each fine-tuning variant (and the encoder readout as a ceiling)."""
-    t = table.assign(label=[v if v != "prompt" else f"prompt-{n}" for v, n in zip(table["variant"], table["n_tokens_or_rank"])])
+    from vlmlab.blind.experiment import variant_label
+
+    t = table.assign(label=[variant_label(v, n) for v, n in zip(table["variant"], table["n_tokens_or_rank"])])
     frame = t.pivot_table(index="task", columns="label", values="accuracy", sort=False)
     fig, ax = new_figure(width_per=max(5.5, 1.4 * len(frame) + 2), height_per=3.4)
     x = _grouped_bars(ax, frame)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vlmlab.blind.readouts import tokens_to_grid
+
 PROMPT = "USER: <image>\n{question}\nASSISTANT:"
 
 
@@ -75,6 +77,4 @@ class LlavaScorer:
         pixels = self.processor.image_processor(images=list(images), return_tensors="pt").pixel_values
         tower = getattr(self.model, "vision_tower", None) or self.model.model.vision_tower   # transformers 4 / 5
         out = tower(pixels.to(self.device, self.model.dtype), output_hidden_states=True)
-        feats = out.hidden_states[self.model.config.vision_feature_layer][:, 1:].float()
-        side = int(round(feats.shape[1] ** 0.5))
-        return feats.transpose(1, 2).reshape(len(images), -1, side, side).cpu()
+        return tokens_to_grid(out.hidden_states[self.model.config.vision_feature_layer][:, 1:].float()).cpu()

@@ -19,10 +19,10 @@ from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
 
 
-def _grid(tokens: Tensor) -> Tensor:
-    """(N, P, C) patch tokens on a square grid -> (N, C, H, W)."""
-    side = int(round(tokens.shape[1] ** 0.5))
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+def tokens_to_grid(tokens: Tensor) -> Tensor:
+    """(..., P, C) patch tokens on a square grid -> (..., C, H, W)."""
+    side = int(round(tokens.shape[-2] ** 0.5))
+    return tokens.transpose(-1, -2).reshape(*tokens.shape[:-2], tokens.shape[-1], side, side)
 
 
 def _patch_module(visual: torch.nn.Module, layer: str | None = None):
@@ -31,8 +31,8 @@ def _patch_module(visual: torch.nn.Module, layer: str | None = None):
         return getattr(visual, layer or "layer4"), lambda out: out
     if hasattr(visual, "transformer"):                          # open_clip VisionTransformer
         if layer is None:
-            return visual.transformer, lambda out: _grid(out[:, 1:])            # drop [CLS]
-        return visual.transformer.resblocks[int(layer)], lambda out: _grid(out[:, 1:])
+            return visual.transformer, lambda out: tokens_to_grid(out[:, 1:])            # drop [CLS]
+        return visual.transformer.resblocks[int(layer)], lambda out: tokens_to_grid(out[:, 1:])
     raise TypeError(f"no patch features for {type(visual).__name__}; expected a ModifiedResNet or ViT tower")
 
 

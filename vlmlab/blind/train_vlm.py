@@ -190,12 +190,11 @@ def single_accuracy(vlm: TinyVLM, scenes, feats: torch.Tensor, attr: str) -> flo
 
     vlm.eval()
     values = sorted({answer_word(s, attr) for s in scenes})
-    keep = list(range(len(scenes)))
     ids = torch.tensor([vlm.tokenizer.token_id(v.split()[0]) for v in values])    # first words are unique here
     q = SINGLE_QUESTIONS[attr][0]
-    logits = torch.cat([answer_logits(vlm, [[0, q]] * len(keep[i:i + 256]), list(feats[keep[i:i + 256]].float()[:, None]))
-                        for i in range(0, len(keep), 256)])[:, ids]
-    truth = [values.index(answer_word(scenes[i], attr)) for i in keep]
+    logits = torch.cat([answer_logits(vlm, [[0, q]] * len(feats[i:i + 256]), list(feats[i:i + 256].float()[:, None]))
+                        for i in range(0, len(feats), 256)])[:, ids]
+    truth = [values.index(answer_word(s, attr)) for s in scenes]
     return 100.0 * float(np.mean(logits.argmax(-1).numpy() == np.array(truth)))
 
 
