@@ -1,7 +1,9 @@
 """Shared test setup: offline, batch-mode progress bars, headless plots, few threads, a private cache."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 os.environ.setdefault("VLMLAB_BATCH", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,3 +60,21 @@ def tiny_clip(tmp_path_factory):
 def make_tiny_clip(tmp_path_factory):
     """``make_tiny_clip(name, context_length=..., text_layers=...)`` for tests that need another text tower."""
     return lambda name, **kw: build_tiny_clip(tmp_path_factory.mktemp("cfg"), name, **kw)
+
+
+KERNEL = "vlmlab-pytest"
+
+
+@pytest.fixture(scope="session")
+def kernel_name(tmp_path_factory):
+    """A kernel spec named ``vlmlab-pytest`` that runs ``sys.executable``."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "vlmlab (pytest)", "language": "python"}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_PATH", str(root))
+    yield KERNEL
+    mp.undo()

@@ -1,14 +1,13 @@
 """Every notebook runs end to end under papermill with the tiny profile and writes its artifacts.
 
 The kernel is this interpreter, whatever kernels the machine has registered: a kernel spec
-pointing at ``sys.executable`` is written to a temporary folder put first on ``JUPYTER_PATH``
+pointing at ``sys.executable`` (the ``kernel_name`` fixture of ``tests/conftest.py``) is written to a temporary folder put first on ``JUPYTER_PATH``
 (so a fresh clone needs no ``make setup`` kernel registration, and a stale user-level
 ``python3`` spec cannot hijack the run).
 """
 from __future__ import annotations
 
 import json
-import sys
 
 import nbformat
 import papermill
@@ -18,22 +17,6 @@ import yaml
 from vlmlab.runtime import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-KERNEL = "vlmlab-pytest"
-
-
-@pytest.fixture(scope="session")
-def kernel_name(tmp_path_factory):
-    """A kernel spec named ``vlmlab-pytest`` that runs ``sys.executable``."""
-    root = tmp_path_factory.mktemp("jupyter")
-    spec = root / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "vlmlab (pytest)", "language": "python"}))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("JUPYTER_PATH", str(root))
-    yield KERNEL
-    mp.undo()
 
 
 def execute(notebook, out_dir, kernel, **extra):

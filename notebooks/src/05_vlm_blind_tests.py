@@ -19,6 +19,11 @@
 #   `layer3`, an MLP projector, a 4-block Llama trained by `make train-embedded-vlm` on world captions
 #   and question-answer pairs, never on these tasks). Readouts use the very patch tokens the LM
 #   receives.
+# * **paper**: a `transformers` LLaVA-family checkpoint (`vlm`, from local files only) on CV-Bench
+#   Depth, BLINK val (semantic / visual / functional correspondence, art style) and MOCHI under
+#   `data_root` (`vlmlab.blind.benchmarks` gives the layouts). The readouts use the checkpoint's own
+#   vision tower. Sections 1, 2 and the original model's TV run; layer probing and fine-tuning of a 7B
+#   model are not built yet.
 # * **tiny**: seconds, for the test suite.
 #
 # Answers are scored by the likelihood of each option letter as the next token (no free-text parsing).
@@ -31,15 +36,17 @@
 # blind-test, layer and fine-tuning comparisons below hold either way; read the gap's size with this in mind.
 
 # %% tags=["parameters"]
-profile = "embedded"  # embedded | tiny
-device = "cpu"  # the embedded VLM runs on the CPU
+profile = "embedded"  # embedded | paper | tiny
+device = "cpu"  # the embedded VLM runs on the CPU; paper: cuda
 out_dir = ""  # empty: results/<profile>/05_vlm_blind_tests/
 seed = 0  # task draws and fine-tuning order
-vlm = "embedded"  # the shipped embedded VLM (vlmlab/assets/embedded_vlm.safetensors)
+vlm = "embedded"  # "embedded" (vlmlab/assets/embedded_vlm.safetensors) or a LLaVA checkpoint name or folder
+dtype = "float32"  # LLaVA checkpoints: float32 | bfloat16 | float16
+data_root = ""  # root of CV-Bench, BLINK and MOCHI (paper profile); empty: $VLMLAB_DATA
 tasks = ["depth", "correspondence", "odd_one_out", "style"]
 n_train = 240  # training questions per task (depth probe, fine-tuning)
-n_test = 200  # test questions per task
-image_size = 64  # side of each task image (the embedded CLIP's input)
+n_test = 200  # type: int | None; test questions per task (None: all of a benchmark)
+image_size = 64  # side of each (letterboxed) task image
 soft_tokens = [1, 5, 10]  # prompt-tuning lengths (the paper: 1, 5, 10)
 lora_rank = 8  # LoRA rank on q, k, v, o of every LM block
 components = ["lora", "projector", "vision"]  # component fine-tuning variants (§9)
@@ -48,22 +55,29 @@ finetune_batch = 16  # questions per step
 check_phenomenon = True  # fail the run if the VLM does not fall below its encoder's readout on average
 
 # %%
+import torch
+
 import vlmlab
 import vlmlab.blind.experiment as BX
 import vlmlab.blind.figures as BF
 from vlmlab.blind.finetune import FinetuneConfig
+from vlmlab.blind.llava import LlavaScorer
 from vlmlab.blind.vlm import load_vlm
 
 P = vlmlab.params.resolve("05_vlm_blind_tests", globals())
 run = vlmlab.results.Run("05_vlm_blind_tests", P)
 vlmlab.plots.set_style()
 vlmlab.runtime.seed_everything(P.seed)
-if P.vlm != "embedded":
-    raise NotImplementedError(f"vlm={P.vlm!r}: only the embedded VLM is wired so far (see the README's status table)")
-model = load_vlm()
-MODEL = "embedded-vlm"
-runs = BX.prepare_tasks(model, P.tasks, P.n_train, P.n_test, P.seed, P.image_size)
-{name: (len(r.train), len(r.test), r.test.n_options) for name, r in runs.items()}
+LLAVA = P.vlm != "embedded"      # the paper profile: a LLaVA-family checkpoint on the real benchmarks
+if LLAVA:
+    model = LlavaScorer(P.vlm, device=vlmlab.runtime.resolve_device(P.device), dtype=getattr(torch, P.dtype))
+    MODEL = P.vlm
+    runs = BX.prepare_benchmarks(model, P.tasks, P.data_root or None, P.n_train, P.seed, P.image_size, P.n_test)
+else:
+    model = load_vlm()
+    MODEL = "embedded-vlm"
+    runs = BX.prepare_tasks(model, P.tasks, P.n_train, P.n_test, P.seed, P.image_size)
+{name: (len(r.train or []), len(r.test), r.test.n_options) for name, r in runs.items()}
 
 # %% [markdown]
 # ## The questions, as the VLM sees them
@@ -81,7 +95,7 @@ run.save_figure(fig, "task_examples")
 # points; odd-one-out: the least similar mean feature; style: the closest Gram matrix).
 
 # %%
-readout_table, vlm_preds = BX.readout_vs_vlm(model, runs, MODEL)
+readout_table, vlm_preds = (BX.benchmark_readout_vs_vlm if LLAVA else BX.readout_vs_vlm)(model, runs, MODEL)
 run.save_table(readout_table, "readout_vs_vlm", floatfmt=".1f")
 run.save_figure(BF.readout_vs_vlm_bars(readout_table), "readout_vs_vlm")
 readout_table.round(1)
@@ -90,7 +104,7 @@ readout_table.round(1)
 # ## 2 · Blind test: the same questions with a white image
 
 # %%
-blind, agreement = BX.blind_test(model, runs, MODEL, vlm_preds)
+blind, agreement = (BX.benchmark_blind_test if LLAVA else BX.blind_test)(model, runs, MODEL, vlm_preds)
 run.save_table(blind, "blind", floatfmt=".3f")
 run.save_figure(BF.blind_bars(blind), "blind")
 run.save_table(agreement, "blind_agreement", floatfmt=".1f")
@@ -106,10 +120,13 @@ agreement.round(1)
 # encoder's [CLS] embedding of the table above, so it starts lower.
 
 # %%
-layers = BX.layer_probe(model, runs, MODEL)
-run.save_table(layers, "layers", floatfmt=".1f")
-run.save_figure(BF.layer_lines(layers, readout_table), "layers")
-layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False).round(1)
+if LLAVA:
+    print("layer probing of LLaVA checkpoints is not built yet")
+else:
+    layers = BX.layer_probe(model, runs, MODEL)
+    run.save_table(layers, "layers", floatfmt=".1f")
+    run.save_figure(BF.layer_lines(layers, readout_table), "layers")
+    display(layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False).round(1))
 
 # %% [markdown]
 # ## 4 · Prompt tuning and component fine-tuning, and the letter bias (TV)
@@ -117,16 +134,20 @@ layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False)
 # evaluated on its test questions; the base model is never modified.
 
 # %%
-ft_config = FinetuneConfig(steps=P.finetune_steps, batch_size=P.finetune_batch, lora_rank=P.lora_rank, seed=P.seed)
-finetune_table, tv = BX.finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components,
-                                          ft_config)
-run.save_table(finetune_table, "finetune", floatfmt=".1f")
+if LLAVA:                            # the original model only: fine-tuning a 7B checkpoint is not built yet
+    print("prompt tuning and fine-tuning of LLaVA checkpoints are not built yet; TV of the original model only")
+    tv = BX.tv_table({n: r.test for n, r in runs.items()}, MODEL, vlm_preds)
+else:
+    ft_config = FinetuneConfig(steps=P.finetune_steps, batch_size=P.finetune_batch, lora_rank=P.lora_rank, seed=P.seed)
+    finetune_table, tv = BX.finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components,
+                                              ft_config)
+    run.save_table(finetune_table, "finetune", floatfmt=".1f")
+    run.save_figure(BF.finetune_bars(finetune_table, readout_table), "finetune")
+    display(finetune_table.assign(variant=[BX.variant_label(v, n) for v, n in
+                                           zip(finetune_table.variant, finetune_table.n_tokens_or_rank)]
+                                  ).pivot_table(index="task", columns="variant", values="accuracy", sort=False).round(1))
 run.save_table(tv, "tv", floatfmt=".3f")
-run.save_figure(BF.finetune_bars(finetune_table, readout_table), "finetune")
 run.save_figure(BF.tv_bars(tv), "tv")
-finetune_table.assign(variant=[BX.variant_label(v, n) for v, n in
-                               zip(finetune_table.variant, finetune_table.n_tokens_or_rank)]
-                      ).pivot_table(index="task", columns="variant", values="accuracy", sort=False).round(1)
 
 # %%
 tv.pivot_table(index="task", columns="variant", values="tv", sort=False).round(3)
@@ -138,6 +159,7 @@ tv.pivot_table(index="task", columns="variant", values="tv", sort=False).round(3
 gap = float((readout_table.readout_acc - readout_table.vlm_acc).mean())
 same = float(agreement.same_answer_blank.mean())
 run.log_metric(mean_readout_minus_vlm=gap, mean_same_answer_blank=same)
-assert len(readout_table) == len(P.tasks) and len(finetune_table) == len(P.tasks) * (1 + len(P.soft_tokens) + len(P.components))
+assert len(readout_table) == len(P.tasks)
+assert LLAVA or len(finetune_table) == len(P.tasks) * (1 + len(P.soft_tokens) + len(P.components))
 assert not P.check_phenomenon or gap > 0, f"the VLM does not fall below its encoder's readout on average ({gap:.1f} pp)"
 run.finish()

@@ -57,21 +57,28 @@ def readout(task: MCTask, maps: Tensor, train: MCTask | None = None, train_maps:
     similarity of the features interpolated at the points; odd-one-out: the image whose mean feature is
     least similar to the others'; style: the candidate whose Gram matrix is closest to the reference's.
     """
-    if task.name == "depth":
+    kind, size = task.readout_kind, task.images.shape[2]
+    if kind == "depth":
         if train is None or train_maps is None:
             raise ValueError("the depth readout is a probe: pass the training questions and their maps")
-        probe = fit_depth_probe(train_maps[:, 0], train.answers)
-        return depth_readout(probe, maps[:, 0]).numpy()
-    if task.name == "correspondence":
-        return correspondence_readout(maps[:, 0], maps[:, 1], torch.as_tensor(task.points),
-                                      task.images.shape[2]).numpy()
-    if task.name == "odd_one_out":
+        probe = fit_depth_probe(train_maps[:, 0], train.answers, boxes=_boxes(train), image_size=size)
+        return depth_readout(probe, maps[:, 0], _boxes(task), size).numpy()
+    if kind == "correspondence":
+        if task.points is None:
+            raise ValueError(f"{task.name}: the correspondence readout needs the keypoints (task.points); "
+                             "see vlmlab.blind.benchmarks for where BLINK's come from")
+        return correspondence_readout(maps[:, 0], maps[:, 1], torch.as_tensor(task.points), size).numpy()
+    if kind == "odd_one_out":
         return odd_one_out_readout(F.normalize(maps.mean((-2, -1)), dim=-1)).numpy()
-    if task.name == "style":
+    if kind == "style":
         n, k, c = maps.shape[:3]
         grams = gram_matrices(maps.flatten(3).transpose(2, 3).flatten(0, 1)).view(n, k, c, c)
         return style_readout(grams).numpy()
-    raise KeyError(task.name)
+    raise KeyError(f"{task.name}: no readout of kind {kind!r}")
+
+
+def _boxes(task: MCTask) -> Tensor | None:
+    return None if task.boxes is None else torch.as_tensor(task.boxes)
 
 
 @torch.no_grad()
@@ -166,36 +173,45 @@ def readout_vs_vlm(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> tuple[
     The readout uses the trunk's patch tokens (``readout``), except odd-one-out, which the paper reads
     from the encoder's [CLS]: here the CLIP's image embedding (its attention pool's output).
     """
-    rows, preds = [], {}
+    readout_preds, preds = {}, {}
     for name, r in runs.items():
         if name == "odd_one_out":                # the paper reads the 3-D task from the encoder's [CLS] embedding
-            pred_readout = odd_one_out_readout(encoder_embeddings(vlm, r.test.images))
+            readout_preds[name] = odd_one_out_readout(encoder_embeddings(vlm, r.test.images))
         else:
-            pred_readout = readout(r.test, tokens_to_grid(r.test_readout), r.train, tokens_to_grid(r.train_readout))
+            readout_preds[name] = readout(r.test, tokens_to_grid(r.test_readout), r.train,
+                                          tokens_to_grid(r.train_readout))
         preds[name] = predictions(vlm, r.test, r.test_patches)
-        rows.append({"task": name, "model": model, "readout_acc": _acc(pred_readout, r.test.answers),
-                     "vlm_acc": _acc(preds[name], r.test.answers), "chance": 100.0 * r.test.chance})
-    return pd.DataFrame(rows), preds
+    return accuracy_table({n: r.test for n, r in runs.items()}, model, readout_preds, preds), preds
+
+
+def accuracy_table(tests: dict[str, MCTask], model: str, readout_preds: dict, vlm_preds: dict) -> pd.DataFrame:
+    """``task, model, readout_acc, vlm_acc, chance`` (%) from each task's readout and VLM predictions."""
+    return pd.DataFrame([{"task": name, "model": model, "readout_acc": _acc(readout_preds[name], t.answers),
+                          "vlm_acc": _acc(vlm_preds[name], t.answers), "chance": 100.0 * t.chance}
+                         for name, t in tests.items()])
 
 
 def blind_test(vlm: TinyVLM, runs: dict[str, TaskRun], model: str,
                image_preds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The same questions with white images.
+    """The same questions with white images (``blind_tables`` of the predictions with and without)."""
+    blank_preds = {name: predictions(vlm, r.test, r.blank_patches) for name, r in runs.items()}
+    return blind_tables({n: r.test for n, r in runs.items()}, model, image_preds, blank_preds)
 
-    Returns the answer frequencies per option with the real images, with white ones and of the labels
+
+def blind_tables(tests: dict[str, MCTask], model: str, image_preds: dict,
+                 blank_preds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Answer frequencies per option with the real images, with white ones and of the labels
     (``task, model, condition, option, frequency``, condition ``image``/``blank``/``labels``), and per
     task the share of questions answered identically with and without the image
-    (``task, same_answer_blank, blank_acc``).
-    """
+    (``task, same_answer_blank, blank_acc``)."""
     freq_rows, agree_rows = [], []
-    for name, r in runs.items():
-        k = r.test.n_options
-        blank_pred = predictions(vlm, r.test, r.blank_patches)
-        for cond, pred in (("image", image_preds[name]), ("blank", blank_pred), ("labels", r.test.answers)):
+    for name, t in tests.items():
+        k, blank_pred = t.n_options, blank_preds[name]
+        for cond, pred in (("image", image_preds[name]), ("blank", blank_pred), ("labels", t.answers)):
             for o, f in enumerate(answer_distribution(pred, k).tolist()):
                 freq_rows.append({"task": name, "model": model, "condition": cond, "option": LETTERS[o], "frequency": f})
         agree_rows.append({"task": name, "same_answer_blank": 100.0 * float(np.mean(blank_pred == image_preds[name])),
-                           "blank_acc": _acc(blank_pred, r.test.answers)})
+                           "blank_acc": _acc(blank_pred, t.answers)})
     return pd.DataFrame(freq_rows), pd.DataFrame(agree_rows)
 
 
@@ -242,3 +258,82 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
                              "accuracy": _acc(pred, r.test.answers)})
             tv_rows.append({"task": name, "model": model, "variant": variant_label(variant, arg), "tv": tv_to_labels(pred, r.test.answers, k)})
     return pd.DataFrame(acc_rows), pd.DataFrame(tv_rows)
+
+
+# ------------------------------------------------------------------------------------ paper profile (LLaVA models)
+@dataclasses.dataclass
+class BenchmarkRun:
+    """One real benchmark task asked to a LLaVA-family model (``vlmlab.blind.llava.LlavaScorer``).
+
+    ``train``: the questions the depth probe is fitted on (``None`` for the other tasks, whose readouts
+    need no training); ``*_maps``: the model's own vision tower's patch maps (n, k, C, H, W);
+    ``test_cls``: its [CLS] embeddings (n, k, D), the odd-one-out readout's input.
+    """
+
+    train: MCTask | None
+    test: MCTask
+    train_maps: Tensor | None
+    test_maps: Tensor
+    test_cls: Tensor
+
+
+def _tower(scorer, images: np.ndarray) -> tuple[Tensor, Tensor]:
+    maps, cls = scorer.vision_features(images.reshape(-1, *images.shape[2:]))
+    return maps.view(*images.shape[:2], *maps.shape[1:]), cls.view(*images.shape[:2], -1)
+
+
+def prepare_benchmarks(scorer, names, root=None, n_train: int = 200, seed: int = 0, size: int = 336,
+                       n_test: int | None = None) -> dict[str, BenchmarkRun]:
+    """Load each benchmark task (``vlmlab.blind.benchmarks``) and encode its images with the model's tower.
+
+    Depth is split (seeded) into ``n_train`` probe-training questions and the rest; ``n_test`` caps the
+    test questions of every task (``None``: all).
+    """
+    from vlmlab.blind.benchmarks import load_benchmark, split, subset
+
+    runs = {}
+    for name in progress(names, desc="benchmarks"):
+        task = load_benchmark(name, root, size)
+        train = None
+        if task.readout_kind == "depth":
+            train, task = split(task, n_train, seed)
+        if n_test is not None and n_test < len(task):
+            task = subset(task, np.random.default_rng(seed).permutation(len(task))[:n_test])
+        test_maps, test_cls = _tower(scorer, task.images)
+        runs[name] = BenchmarkRun(train, task, None if train is None else _tower(scorer, train.images)[0],
+                                  test_maps, test_cls)
+    return runs
+
+
+def scorer_predictions(scorer, task: MCTask, white: bool = False) -> np.ndarray:
+    """(n,) the option a LLaVA model's letter scores pick; ``white``: every image replaced by a white one."""
+    from vlmlab.blind.llava import canvas
+
+    images = blank(task).images if white else task.images
+    lp = scorer.option_logprobs([canvas(q) for q in images], task.question_texts(), task.n_options)
+    return lp.argmax(-1).numpy()
+
+
+def benchmark_readout_vs_vlm(scorer, runs: dict[str, BenchmarkRun], model: str) -> tuple[pd.DataFrame, dict]:
+    """``readout_vs_vlm`` for a LLaVA model: its own vision tower read out vs its letter answers."""
+    readout_preds, preds = {}, {}
+    for name, r in progress(runs.items(), desc="readout vs VLM", total=len(runs)):
+        if r.test.readout_kind == "odd_one_out":
+            readout_preds[name] = odd_one_out_readout(F.normalize(r.test_cls, dim=-1)).numpy()
+        else:
+            readout_preds[name] = readout(r.test, r.test_maps, r.train, r.train_maps)
+        preds[name] = scorer_predictions(scorer, r.test)
+    return accuracy_table({n: r.test for n, r in runs.items()}, model, readout_preds, preds), preds
+
+
+def benchmark_blind_test(scorer, runs: dict[str, BenchmarkRun], model: str,
+                         image_preds: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``blind_test`` for a LLaVA model."""
+    blank_preds = {name: scorer_predictions(scorer, r.test, white=True) for name, r in runs.items()}
+    return blind_tables({n: r.test for n, r in runs.items()}, model, image_preds, blank_preds)
+
+
+def tv_table(tests: dict[str, MCTask], model: str, preds: dict, variant: str = "original") -> pd.DataFrame:
+    """``task, model, variant, tv``: TV distance between each task's predicted and true letter distributions."""
+    return pd.DataFrame([{"task": n, "model": model, "variant": variant,
+                          "tv": tv_to_labels(preds[n], t.answers, t.n_options)} for n, t in tests.items()])

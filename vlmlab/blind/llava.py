@@ -7,7 +7,8 @@ paper's figures), and scored, like the embedded VLM, by the likelihood of each o
 next token. ``vision_maps`` returns the vision tower's patch features at the layer the projector reads
 (``vision_feature_layer``, [CLS] dropped) as (N, C, H, W) maps, the input of ``experiment.readout``.
 
-Not yet wired into the notebook: the CV-Bench / BLINK / MOCHI loaders are still to come.
+``vlmlab.blind.benchmarks`` loads the real tasks; ``vlmlab.blind.experiment.prepare_benchmarks`` and the
+``benchmark_*`` drivers run them through this scorer for the notebook's paper profile.
 """
 from __future__ import annotations
 
@@ -72,9 +73,18 @@ class LlavaScorer:
         return torch.stack(rows).cpu()
 
     @torch.no_grad()
+    def vision_features(self, images: np.ndarray, batch_size: int = 32) -> tuple[Tensor, Tensor]:
+        """(N, S, S, 3) uint8 -> the vision tower's patch maps (N, C, H, W) at ``vision_feature_layer``
+        ([CLS] dropped; what the projector reads) and its pooled [CLS] embeddings (N, D)."""
+        tower = getattr(self.model, "vision_tower", None) or self.model.model.vision_tower   # transformers 4 / 5
+        maps, cls = [], []
+        for i in range(0, len(images), batch_size):
+            pixels = self.processor.image_processor(images=list(images[i:i + batch_size]), return_tensors="pt").pixel_values
+            out = tower(pixels.to(self.device, self.model.dtype), output_hidden_states=True)
+            maps.append(tokens_to_grid(out.hidden_states[self.model.config.vision_feature_layer][:, 1:].float()).cpu())
+            cls.append(out.pooler_output.float().cpu())
+        return torch.cat(maps), torch.cat(cls)
+
     def vision_maps(self, images: np.ndarray) -> Tensor:
         """(N, S, S, 3) uint8 -> (N, C, H, W) vision-tower features at ``vision_feature_layer``, [CLS] dropped."""
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt").pixel_values
-        tower = getattr(self.model, "vision_tower", None) or self.model.model.vision_tower   # transformers 4 / 5
-        out = tower(pixels.to(self.device, self.model.dtype), output_hidden_states=True)
-        return tokens_to_grid(out.hidden_states[self.model.config.vision_feature_layer][:, 1:].float()).cpu()
+        return self.vision_features(images)[0]

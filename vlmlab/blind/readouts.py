@@ -103,21 +103,44 @@ def side_features(maps: Tensor) -> Tensor:
     return torch.stack([maps[..., : w // 2].mean((-2, -1)), maps[..., (w + 1) // 2:].mean((-2, -1))], 1)
 
 
-def fit_depth_probe(train_maps: Tensor, train_answers: np.ndarray, C: float = 1.0):
-    """Logistic-regression probe on patch features: left-half minus right-half feature -> is B (right) closer?
+def box_features(maps: Tensor, boxes: Tensor, image_size: int) -> Tensor:
+    """(N, C, H, W) maps and (N, K, 4) pixel boxes (x1, y1, x2, y2) -> (N, K, C) mean feature in each box.
 
-    The analogue of the paper's depth head on patch features, trained on the task's training questions.
+    RoIAlign (bilinear samples, ``aligned=True``) averaged over a 4x4 grid of bins, so a box smaller than a
+    patch still reads the features around it.
+    """
+    from torchvision.ops import roi_align
+
+    n, k = boxes.shape[:2]
+    index = torch.arange(n, dtype=torch.float32).repeat_interleave(k)[:, None]
+    rois = torch.cat([index, torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)], 1)
+    out = roi_align(maps.float(), rois, output_size=4, spatial_scale=maps.shape[-1] / image_size, sampling_ratio=2,
+                    aligned=True)
+    return out.mean((-2, -1)).view(n, k, -1)
+
+
+def _pair(maps: Tensor, boxes: Tensor | None, image_size: int | None) -> np.ndarray:
+    """The depth probe's input: feature of A minus feature of B (halves of the map, or the two boxes)."""
+    f = side_features(maps) if boxes is None else box_features(maps, boxes, image_size)
+    return (f[:, 0] - f[:, 1]).numpy()
+
+
+def fit_depth_probe(train_maps: Tensor, train_answers: np.ndarray, C: float = 1.0, boxes: Tensor | None = None,
+                    image_size: int | None = None):
+    """Logistic-regression probe on patch features: A's feature minus B's -> is B closer?
+
+    A and B are the left and right halves of the map (the world's depth task) or the two ``boxes`` (CV-Bench
+    Depth). The analogue of the paper's depth head on patch features (a DPT head trained on NYUv2 there),
+    trained on the task's training questions.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    sides = side_features(train_maps)
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-    return probe.fit((sides[:, 0] - sides[:, 1]).numpy(), np.asarray(train_answers))
+    return probe.fit(_pair(train_maps, boxes, image_size), np.asarray(train_answers))
 
 
-def depth_readout(probe, maps: Tensor) -> Tensor:
-    """(Q,) 0 if the left object (A) is predicted closer, 1 if the right one (B)."""
-    sides = side_features(maps)
-    return torch.from_numpy(probe.predict((sides[:, 0] - sides[:, 1]).numpy())).long()
+def depth_readout(probe, maps: Tensor, boxes: Tensor | None = None, image_size: int | None = None) -> Tensor:
+    """(Q,) 0 if object A is predicted closer, 1 if object B."""
+    return torch.from_numpy(probe.predict(_pair(maps, boxes, image_size))).long()

@@ -44,6 +44,12 @@ class MCTask:
         clean: the images without markers, for the encoder readout (``None``: same as ``images``).
         points: (n, 1 + n_options, 2) pixel (x, y) of the reference point and the candidates
         (correspondence only; the candidates are in the second image).
+        labels: the label shown before each image in the embedded VLM's prompt.
+        questions: per-question texts, where they differ (the real benchmarks); ``None``: ``question``.
+        kind: which readout answers the task (``depth``, ``correspondence``, ``odd_one_out``, ``style``);
+        empty: the name.
+        boxes: (n, 2, 4) pixel boxes (x1, y1, x2, y2) of objects A and B (depth on real images; ``None``:
+        A is the left half of the image, B the right half).
     """
 
     name: str
@@ -55,6 +61,9 @@ class MCTask:
     clean: np.ndarray | None = None
     points: np.ndarray | None = None
     labels: tuple[str, ...] = ()
+    questions: list[str] | None = None
+    kind: str = ""
+    boxes: np.ndarray | None = None
 
     def segments(self) -> list:
         """The VLM prompt shared by every question: each image (an index) after its label, then the
@@ -65,6 +74,14 @@ class MCTask:
         for i, lab in enumerate(labels):
             out += ([lab] if lab else []) + [i]
         return out + [f"{self.question} {options_text(self.n_options)}"]
+
+    @property
+    def readout_kind(self) -> str:
+        return self.kind or self.name
+
+    def question_texts(self) -> list[str]:
+        """Each question's text (``questions``, else ``question`` for every one)."""
+        return list(self.questions) if self.questions is not None else [self.question] * len(self)
 
     @property
     def readout_images(self) -> np.ndarray:

@@ -1,0 +1,207 @@
+"""The paper profile's benchmark loaders on small fake trees laid out like the Hugging Face downloads."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import vlmlab.blind.experiment as BX
+from vlmlab.blind.benchmarks import answer_index, letterbox, load_blink, load_cvbench_depth, load_mochi, split
+from vlmlab.blind.readouts import box_features
+from vlmlab.data.base import DatasetNotFound
+
+pytest.importorskip("pyarrow")
+
+
+def _png(arr: np.ndarray) -> dict:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def _image(w: int, h: int, spots=(), seed: int = 0) -> np.ndarray:
+    """A grey image with 6x6 coloured squares centred on ``spots`` [(x, y, rgb)]."""
+    img = np.full((h, w, 3), 90, np.uint8)
+    for x, y, rgb in spots:
+        img[y - 3:y + 3, x - 3:x + 3] = rgb
+    return img
+
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    # CV-Bench: 8 Depth rows (wide images, two boxes) and 2 rows of another task
+    (root / "cv-bench").mkdir()
+    rows = []
+    for i in range(10):
+        rows.append({"idx": i, "type": "3D", "task": "Depth" if i < 8 else "Count", "image": _png(_image(80, 40)),
+                     "question": "Which object is closer to the camera, the lamp (red box) or the desk (blue box)?",
+                     "choices": ["lamp", "desk"], "answer": "(A)" if i % 2 == 0 else "(B)",
+                     "bbox": [[0.0, 0.0, 40.0, 40.0], [40.0, 10.0, 80.0, 30.0]] if i < 8 else None})
+    pd.DataFrame(rows).to_parquet(root / "cv-bench" / "test.parquet")
+    # BLINK: Visual_Correspondence (2 images, A-D) with keypoints, Art_Style (3 images)
+    vc = root / "blink" / "Visual_Correspondence"
+    vc.mkdir(parents=True)
+    rows, keypoints = [], {}
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        answer = i % 4
+        cand = [(10 + 25 * j, 15 + 10 * j) for j in range(4)]
+        ref = (30, 20)
+        spots2 = [(x, y, COLOURS[answer if j == answer else 4]) for j, (x, y) in enumerate(cand)]
+        rows.append({"idx": f"val_Visual_Correspondence_{i}", "question": "Which point matches REF?",
+                     "sub_task": "Visual_Correspondence", "image_1": _png(_image(60, 40, [(*ref, COLOURS[answer])])),
+                     "image_2": _png(_image(100, 60, spots2)), "image_3": None, "image_4": None,
+                     "choices": ["(A) Point A", "(B) Point B", "(C) Point C", "(D) Point D"],
+                     "answer": "ABCD"[answer]})
+        keypoints[f"val_Visual_Correspondence_{i}"] = {"ref": ref, "candidates": cand}
+    pd.DataFrame(rows).to_parquet(vc / "val-00000-of-00001.parquet")
+    (root / "blink" / "keypoints").mkdir()
+    for sub in ("Visual_Correspondence", "Semantic_Correspondence", "Functional_Correspondence"):
+        (root / "blink" / "keypoints" / f"{sub}.json").write_text(json.dumps(keypoints))
+        if sub != "Visual_Correspondence":
+            (root / "blink" / sub).mkdir()
+            pd.DataFrame(rows).to_parquet(root / "blink" / sub / "val-00000-of-00001.parquet")
+    art = root / "blink" / "Art_Style"
+    art.mkdir()
+    rows = [{"idx": f"val_Art_Style_{i}", "question": "Which image shares the reference's style?",
+             "sub_task": "Art_Style", "image_1": _png(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
+             "image_2": _png(_image(32, 32)), "image_3": _png(_image(32, 48)), "image_4": None,
+             "choices": ["the first image", "the second image"], "answer": "(A)" if i % 2 else "(B)"} for i in range(4)]
+    pd.DataFrame(rows).to_parquet(art / "val-00000-of-00001.parquet")
+    # MOCHI: trials of 3 and of 4 images
+    (root / "mochi" / "data").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        n = 3 if i < 4 else 4
+        rows.append({"dataset": "shapegen", "condition": "abstract2", "trial": f"t{i}", "n_objects": n,
+                     "oddity_index": i % n, "images": [_png(_image(40, 40, [(20, 20, COLOURS[int(j == i % n)])]))
+                                                       for j in range(n)]})
+    pd.DataFrame(rows).to_parquet(root / "mochi" / "data" / "train-00000-of-00001.parquet")
+    return root
+
+
+def test_letterbox_keeps_the_aspect_and_maps_pixels():
+    img = _image(80, 40, [(60, 10, (255, 0, 0))])
+    out, scale, (ox, oy) = letterbox(Image.fromarray(img), 64)
+    assert out.shape == (64, 64, 3) and scale == pytest.approx(0.8) and (ox, oy) == (0, 16)
+    x, y = round(60 * scale + ox), round(10 * scale + oy)
+    assert tuple(out[y, x]) == pytest.approx((255, 0, 0), abs=40)
+    assert tuple(out[2, 2]) == (122, 116, 104)                       # padding is CLIP's mean colour
+
+
+@pytest.mark.parametrize("text, index", [("(A)", 0), ("B", 1), (" (D) ", 3)])
+def test_answer_letters_are_read(text, index):
+    assert answer_index(text) == index
+
+
+def test_an_unreadable_answer_is_an_error():
+    with pytest.raises(ValueError, match="option letter"):
+        answer_index("the lamp")
+
+
+def test_cvbench_depth_keeps_depth_rows_and_maps_boxes(root):
+    task = load_cvbench_depth(root, size=64)
+    assert len(task) == 8 and task.images.shape == (8, 1, 64, 64, 3) and task.n_options == 2
+    assert task.answers.tolist() == [0, 1] * 4
+    np.testing.assert_allclose(task.boxes[0], [[0, 16, 32, 48], [32, 24, 64, 40]])   # scale 0.8, offset (0, 16)
+    assert "(A) lamp (B) desk" in task.question_texts()[0]
+    train, test = split(task, 3, seed=0)
+    assert len(train) == 3 and len(test) == 5 and test.boxes.shape == (5, 2, 4)
+    assert sorted(train.meta + test.meta, key=lambda m: m["idx"]) == task.meta
+
+
+def test_box_features_average_a_linear_ramp_to_the_box_centre():
+    maps = torch.arange(8.0).repeat(2, 3, 8, 1)                     # value = column index, (2, 3, 8, 8)
+    boxes = torch.tensor([[[16.0, 0, 48, 64], [40, 8, 56, 24]]] * 2)   # pixels of a 64-pixel image
+    f = box_features(maps, boxes, 64)
+    assert f.shape == (2, 2, 3)
+    torch.testing.assert_close(f[:, 0], torch.full((2, 3), 32 / 8 - 0.5))          # pixel centres: x / 8 - 0.5
+    torch.testing.assert_close(f[:, 1], torch.full((2, 3), 48 / 8 - 0.5))
+
+
+def test_blink_correspondence_maps_keypoints_and_the_readout_finds_the_match(root):
+    task = load_blink("visual_correspondence", root, size=64)
+    assert task.images.shape == (8, 2, 64, 64, 3) and task.n_options == 4 and task.readout_kind == "correspondence"
+    s1, s2 = 64 / 60, 64 / 100
+    np.testing.assert_allclose(task.points[0, 0], [30 * s1, 20 * s1 + (64 - round(40 * s1)) // 2])
+    np.testing.assert_allclose(task.points[0, 1], [10 * s2, 15 * s2 + (64 - round(60 * s2)) // 2])
+    # colour features: the reference point's colour appears only at the true candidate
+    maps = torch.from_numpy(task.images).permute(0, 1, 4, 2, 3).float()
+    pred = BX.readout(task, maps)
+    assert (pred == task.answers).all()
+
+
+def test_blink_without_keypoints_loads_and_the_readout_says_what_is_missing(root, tmp_path):
+    import shutil
+    shutil.copytree(root / "blink" / "Visual_Correspondence", tmp_path / "blink" / "Visual_Correspondence")
+    task = load_blink("visual_correspondence", tmp_path, size=32)
+    assert task.points is None
+    with pytest.raises(ValueError, match="keypoints"):
+        BX.readout(task, torch.zeros(8, 2, 3, 4, 4))
+
+
+def test_blink_art_style_has_a_reference_and_two_candidates(root):
+    task = load_blink("art_style", root, size=32)
+    assert task.images.shape == (4, 3, 32, 32, 3) and task.n_options == 2 and task.readout_kind == "style"
+    assert task.answers.tolist() == [1, 0, 1, 0]
+
+
+def test_mochi_keeps_trials_of_one_size_with_the_oddity_index_as_answer(root):
+    three = load_mochi(root, size=32)
+    assert three.images.shape == (4, 3, 32, 32, 3) and three.answers.tolist() == [0, 1, 2, 0]
+    assert "other two" in three.question
+    four = load_mochi(root, size=32, n_objects=4)
+    assert len(four) == 2 and four.n_options == 4
+
+
+def test_a_missing_benchmark_says_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetNotFound, match="never downloads"):
+        load_blink("art_style", tmp_path)
+
+
+def test_llava_benchmark_run_end_to_end(root, tiny_llava):
+    runs = BX.prepare_benchmarks(tiny_llava, ["depth", "visual_correspondence", "art_style", "odd_one_out"], root,
+                                 n_train=6, seed=0, size=32)
+    assert len(runs["depth"].train) == 6 and len(runs["depth"].test) == 2 and runs["art_style"].train is None
+    assert runs["odd_one_out"].test_cls.shape[:2] == (4, 3)
+    table, preds = BX.benchmark_readout_vs_vlm(tiny_llava, runs, "tiny-llava")
+    assert list(table.task) == list(runs) and table.readout_acc.between(0, 100).all()
+    freq, agree = BX.benchmark_blind_test(tiny_llava, runs, "tiny-llava", preds)
+    sums = freq.groupby(["task", "condition"]).frequency.sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0)
+    tv = BX.tv_table({n: r.test for n, r in runs.items()}, "tiny-llava", preds)
+    assert tv.tv.between(0, 1).all() and len(tv) == 4
+
+
+@pytest.mark.timeout(900)
+def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path, kernel_name, tmp_path):
+    """The paper profile as a user runs it (its params file, a local checkpoint folder, a data root)."""
+    import papermill
+
+    import vlmlab.params
+    from vlmlab.runtime import REPO_ROOT
+
+    out = tmp_path / "out"
+    params = vlmlab.params.load("05_vlm_blind_tests", "paper", {
+        "vlm": tiny_llava_path, "data_root": str(root), "device": "cpu", "dtype": "float32", "image_size": 32,
+        "n_train": 6, "out_dir": str(out), "check_phenomenon": False})
+    papermill.execute_notebook(
+        str(REPO_ROOT / "notebooks" / "05_vlm_blind_tests.ipynb"), str(tmp_path / "executed.ipynb"),
+        parameters=dict(params),
+        kernel_name=kernel_name, cwd=str(REPO_ROOT / "notebooks"), progress_bar=False, start_timeout=180)
+    table = pd.read_csv(out / "tables" / "readout_vs_vlm.csv")
+    assert list(table.task) == ["depth", "semantic_correspondence", "visual_correspondence",
+                                "functional_correspondence", "art_style", "odd_one_out"]
+    assert table.readout_acc.between(0, 100).all() and (table.chance > 0).all()
+    blind = pd.read_csv(out / "tables" / "blind.csv")
+    assert set(blind.condition) == {"image", "blank", "labels"}
+    assert len(pd.read_csv(out / "tables" / "tv.csv")) == 6
