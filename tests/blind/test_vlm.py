@@ -192,3 +192,18 @@ def test_shipped_vlm_loads_offline_is_small_and_names_colours():
         logits = answer_logits(vlm, [[0, "what colour is it ?"]] * 60, list(patches))[:, ids]
     acc = np.mean([words[i] == s.colour for i, s in zip(logits.argmax(-1).tolist(), scenes)])
     assert acc > 0.5, f"colour accuracy {acc:.2f} (chance 0.10)"
+
+
+def test_loading_weights_trained_on_another_trunk_warns(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from vlmlab.blind.vlm import load_vlm
+    from vlmlab.runtime import REPO_ROOT
+
+    shipped = REPO_ROOT / "vlmlab" / "assets" / "embedded_vlm.safetensors"
+    with safe_open(str(shipped), "pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(shipped)), str(tmp_path / "vlm.safetensors"), metadata=meta | {"trunk": "embedded@another"})
+    with pytest.warns(UserWarning, match="make train-embedded-vlm"):
+        load_vlm(path=tmp_path / "vlm.safetensors")

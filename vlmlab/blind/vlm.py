@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -211,7 +212,9 @@ class TinyVLM(nn.Module):
         return sd
 
     def metadata(self) -> dict[str, str]:
-        return {"config": json.dumps(asdict(self.config)), "vocab": json.dumps(self.tokenizer.vocab)}
+        """Config, vocabulary and the identity of the CLIP whose trunk the weights were trained on."""
+        return {"config": json.dumps(asdict(self.config)), "vocab": json.dumps(self.tokenizer.vocab),
+                "trunk": self.vision._bundle[0].identity}
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
@@ -261,6 +264,9 @@ def load_vlm(bundle: ClipBundle | None = None, path=None) -> TinyVLM:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     bundle = bundle or load_clip("embedded", device="cpu")
+    if meta.get("trunk", bundle.identity) != bundle.identity:
+        warnings.warn(f"{path.name} was trained on the trunk of {meta['trunk']}, not of {bundle.identity}: its "
+                      "projector reads features it never saw; `make train-embedded-vlm` retrains it", stacklevel=2)
     vlm = TinyVLM(bundle, WordTokenizer(json.loads(meta["vocab"])), VLMConfig(**json.loads(meta["config"])))
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     vlm.projector.load_state_dict({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")})
