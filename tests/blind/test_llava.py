@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlmlab.blind.llava import PROMPT, LlavaScorer, canvas
+from vlmlab.blind.llava import PROMPT, LlavaScorer, canvas, square
 from vlmlab.blind.tasks import options_text, style_task
 
 
@@ -16,6 +16,14 @@ def test_canvas_puts_images_side_by_side_with_a_black_divider():
     assert (c[:, 5:7] == 0).all() and (c[:, :5] == 200).all() and (c[:, -5:] == 200).all()
 
 
+def test_square_pads_a_wide_canvas_without_cropping_it():
+    img = np.full((4, 10, 3), 200, np.uint8)
+    out = square(img, fill=(1, 2, 3))
+    assert out.shape == (10, 10, 3)
+    assert (out[3:7] == 200).all() and (out[:3] == (1, 2, 3)).all() and (out[7:] == (1, 2, 3)).all()
+    assert square(out).shape == (10, 10, 3) and (square(out) == out).all()
+
+
 def test_letter_scores_match_the_models_own_next_token_distribution(tiny_llava):
     task = style_task(2, seed=0, size=32)
     canvases = [canvas(q) for q in task.images]
@@ -23,7 +31,7 @@ def test_letter_scores_match_the_models_own_next_token_distribution(tiny_llava):
     assert lp.shape == (2, 2)
     torch.testing.assert_close(lp.exp().sum(-1), torch.ones(2))
     prompt = PROMPT.format(question=f"{task.question} {options_text(2)}")
-    inputs = tiny_llava.processor(images=canvases[0], text=prompt, return_tensors="pt")
+    inputs = tiny_llava.processor(images=square(canvases[0], tiny_llava.fill), text=prompt, return_tensors="pt")
     logits = tiny_llava.model(**inputs).logits[0, -1]
     ids = tiny_llava.letter_ids(prompt.replace("<image>", ""), "AB")
     torch.testing.assert_close(lp[0], logits[ids].log_softmax(-1), atol=1e-5, rtol=1e-5)

@@ -30,6 +30,21 @@ def canvas(images: np.ndarray, divider: int = 4) -> np.ndarray:
     return out
 
 
+def square(image: np.ndarray, fill=(122, 116, 104)) -> np.ndarray:
+    """(H, W, 3) -> (L, L, 3), L = max(H, W): the image centred on ``fill`` (LLaVA-1.5's "pad" aspect ratio).
+
+    The processors of LLaVA checkpoints resize the short side and centre-crop a square, which would cut
+    the outer images off a side-by-side canvas; padding to a square first keeps every image whole.
+    """
+    h, w = image.shape[:2]
+    side = max(h, w)
+    out = np.empty((side, side, image.shape[2]), np.uint8)
+    out[:] = np.asarray(fill, np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = image
+    return out
+
+
 class LlavaScorer:
     """A LLaVA-family model + processor from local files; letter scoring and vision-tower features."""
 
@@ -46,6 +61,8 @@ class LlavaScorer:
         self.model.to(device).eval()
         self.device = torch.device(device)
         self.tokenizer = self.processor.tokenizer
+        mean = getattr(self.processor.image_processor, "image_mean", None) or (0.481, 0.458, 0.408)
+        self.fill = tuple(int(round(255 * m)) for m in mean)
 
     def letter_ids(self, prompt: str, letters: str) -> list[int]:
         """The token id each option letter gets as the first token after ``prompt`` (tokenizer-specific)."""
@@ -60,14 +77,17 @@ class LlavaScorer:
 
     @torch.no_grad()
     def option_logprobs(self, canvases: list[np.ndarray], questions: list[str], n_options: int) -> Tensor:
-        """(Q, K) log-probabilities of the letters A.. as the next token, renormalised over the K letters."""
+        """(Q, K) log-probabilities of the letters A.. as the next token, renormalised over the K letters.
+
+        Each canvas is padded to a square (``square``) before the processor sees it.
+        """
         from vlmlab.blind.tasks import LETTERS, options_text
 
         rows = []
         for img, q in zip(canvases, questions):
             prompt = PROMPT.format(question=f"{q} {options_text(n_options)}")
             letters = self.letter_ids(prompt.replace("<image>", ""), LETTERS[:n_options])
-            inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
+            inputs = self.processor(images=square(img, self.fill), text=prompt, return_tensors="pt").to(self.device)
             logits = self.model(**inputs).logits[0, -1].float()
             rows.append(logits[letters].log_softmax(-1))
         return torch.stack(rows).cpu()
