@@ -22,8 +22,9 @@
 # * **paper**: a `transformers` LLaVA-family checkpoint (`vlm`, from local files only) on CV-Bench
 #   Depth, BLINK val (semantic / visual / functional correspondence, art style) and MOCHI under
 #   `data_root` (`vlmlab.blind.benchmarks` gives the layouts). The readouts use the checkpoint's own
-#   vision tower. Sections 1, 2 and the original model's TV run; layer probing and fine-tuning of a 7B
-#   model are not built yet.
+#   vision tower; layer probing reads each image's block of the canvas's image tokens (every 4th LM
+#   layer, pooled to 8 x 8). Prompt tuning and fine-tuning of a 7B model are not built yet (section 4
+#   reports the original model's TV only).
 # * **tiny**: seconds, for the test suite.
 #
 # Answers are scored by the likelihood of each option letter as the next token (no free-text parsing).
@@ -120,13 +121,10 @@ agreement.round(1)
 # encoder's [CLS] embedding of the table above, so it starts lower.
 
 # %%
-if LLAVA:
-    print("layer probing of LLaVA checkpoints is not built yet")
-else:
-    layers = BX.layer_probe(model, runs, MODEL)
-    run.save_table(layers, "layers", floatfmt=".1f")
-    run.save_figure(BF.layer_lines(layers, readout_table), "layers")
-    display(layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False).round(1))
+layers = (BX.benchmark_layer_probe if LLAVA else BX.layer_probe)(model, runs, MODEL)
+run.save_table(layers, "layers", floatfmt=".1f")
+run.save_figure(BF.layer_lines(layers, readout_table), "layers")
+layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False).round(1)
 
 # %% [markdown]
 # ## 4 · Prompt tuning and component fine-tuning, and the letter bias (TV)

@@ -180,6 +180,9 @@ def test_llava_benchmark_run_end_to_end(root, tiny_llava):
     np.testing.assert_allclose(sums.to_numpy(), 1.0)
     tv = BX.tv_table({n: r.test for n, r in runs.items()}, "tiny-llava", preds)
     assert tv.tv.between(0, 1).all() and len(tv) == 4
+    layers = BX.benchmark_layer_probe(tiny_llava, runs, "tiny-llava", layers=[0, 2], pool=2)
+    assert layers.groupby("task").layer.apply(list).to_dict() == {n: [-1, 0, 2] for n in runs}
+    assert layers.accuracy.between(0, 100).all()
 
 
 @pytest.mark.timeout(900)
@@ -205,3 +208,4 @@ def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path
     blind = pd.read_csv(out / "tables" / "blind.csv")
     assert set(blind.condition) == {"image", "blank", "labels"}
     assert len(pd.read_csv(out / "tables" / "tv.csv")) == 6
+    assert set(pd.read_csv(out / "tables" / "layers.csv").layer) == {-1, 0, 2}      # the tiny LLaVA has 2 blocks

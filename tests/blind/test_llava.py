@@ -45,3 +45,25 @@ def test_vision_maps_are_the_patch_grid_of_the_selected_layer(tiny_llava):
 def test_a_missing_checkpoint_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         LlavaScorer(str(tmp_path / "no-such-model"))
+
+
+def test_canvas_boxes_locate_every_image_on_the_squared_canvas():
+    from vlmlab.blind.llava import canvas_boxes
+
+    imgs = np.stack([np.full((6, 5, 3), 50 * (i + 1), np.uint8) for i in range(3)])
+    sq = square(canvas(imgs), fill=(0, 0, 0))
+    side, boxes = canvas_boxes(3, 6, 5)
+    assert sq.shape[0] == side
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        assert (sq[y0:y1, x0:x1] == 50 * (i + 1)).all()
+
+
+def test_image_hidden_maps_are_the_lms_states_at_the_image_tokens(tiny_llava):
+    task = style_task(1, seed=0, size=32)
+    maps = tiny_llava.image_hidden_maps(task.images[0], task.question, 2, layers=[0, 2], pool=2)
+    assert maps.shape == (2, 3, 32, 2, 2)
+    one = tiny_llava.image_hidden_maps(task.images[0][:1], task.question, 2, layers=[1], pool=4)   # 1 image: the grid
+    _, inputs = tiny_llava._inputs(task.images[0][0], task.question, 2)
+    hs = tiny_llava.model(**inputs, output_hidden_states=True).hidden_states[1][0]
+    tokens = hs[inputs["input_ids"][0] == tiny_llava.model.config.image_token_index]
+    torch.testing.assert_close(one[0, 0], tokens.T.reshape(32, 4, 4))

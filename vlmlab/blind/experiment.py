@@ -70,10 +70,11 @@ def readout(task: MCTask, maps: Tensor, train: MCTask | None = None, train_maps:
         return correspondence_readout(maps[:, 0], maps[:, 1], torch.as_tensor(task.points), size).numpy()
     if kind == "odd_one_out":
         return odd_one_out_readout(F.normalize(maps.mean((-2, -1)), dim=-1)).numpy()
-    if kind == "style":
+    if kind == "style":                    # in chunks: a 7B LM's hidden states give 4096 x 4096 Gram matrices
         n, k, c = maps.shape[:3]
-        grams = gram_matrices(maps.flatten(3).transpose(2, 3).flatten(0, 1)).view(n, k, c, c)
-        return style_readout(grams).numpy()
+        step = max(1, 2 ** 26 // (k * c * c))
+        return torch.cat([style_readout(gram_matrices(m.flatten(3).transpose(2, 3).flatten(0, 1).float())
+                                        .view(len(m), k, c, c)) for m in maps.split(step)]).numpy()
     raise KeyError(f"{task.name}: no readout of kind {kind!r}")
 
 
@@ -337,3 +338,30 @@ def tv_table(tests: dict[str, MCTask], model: str, preds: dict, variant: str = "
     """``task, model, variant, tv``: TV distance between each task's predicted and true letter distributions."""
     return pd.DataFrame([{"task": n, "model": model, "variant": variant,
                           "tv": tv_to_labels(preds[n], t.answers, t.n_options)} for n, t in tests.items()])
+
+
+def _llava_hidden(scorer, task: MCTask, layers, pool: int) -> Tensor:
+    """(len(layers), n, k, d, pool, pool) float16 hidden-state maps of every question's images."""
+    texts = task.question_texts()
+    return torch.stack([scorer.image_hidden_maps(task.images[i], texts[i], task.n_options, layers, pool).half()
+                        for i in progress(range(len(task)), desc=f"hidden states: {task.name}")], 1)
+
+
+def benchmark_layer_probe(scorer, runs: dict[str, BenchmarkRun], model: str, layers=None,
+                          pool: int = 8) -> pd.DataFrame:
+    """``layer_probe`` for a LLaVA model: the readouts on its vision tower's maps (layer -1) and on the LM's
+    hidden states at each image's tokens (``LlavaScorer.image_hidden_maps``, pooled to ``pool`` x ``pool``;
+    odd-one-out reads the mean token) at ``layers`` (default: every 4th and the last)."""
+    if layers is None:
+        layers = sorted(set(range(0, scorer.n_layers + 1, 4)) | {scorer.n_layers})
+    rows = []
+    for name, r in runs.items():
+        p = 1 if r.test.readout_kind == "odd_one_out" else pool
+        pred = readout(r.test, r.test_maps, r.train, r.train_maps)
+        rows.append({"task": name, "model": model, "layer": -1, "accuracy": _acc(pred, r.test.answers)})
+        test_h = _llava_hidden(scorer, r.test, layers, p)
+        train_h = None if r.train is None else _llava_hidden(scorer, r.train, layers, p)
+        for j, layer in enumerate(layers):
+            pred = readout(r.test, test_h[j].float(), r.train, None if train_h is None else train_h[j].float())
+            rows.append({"task": name, "model": model, "layer": layer, "accuracy": _acc(pred, r.test.answers)})
+    return pd.DataFrame(rows)

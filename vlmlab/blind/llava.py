@@ -45,6 +45,16 @@ def square(image: np.ndarray, fill=(122, 116, 104)) -> np.ndarray:
     return out
 
 
+def canvas_boxes(k: int, height: int, width: int, divider: int = 4) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """Where ``canvas`` + ``square`` put each of ``k`` (height, width) images: the square's side and one
+    pixel box (x0, y0, x1, y1) per image."""
+    total = k * width + (k - 1) * divider
+    side = max(height, total)
+    top, left = (side - height) // 2, (side - total) // 2
+    return side, [(left + i * (width + divider), top, left + i * (width + divider) + width, top + height)
+                  for i in range(k)]
+
+
 class LlavaScorer:
     """A LLaVA-family model + processor from local files; letter scoring and vision-tower features."""
 
@@ -81,16 +91,48 @@ class LlavaScorer:
 
         Each canvas is padded to a square (``square``) before the processor sees it.
         """
-        from vlmlab.blind.tasks import LETTERS, options_text
+        from vlmlab.blind.tasks import LETTERS
 
         rows = []
         for img, q in zip(canvases, questions):
-            prompt = PROMPT.format(question=f"{q} {options_text(n_options)}")
+            prompt, inputs = self._inputs(img, q, n_options)
             letters = self.letter_ids(prompt.replace("<image>", ""), LETTERS[:n_options])
-            inputs = self.processor(images=square(img, self.fill), text=prompt, return_tensors="pt").to(self.device)
             logits = self.model(**inputs).logits[0, -1].float()
             rows.append(logits[letters].log_softmax(-1))
         return torch.stack(rows).cpu()
+
+    def _inputs(self, image: np.ndarray, question: str, n_options: int):
+        from vlmlab.blind.tasks import options_text
+
+        prompt = PROMPT.format(question=f"{question} {options_text(n_options)}")
+        return prompt, self.processor(images=square(image, self.fill), text=prompt, return_tensors="pt").to(self.device)
+
+    @torch.no_grad()
+    def image_hidden_maps(self, images: np.ndarray, question: str, n_options: int, layers, pool: int = 8) -> Tensor:
+        """The LM's hidden states at the image tokens of one question, cut back into its images.
+
+        ``images`` (k, S, S, 3) go onto one canvas as in ``option_logprobs``; the image tokens form a
+        square grid over the padded canvas, and each image's cells are average-pooled to ``pool`` x
+        ``pool``. Returns (len(layers), k, d, pool, pool); layer 0 is the LM's input (projector output).
+        """
+        _, inputs = self._inputs(canvas(images), question, n_options)
+        out = self.model(**inputs, output_hidden_states=True)
+        pos = inputs["input_ids"][0] == self.model.config.image_token_index
+        grid = int(round(int(pos.sum()) ** 0.5))
+        side, boxes = canvas_boxes(len(images), images.shape[1], images.shape[2])
+        maps = []
+        for layer in layers:
+            h = out.hidden_states[layer][0, pos].float().T.reshape(-1, grid, grid)          # (d, grid, grid)
+            cells = [h[:, int(y0 * grid / side):max(int(y0 * grid / side) + 1, -(-y1 * grid // side)),
+                       int(x0 * grid / side):max(int(x0 * grid / side) + 1, -(-x1 * grid // side))]
+                     for x0, y0, x1, y1 in boxes]
+            maps.append(torch.stack([torch.nn.functional.adaptive_avg_pool2d(c, pool) for c in cells]))
+        return torch.stack(maps).cpu()
+
+    @property
+    def n_layers(self) -> int:
+        cfg = self.model.config
+        return getattr(cfg, "text_config", cfg).num_hidden_layers
 
     @torch.no_grad()
     def vision_features(self, images: np.ndarray, batch_size: int = 32) -> tuple[Tensor, Tensor]:
