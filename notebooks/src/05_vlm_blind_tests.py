@@ -23,8 +23,8 @@
 #   Depth, BLINK val (semantic / visual / functional correspondence, art style) and MOCHI under
 #   `data_root` (`vlmlab.blind.benchmarks` gives the layouts). The readouts use the checkpoint's own
 #   vision tower; layer probing reads each image's block of the canvas's image tokens (every 4th LM
-#   layer, pooled to 8 x 8). Prompt tuning and fine-tuning of a 7B model are not built yet (section 4
-#   reports the original model's TV only).
+#   layer, pooled to 8 x 8); each benchmark is split in half, the first half training the depth probe
+#   and the fine-tuning variants (`vlmlab.blind.finetune.finetune_llava`), the second measuring.
 # * **tiny**: seconds, for the test suite.
 #
 # Answers are scored by the likelihood of each option letter as the next token (no free-text parsing).
@@ -46,6 +46,7 @@ dtype = "float32"  # LLaVA checkpoints: float32 | bfloat16 | float16
 data_root = ""  # root of CV-Bench, BLINK and MOCHI (paper profile); empty: $VLMLAB_DATA
 tasks = ["depth", "correspondence", "odd_one_out", "style"]
 n_train = 240  # training questions per task (depth probe, fine-tuning)
+train_fraction = 0.5  # paper profile: share of each benchmark's questions used for training (probe, fine-tuning)
 n_test = 200  # type: int | None; test questions per task (None: all of a benchmark)
 image_size = 64  # side of each (letterboxed) task image
 soft_tokens = [1, 5, 10]  # prompt-tuning lengths (the paper: 1, 5, 10)
@@ -53,6 +54,7 @@ lora_rank = 8  # LoRA rank on q, k, v, o of every LM block
 components = ["lora", "projector", "vision"]  # component fine-tuning variants (§9)
 finetune_steps = 100  # optimiser steps per variant and task
 finetune_batch = 16  # questions per step
+finetune_lrs = {}  # per-variant learning rates (prompt, lora, projector, vision) replacing FinetuneConfig's
 check_phenomenon = True  # fail the run if the VLM does not fall below its encoder's readout on average
 
 # %%
@@ -73,7 +75,7 @@ LLAVA = P.vlm != "embedded"      # the paper profile: a LLaVA-family checkpoint 
 if LLAVA:
     model = LlavaScorer(P.vlm, device=vlmlab.runtime.resolve_device(P.device), dtype=getattr(torch, P.dtype))
     MODEL = P.vlm
-    runs = BX.prepare_benchmarks(model, P.tasks, P.data_root or None, P.n_train, P.seed, P.image_size, P.n_test)
+    runs = BX.prepare_benchmarks(model, P.tasks, P.data_root or None, P.train_fraction, P.seed, P.image_size, P.n_test)
 else:
     model = load_vlm()
     MODEL = "embedded-vlm"
@@ -132,20 +134,17 @@ layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False)
 # evaluated on its test questions; the base model is never modified.
 
 # %%
-if LLAVA:                            # the original model only: fine-tuning a 7B checkpoint is not built yet
-    print("prompt tuning and fine-tuning of LLaVA checkpoints are not built yet; TV of the original model only")
-    tv = BX.tv_table({n: r.test for n, r in runs.items()}, MODEL, vlm_preds)
-else:
-    ft_config = FinetuneConfig(steps=P.finetune_steps, batch_size=P.finetune_batch, lora_rank=P.lora_rank, seed=P.seed)
-    finetune_table, tv = BX.finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components,
-                                              ft_config)
-    run.save_table(finetune_table, "finetune", floatfmt=".1f")
-    run.save_figure(BF.finetune_bars(finetune_table, readout_table), "finetune")
-    display(finetune_table.assign(variant=[BX.variant_label(v, n) for v, n in
-                                           zip(finetune_table.variant, finetune_table.n_tokens_or_rank)]
-                                  ).pivot_table(index="task", columns="variant", values="accuracy", sort=False).round(1))
+ft_config = FinetuneConfig(steps=P.finetune_steps, batch_size=P.finetune_batch, lora_rank=P.lora_rank, seed=P.seed,
+                           **{f"lr_{k}": v for k, v in P.finetune_lrs.items()})
+finetune_table, tv = (BX.benchmark_finetune_variants if LLAVA else BX.finetune_variants)(
+    model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components, ft_config)
+run.save_table(finetune_table, "finetune", floatfmt=".1f")
 run.save_table(tv, "tv", floatfmt=".3f")
+run.save_figure(BF.finetune_bars(finetune_table, readout_table), "finetune")
 run.save_figure(BF.tv_bars(tv), "tv")
+finetune_table.assign(variant=[BX.variant_label(v, n) for v, n in
+                               zip(finetune_table.variant, finetune_table.n_tokens_or_rank)]
+                      ).pivot_table(index="task", columns="variant", values="accuracy", sort=False).round(1)
 
 # %%
 tv.pivot_table(index="task", columns="variant", values="tv", sort=False).round(3)
@@ -157,7 +156,6 @@ tv.pivot_table(index="task", columns="variant", values="tv", sort=False).round(3
 gap = float((readout_table.readout_acc - readout_table.vlm_acc).mean())
 same = float(agreement.same_answer_blank.mean())
 run.log_metric(mean_readout_minus_vlm=gap, mean_same_answer_blank=same)
-assert len(readout_table) == len(P.tasks)
-assert LLAVA or len(finetune_table) == len(P.tasks) * (1 + len(P.soft_tokens) + len(P.components))
+assert len(readout_table) == len(P.tasks) and len(finetune_table) == len(P.tasks) * (1 + len(P.soft_tokens) + len(P.components))
 assert not P.check_phenomenon or gap > 0, f"the VLM does not fall below its encoder's readout on average ({gap:.1f} pp)"
 run.finish()

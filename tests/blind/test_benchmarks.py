@@ -170,9 +170,10 @@ def test_a_missing_benchmark_says_how_to_get_it(tmp_path):
 
 def test_llava_benchmark_run_end_to_end(root, tiny_llava):
     runs = BX.prepare_benchmarks(tiny_llava, ["depth", "visual_correspondence", "art_style", "odd_one_out"], root,
-                                 n_train=6, seed=0, size=32)
-    assert len(runs["depth"].train) == 6 and len(runs["depth"].test) == 2 and runs["art_style"].train is None
-    assert runs["odd_one_out"].test_cls.shape[:2] == (4, 3)
+                                 train_fraction=0.75, seed=0, size=32)
+    assert len(runs["depth"].train) == 6 and len(runs["depth"].test) == 2 and len(runs["art_style"].train) == 3
+    assert runs["depth"].train_maps is not None and runs["art_style"].train_maps is None
+    assert runs["odd_one_out"].test_cls.shape[:2] == (1, 3)
     table, preds = BX.benchmark_readout_vs_vlm(tiny_llava, runs, "tiny-llava")
     assert list(table.task) == list(runs) and table.readout_acc.between(0, 100).all()
     freq, agree = BX.benchmark_blind_test(tiny_llava, runs, "tiny-llava", preds)
@@ -183,6 +184,12 @@ def test_llava_benchmark_run_end_to_end(root, tiny_llava):
     layers = BX.benchmark_layer_probe(tiny_llava, runs, "tiny-llava", layers=[0, 2], pool=2)
     assert layers.groupby("task").layer.apply(list).to_dict() == {n: [-1, 0, 2] for n in runs}
     assert layers.accuracy.between(0, 100).all()
+    from vlmlab.blind.finetune import FinetuneConfig
+    acc, tv = BX.benchmark_finetune_variants(tiny_llava, runs, "tiny-llava", preds, soft_tokens=[1], components=["lora"],
+                                             config=FinetuneConfig(steps=1, batch_size=2))
+    assert list(acc.variant[:3]) == ["original", "prompt", "lora"] and len(acc) == 12 and len(tv) == 12
+    original = acc[acc.variant == "original"].set_index("task").accuracy
+    assert (original == table.set_index("task").vlm_acc).all()
 
 
 @pytest.mark.timeout(900)
@@ -196,7 +203,8 @@ def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path
     out = tmp_path / "out"
     params = vlmlab.params.load("05_vlm_blind_tests", "paper", {
         "vlm": tiny_llava_path, "data_root": str(root), "device": "cpu", "dtype": "float32", "image_size": 32,
-        "n_train": 6, "out_dir": str(out), "check_phenomenon": False})
+        "train_fraction": 0.75, "out_dir": str(out), "check_phenomenon": False, "soft_tokens": [1],
+        "components": ["lora", "projector", "vision"], "finetune_steps": 1, "finetune_batch": 2})
     papermill.execute_notebook(
         str(REPO_ROOT / "notebooks" / "05_vlm_blind_tests.ipynb"), str(tmp_path / "executed.ipynb"),
         parameters=dict(params),
@@ -207,5 +215,6 @@ def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path
     assert table.readout_acc.between(0, 100).all() and (table.chance > 0).all()
     blind = pd.read_csv(out / "tables" / "blind.csv")
     assert set(blind.condition) == {"image", "blank", "labels"}
-    assert len(pd.read_csv(out / "tables" / "tv.csv")) == 6
+    assert len(pd.read_csv(out / "tables" / "tv.csv")) == 6 * 5
+    assert len(pd.read_csv(out / "tables" / "finetune.csv")) == 6 * 5
     assert set(pd.read_csv(out / "tables" / "layers.csv").layer) == {-1, 0, 2}      # the tiny LLaVA has 2 blocks

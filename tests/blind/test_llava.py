@@ -67,3 +67,42 @@ def test_image_hidden_maps_are_the_lms_states_at_the_image_tokens(tiny_llava):
     hs = tiny_llava.model(**inputs, output_hidden_states=True).hidden_states[1][0]
     tokens = hs[inputs["input_ids"][0] == tiny_llava.model.config.image_token_index]
     torch.testing.assert_close(one[0, 0], tokens.T.reshape(32, 4, 4))
+
+
+def _letter_scores(scorer, task):
+    return scorer.option_logprobs([canvas(q) for q in task.images], task.question_texts(), task.n_options)
+
+
+def test_llava_lora_copy_starts_equal_and_trains_only_the_lms_adapters(tiny_llava):
+    from vlmlab.blind.finetune import prepare_llava
+
+    task = style_task(3, seed=1, size=32)
+    tuned, params = prepare_llava(tiny_llava, "lora", 4)
+    names = [n for n, p in tuned.model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n and "language_model" in n for n in names)
+    torch.testing.assert_close(_letter_scores(tuned, task), _letter_scores(tiny_llava, task))
+    assert not any("lora_" in n for n, _ in tiny_llava.model.named_parameters())      # the original is untouched
+
+
+@pytest.mark.parametrize("variant, arg", [("prompt", 2), ("projector", 0), ("vision", 0)])
+def test_llava_finetuning_changes_only_its_own_parameters(tiny_llava, variant, arg):
+    from vlmlab.blind.finetune import FinetuneConfig, finetune_llava
+
+    task = style_task(4, seed=2, size=32)
+    before = {n: p.detach().clone() for n, p in tiny_llava.model.named_parameters()}
+    tuned = finetune_llava(tiny_llava, task, variant, arg, FinetuneConfig(steps=2, batch_size=2, lr_prompt=0.5,
+                                                                         lr_projector=0.05, lr_vision=0.05))
+    for n, p in tiny_llava.model.named_parameters():                                  # the original is untouched
+        torch.testing.assert_close(p, before[n])
+    changed = {n for n, p in tuned.model.named_parameters() if n in before and
+               (p.shape != before[n].shape or not torch.equal(p, before[n]))}
+    if variant == "prompt":
+        emb = tuned.model.get_input_embeddings().weight
+        old = before[[n for n in before if "embed_tokens" in n][0]]
+        assert emb.shape[0] == old.shape[0] + 2 and tuned.prefix == "<soft_0><soft_1> "
+        torch.testing.assert_close(emb[:old.shape[0]], old)                          # only the soft rows moved
+        assert not torch.equal(emb[old.shape[0]:], old.mean(0).expand(2, -1))
+        assert changed <= {n for n in before if "embed_tokens" in n or "lm_head" in n}
+    else:
+        key = "multi_modal_projector" if variant == "projector" else "vision_tower"
+        assert changed and all(key in n for n in changed)

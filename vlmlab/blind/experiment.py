@@ -266,12 +266,13 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
 class BenchmarkRun:
     """One real benchmark task asked to a LLaVA-family model (``vlmlab.blind.llava.LlavaScorer``).
 
-    ``train``: the questions the depth probe is fitted on (``None`` for the other tasks, whose readouts
-    need no training); ``*_maps``: the model's own vision tower's patch maps (n, k, C, H, W);
+    ``train`` / ``test``: a seeded split of the benchmark's questions (the depth probe and the fine-tuning
+    variants learn from ``train``; everything is measured on ``test``); ``*_maps``: the model's own vision
+    tower's patch maps (n, k, C, H, W), ``train_maps`` only where a readout is trained (depth);
     ``test_cls``: its [CLS] embeddings (n, k, D), the odd-one-out readout's input.
     """
 
-    train: MCTask | None
+    train: MCTask
     test: MCTask
     train_maps: Tensor | None
     test_maps: Tensor
@@ -283,26 +284,22 @@ def _tower(scorer, images: np.ndarray) -> tuple[Tensor, Tensor]:
     return maps.view(*images.shape[:2], *maps.shape[1:]), cls.view(*images.shape[:2], -1)
 
 
-def prepare_benchmarks(scorer, names, root=None, n_train: int = 200, seed: int = 0, size: int = 336,
+def prepare_benchmarks(scorer, names, root=None, train_fraction: float = 0.5, seed: int = 0, size: int = 336,
                        n_test: int | None = None) -> dict[str, BenchmarkRun]:
-    """Load each benchmark task (``vlmlab.blind.benchmarks``) and encode its images with the model's tower.
-
-    Depth is split (seeded) into ``n_train`` probe-training questions and the rest; ``n_test`` caps the
-    test questions of every task (``None``: all).
-    """
+    """Load each benchmark task (``vlmlab.blind.benchmarks``), split it (seeded) into ``train_fraction``
+    training questions and the rest, and encode the images with the model's own tower. ``n_test`` caps
+    the test questions of every task (``None``: all)."""
     from vlmlab.blind.benchmarks import load_benchmark, split, subset
 
     runs = {}
     for name in progress(names, desc="benchmarks"):
         task = load_benchmark(name, root, size)
-        train = None
-        if task.readout_kind == "depth":
-            train, task = split(task, n_train, seed)
-        if n_test is not None and n_test < len(task):
-            task = subset(task, np.random.default_rng(seed).permutation(len(task))[:n_test])
-        test_maps, test_cls = _tower(scorer, task.images)
-        runs[name] = BenchmarkRun(train, task, None if train is None else _tower(scorer, train.images)[0],
-                                  test_maps, test_cls)
+        train, test = split(task, int(round(train_fraction * len(task))), seed)
+        if n_test is not None and n_test < len(test):
+            test = subset(test, np.arange(n_test))
+        test_maps, test_cls = _tower(scorer, test.images)
+        train_maps = _tower(scorer, train.images)[0] if test.readout_kind == "depth" else None
+        runs[name] = BenchmarkRun(train, test, train_maps, test_maps, test_cls)
     return runs
 
 
@@ -360,8 +357,35 @@ def benchmark_layer_probe(scorer, runs: dict[str, BenchmarkRun], model: str, lay
         pred = readout(r.test, r.test_maps, r.train, r.train_maps)
         rows.append({"task": name, "model": model, "layer": -1, "accuracy": _acc(pred, r.test.answers)})
         test_h = _llava_hidden(scorer, r.test, layers, p)
-        train_h = None if r.train is None else _llava_hidden(scorer, r.train, layers, p)
+        train_h = _llava_hidden(scorer, r.train, layers, p) if r.test.readout_kind == "depth" else None
         for j, layer in enumerate(layers):
             pred = readout(r.test, test_h[j].float(), r.train, None if train_h is None else train_h[j].float())
             rows.append({"task": name, "model": model, "layer": layer, "accuracy": _acc(pred, r.test.answers)})
     return pd.DataFrame(rows)
+
+
+def benchmark_finetune_variants(scorer, runs: dict[str, BenchmarkRun], model: str, image_preds: dict,
+                                soft_tokens=(1, 5, 10), lora_rank: int = 8, components=("lora", "projector", "vision"),
+                                config=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``finetune_variants`` for a LLaVA model (``vlmlab.blind.finetune.finetune_llava``); same tables."""
+    from vlmlab.blind.finetune import FinetuneConfig, finetune_llava
+
+    config = config or FinetuneConfig()
+    tests = {n: r.test for n, r in runs.items()}
+    acc_rows = [{"task": n, "variant": "original", "n_tokens_or_rank": 0, "accuracy": _acc(image_preds[n], t.answers)}
+                for n, t in tests.items()]
+    tv_rows = [tv_table(tests, model, image_preds)]
+    plan = [("prompt", n) for n in soft_tokens] + [(c, lora_rank if c == "lora" else 0) for c in components]
+    for variant, arg in plan:
+        preds = {}
+        for name, r in runs.items():
+            tuned = finetune_llava(scorer, r.train, variant, arg, config)
+            preds[name] = scorer_predictions(tuned, r.test)
+            del tuned
+            acc_rows.append({"task": name, "variant": variant, "n_tokens_or_rank": arg,
+                             "accuracy": _acc(preds[name], r.test.answers)})
+        tv_rows.append(tv_table(tests, model, preds, variant_label(variant, arg)))
+    order = {n: i for i, n in enumerate(runs)}
+    acc = pd.DataFrame(acc_rows).sort_values("task", key=lambda c: c.map(order), kind="stable", ignore_index=True)
+    tv = pd.concat(tv_rows).sort_values("task", key=lambda c: c.map(order), kind="stable", ignore_index=True)
+    return acc, tv

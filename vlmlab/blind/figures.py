@@ -110,6 +110,7 @@ def task_examples(runs: dict, n: int = 2):
     from vlmlab.blind.tasks import LETTERS
 
     tasks = list(runs)
+    n = min(n, *(len(r.test) for r in runs.values()))
     kmax = max(r.test.images.shape[1] for r in runs.values())
     fig, axes = new_figure(ncols=kmax, nrows=n * len(tasks), width_per=1.2, height_per=1.3)
     axes = np.asarray(axes).reshape(n * len(tasks), kmax)

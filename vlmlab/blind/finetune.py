@@ -5,7 +5,8 @@ prompt, everything else frozen. §9: fine-tuning one component at a time -- the 
 LoRA (rank ``r`` on the attention projections, via ``peft``), the projector, or the vision encoder --
 to see which one closes the gap to the encoder readout. Every variant minimises the same loss, the
 cross-entropy of the correct option letter as the next token after the prompt (the SFT loss on the
-answer), and returns a fresh copy: the base VLM is never modified.
+answer), and returns a fresh copy: the base VLM is never modified. ``finetune`` trains the embedded
+VLM; ``finetune_llava`` the same four variants of a ``transformers`` LLaVA checkpoint (paper profile).
 """
 from __future__ import annotations
 
@@ -102,3 +103,73 @@ def finetune(vlm: TinyVLM, task: MCTask, variant: str, n_tokens_or_rank: int = 0
         loss.backward()
         opt.step()
     return out.eval()
+
+
+# ------------------------------------------------------------------------------------ LLaVA checkpoints
+LLAVA_LM_ATTENTION = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)$"   # the LM's blocks, not the vision tower's
+
+
+def prepare_llava(scorer, variant: str, n_tokens_or_rank: int = 0, rank: int = 8):
+    """A trainable copy of a ``LlavaScorer`` for ``variant`` and the parameters it trains.
+
+    prompt: ``n`` new tokens ``<soft_i>`` written before every question, whose embedding rows (started at
+    the mean embedding) are the only ones that receive gradients; lora: peft LoRA on q, k, v, o of every
+    LM block (B = 0 at the start: the copy answers exactly as the original); projector / vision: that module.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    tuned = scorer.copy()
+    model = tuned.model
+    model.requires_grad_(False)
+    if variant == "prompt":
+        tokens = [f"<soft_{i}>" for i in range(n_tokens_or_rank)]
+        tuned.tokenizer.add_tokens(tokens, special_tokens=True)
+        old = model.get_input_embeddings().weight.shape[0]
+        model.resize_token_embeddings(len(tuned.tokenizer))
+        emb = model.get_input_embeddings().weight
+        with torch.no_grad():
+            emb[old:] = emb[:old].mean(0)
+        keep = torch.zeros(emb.shape[0], 1, dtype=emb.dtype, device=emb.device)
+        keep[old:] = 1
+        emb.requires_grad_(True)
+        emb.register_hook(lambda grad: grad * keep)
+        tuned.prefix = "".join(tokens) + " "
+        params = [emb]
+    elif variant == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        inject_adapter_in_model(LoraConfig(r=n_tokens_or_rank or rank, lora_alpha=2 * (n_tokens_or_rank or rank),
+                                           lora_dropout=0.0, target_modules=LLAVA_LM_ATTENTION), model)
+        params = [p for n, p in model.named_parameters() if "lora_" in n]
+    else:
+        params = list(tuned.module("multi_modal_projector" if variant == "projector" else "vision_tower").parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return tuned, params
+
+
+def finetune_llava(scorer, task: MCTask, variant: str, n_tokens_or_rank: int = 0,
+                   config: FinetuneConfig = FinetuneConfig()):
+    """Train one variant of a LLaVA checkpoint on ``task`` and return the tuned copy (a ``LlavaScorer``).
+
+    One question at a time, gradients accumulated over ``batch_size`` questions per optimiser step (a 7B
+    model's activations for a whole batch would not fit); the loss is the letter cross-entropy of
+    ``finetune``. Train in float32 or bfloat16: AdamW on float16 weights underflows.
+    """
+    from vlmlab.blind.llava import canvas
+
+    tuned, params = prepare_llava(scorer, variant, n_tokens_or_rank, config.lora_rank)
+    lr = {"prompt": config.lr_prompt, "lora": config.lr_lora, "projector": config.lr_projector,
+          "vision": config.lr_vision}[variant]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    texts, rng = task.question_texts(), np.random.default_rng(config.seed)
+    for _ in progress(range(config.steps), desc=f"finetune {variant}", leave=False):
+        idx = rng.choice(len(task), size=min(config.batch_size, len(task)), replace=False)
+        opt.zero_grad(set_to_none=True)
+        for i in idx:
+            logits = tuned.letter_logits(canvas(task.images[i]), texts[i], task.n_options)
+            loss = F.cross_entropy(logits[None], torch.tensor([int(task.answers[i])], device=logits.device)) / len(idx)
+            loss.backward()
+        opt.step()
+    tuned.model.requires_grad_(False)
+    return tuned

@@ -73,6 +73,21 @@ class LlavaScorer:
         self.tokenizer = self.processor.tokenizer
         mean = getattr(self.processor.image_processor, "image_mean", None) or (0.481, 0.458, 0.408)
         self.fill = tuple(int(round(255 * m)) for m in mean)
+        self.prefix = ""                 # text before each question (prompt tuning's soft tokens)
+
+    def copy(self) -> "LlavaScorer":
+        """An independent copy (model and processor deep-copied), e.g. to fine-tune."""
+        import copy
+
+        out = object.__new__(LlavaScorer)
+        out.__dict__ = dict(self.__dict__, model=copy.deepcopy(self.model), processor=copy.deepcopy(self.processor))
+        out.tokenizer = out.processor.tokenizer
+        return out
+
+    def module(self, name: str) -> torch.nn.Module:
+        """``vision_tower``, ``multi_modal_projector`` or ``language_model`` (transformers 4 and 5 layouts)."""
+        found = getattr(self.model, name, None)
+        return found if found is not None else getattr(self.model.model, name)
 
     def letter_ids(self, prompt: str, letters: str) -> list[int]:
         """The token id each option letter gets as the first token after ``prompt`` (tokenizer-specific)."""
@@ -85,26 +100,27 @@ class LlavaScorer:
             out.append(ids[-1])
         return out
 
+    def letter_logits(self, image: np.ndarray, question: str, n_options: int) -> Tensor:
+        """(K,) next-token logits of the letters A.. after one question about ``image`` (with gradients)."""
+        from vlmlab.blind.tasks import LETTERS
+
+        prompt, inputs = self._inputs(image, question, n_options)
+        letters = self.letter_ids(prompt.replace("<image>", ""), LETTERS[:n_options])
+        return self.model(**inputs).logits[0, -1, letters].float()
+
     @torch.no_grad()
     def option_logprobs(self, canvases: list[np.ndarray], questions: list[str], n_options: int) -> Tensor:
         """(Q, K) log-probabilities of the letters A.. as the next token, renormalised over the K letters.
 
         Each canvas is padded to a square (``square``) before the processor sees it.
         """
-        from vlmlab.blind.tasks import LETTERS
-
-        rows = []
-        for img, q in zip(canvases, questions):
-            prompt, inputs = self._inputs(img, q, n_options)
-            letters = self.letter_ids(prompt.replace("<image>", ""), LETTERS[:n_options])
-            logits = self.model(**inputs).logits[0, -1].float()
-            rows.append(logits[letters].log_softmax(-1))
-        return torch.stack(rows).cpu()
+        return torch.stack([self.letter_logits(img, q, n_options).log_softmax(-1)
+                            for img, q in zip(canvases, questions)]).cpu()
 
     def _inputs(self, image: np.ndarray, question: str, n_options: int):
         from vlmlab.blind.tasks import options_text
 
-        prompt = PROMPT.format(question=f"{question} {options_text(n_options)}")
+        prompt = PROMPT.format(question=f"{self.prefix}{question} {options_text(n_options)}")
         return prompt, self.processor(images=square(image, self.fill), text=prompt, return_tensors="pt").to(self.device)
 
     @torch.no_grad()
@@ -138,7 +154,7 @@ class LlavaScorer:
     def vision_features(self, images: np.ndarray, batch_size: int = 32) -> tuple[Tensor, Tensor]:
         """(N, S, S, 3) uint8 -> the vision tower's patch maps (N, C, H, W) at ``vision_feature_layer``
         ([CLS] dropped; what the projector reads) and its pooled [CLS] embeddings (N, D)."""
-        tower = getattr(self.model, "vision_tower", None) or self.model.model.vision_tower   # transformers 4 / 5
+        tower = self.module("vision_tower")
         maps, cls = [], []
         for i in range(0, len(images), batch_size):
             pixels = self.processor.image_processor(images=list(images[i:i + batch_size]), return_tensors="pt").pixel_values
