@@ -71,14 +71,20 @@ def test_impulse_noise_sets_pixels_to_black_or_white_only():
     assert changed.float().mean() < 0.3                            # amount is at most 0.25
 
 
-def test_the_default_recipe_leaves_impulse_out():
-    """The shipped weights were trained without it; the default must still reproduce them."""
-    import dataclasses
+def test_the_default_recipe_is_the_one_behind_the_shipped_weights():
+    """`make train-embedded` (the defaults) must reproduce the shipped weights: their recorded config matches."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors import safe_open
 
     from vlmlab.models.train_embedded import TrainConfig
-    cfg = TrainConfig()
-    assert not cfg.impulse and cfg.noise_max == 0.22 and cfg.contrast_min == 0.12
-    assert dataclasses.replace(cfg, impulse=True).impulse
+    from vlmlab.runtime import PACKAGE_ROOT
+
+    with safe_open(str(PACKAGE_ROOT / "assets" / "embedded.safetensors"), "pt") as f:
+        shipped = json.loads(f.metadata()["config"])
+    defaults = asdict(TrainConfig())
+    assert {k: defaults[k] for k in shipped} == shipped      # fields added later default to the old behaviour
 
 
 def test_attribute_labels_index_the_vocabularies():
