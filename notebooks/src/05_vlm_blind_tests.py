@@ -15,8 +15,9 @@
 #   lower and in front; A/B), low-level **correspondence** (a shifted, relit second view with four
 #   marked points; A-D), **odd-one-out** (one of four images shows another shape under other
 #   renderings; A-D) and rendition **style** (which of two candidates shares the reference's style;
-#   A/B) -- asked to the embedded VLM (`vlmlab.blind.vlm`: the embedded CLIP's frozen image tower up to
-#   `layer3`, an MLP projector, a 4-block Llama trained by `make train-embedded-vlm` on world captions
+#   A/B) -- asked to the embedded VLM (`vlmlab.blind.vlm`: the embedded CLIP's frozen image tower, its
+#   `layer3` and upsampled `layer4` maps as 16 tokens per image, an MLP projector, a 4-block Llama
+#   trained by `make train-embedded-vlm` on world captions
 #   and question-answer pairs, never on these tasks). Readouts use the very patch tokens the LM
 #   receives.
 # * **paper**: a `transformers` LLaVA-family checkpoint (`vlm`, from local files only) on CV-Bench
@@ -29,9 +30,9 @@
 #
 # Answers are scored by the likelihood of each option letter as the next token (no free-text parsing).
 #
-# **Caveat (embedded).** The embedded VLM answers single-image questions (validation: colour 93 %,
-# background 96 %, style 93 %, count 99 %, shape 43 %) but never learned its *multi-image* letter
-# questions within the CPU training budget (4-image "which image shows a star?": 21 %, chance 25 %;
+# **Caveat (embedded).** The embedded VLM answers single-image questions (validation: colour 94 %,
+# background 96 %, style 95 %, count 100 %, texture 73 %, shape 49 %) but never learned its *multi-image*
+# letter questions within the CPU training budget (4-image "which image shows a star?": 27 %, chance 25 %;
 # `vlmlab/assets/MODEL_CARD.md`). Its failure on the four tasks is therefore partly a failure to answer
 # any multi-image letter question, whereas the paper's VLMs are competent general models. The readout,
 # blind-test, layer and fine-tuning comparisons below hold either way; read the gap's size with this in mind.
