@@ -244,6 +244,20 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
     from vlmlab.blind.finetune import FinetuneConfig, finetune
 
     config = config or FinetuneConfig()
+
+    def tuned_predictions(r: TaskRun, variant: str, arg: int) -> np.ndarray:
+        tuned = finetune(vlm, r.train, variant, arg, r.train_patches, config)
+        test_patches = trunk_patches(tuned, r.test.images) if variant == "vision" else r.test_patches
+        return predictions(tuned, r.test, test_patches, n_soft=arg if variant == "prompt" else 0)
+
+    return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tuned_predictions)
+
+
+def _finetune_tables(runs: dict, model: str, image_preds: dict, soft_tokens, lora_rank: int, components,
+                     tuned_predictions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``finetune`` and ``tv`` tables: per task, the original model, then every variant of the plan
+    (prompt tuning per soft-token count, then the components), ``tuned_predictions(run, variant, arg)``
+    giving a tuned copy's test predictions."""
     acc_rows, tv_rows = [], []
     plan = [("prompt", n) for n in soft_tokens] + [(c, lora_rank if c == "lora" else 0) for c in components]
     for name, r in runs.items():
@@ -252,9 +266,7 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
         acc_rows.append({"task": name, "variant": "original", "n_tokens_or_rank": 0, "accuracy": _acc(pred, r.test.answers)})
         tv_rows.append({"task": name, "model": model, "variant": "original", "tv": tv_to_labels(pred, r.test.answers, k)})
         for variant, arg in progress(plan, desc=f"fine-tune on {name}"):
-            tuned = finetune(vlm, r.train, variant, arg, r.train_patches, config)
-            test_patches = trunk_patches(tuned, r.test.images) if variant == "vision" else r.test_patches
-            pred = predictions(tuned, r.test, test_patches, n_soft=arg if variant == "prompt" else 0)
+            pred = tuned_predictions(r, variant, arg)
             acc_rows.append({"task": name, "variant": variant, "n_tokens_or_rank": arg,
                              "accuracy": _acc(pred, r.test.answers)})
             tv_rows.append({"task": name, "model": model, "variant": variant_label(variant, arg), "tv": tv_to_labels(pred, r.test.answers, k)})
@@ -331,12 +343,6 @@ def benchmark_blind_test(scorer, runs: dict[str, BenchmarkRun], model: str,
     return blind_tables({n: r.test for n, r in runs.items()}, model, image_preds, blank_preds)
 
 
-def tv_table(tests: dict[str, MCTask], model: str, preds: dict, variant: str = "original") -> pd.DataFrame:
-    """``task, model, variant, tv``: TV distance between each task's predicted and true letter distributions."""
-    return pd.DataFrame([{"task": n, "model": model, "variant": variant,
-                          "tv": tv_to_labels(preds[n], t.answers, t.n_options)} for n, t in tests.items()])
-
-
 def _llava_hidden(scorer, task: MCTask, layers, pool: int) -> Tensor:
     """(len(layers), n, k, d, pool, pool) float16 hidden-state maps of every question's images."""
     texts = task.question_texts()
@@ -371,21 +377,8 @@ def benchmark_finetune_variants(scorer, runs: dict[str, BenchmarkRun], model: st
     from vlmlab.blind.finetune import FinetuneConfig, finetune_llava
 
     config = config or FinetuneConfig()
-    tests = {n: r.test for n, r in runs.items()}
-    acc_rows = [{"task": n, "variant": "original", "n_tokens_or_rank": 0, "accuracy": _acc(image_preds[n], t.answers)}
-                for n, t in tests.items()]
-    tv_rows = [tv_table(tests, model, image_preds)]
-    plan = [("prompt", n) for n in soft_tokens] + [(c, lora_rank if c == "lora" else 0) for c in components]
-    for variant, arg in plan:
-        preds = {}
-        for name, r in runs.items():
-            tuned = finetune_llava(scorer, r.train, variant, arg, config)
-            preds[name] = scorer_predictions(tuned, r.test)
-            del tuned
-            acc_rows.append({"task": name, "variant": variant, "n_tokens_or_rank": arg,
-                             "accuracy": _acc(preds[name], r.test.answers)})
-        tv_rows.append(tv_table(tests, model, preds, variant_label(variant, arg)))
-    order = {n: i for i, n in enumerate(runs)}
-    acc = pd.DataFrame(acc_rows).sort_values("task", key=lambda c: c.map(order), kind="stable", ignore_index=True)
-    tv = pd.concat(tv_rows).sort_values("task", key=lambda c: c.map(order), kind="stable", ignore_index=True)
-    return acc, tv
+
+    def tuned_predictions(r: BenchmarkRun, variant: str, arg: int) -> np.ndarray:
+        return scorer_predictions(finetune_llava(scorer, r.train, variant, arg, config), r.test)
+
+    return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tuned_predictions)
