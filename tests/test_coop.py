@@ -218,3 +218,48 @@ def test_zero_shot_weights_used_by_the_sweep_are_the_templates(bundle, splits):
     w = zero_shot_weights(bundle, splits.classnames, splits.template)
     ref = F.normalize(bundle.encode_texts([splits.template.format(c) for c in splits.classnames]), dim=-1)
     torch.testing.assert_close(w, ref, atol=1e-5, rtol=1e-4)
+
+
+# ---- worker processes -----------------------------------------------------------------------------
+
+_ORPHAN_PARENT = """
+import concurrent.futures as cf, multiprocessing as mp, os, sys, time
+from vlmlab.coop.jobs import exit_with_parent
+if __name__ == "__main__":
+    pool = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=exit_with_parent,
+                                  initargs=(os.getpid(), 0.1))
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 600)               # a long job the worker would go on with
+    time.sleep(600)
+"""
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ")[1][0] != "Z"         # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    still = alive(worker)
+    if still:
+        os.kill(worker, signal.SIGKILL)
+    assert not still, "the worker outlived its killed parent"

@@ -8,8 +8,10 @@ Jupyter). Results come back in job order and do not depend on the number of work
 from __future__ import annotations
 
 import concurrent.futures as cf
-import time
 import multiprocessing as mp
+import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -87,8 +89,23 @@ def run_job(bundle: ClipBundle, job) -> dict:
     return job.run(bundle)
 
 
-def _init_worker(name: str, pretrained: str | None, identity: str, threads: int) -> None:
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """In a worker: exit as soon as the process ``parent`` is gone (a killed kernel must not leave busy orphans).
+
+    A killed parent cannot shut its pool down, and its workers would go on with their queued jobs; a
+    daemon thread notices the re-parenting (``os.getppid()`` changes) and ends the worker.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(parent: int, name: str, pretrained: str | None, identity: str, threads: int) -> None:
     global _WORKER_BUNDLE
+    exit_with_parent(parent)
     torch.set_num_threads(max(1, threads))
     from vlmlab.models import load_clip
     _WORKER_BUNDLE = load_clip(name, pretrained, device="cpu")
@@ -122,7 +139,7 @@ def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob], workers: int = 
             torch.set_num_threads(before)
     threads = threads or max(1, torch.get_num_threads() // workers)
     ctx = mp.get_context("spawn")
-    args = (bundle.name, bundle.pretrained, bundle.identity, threads)
+    args = (os.getpid(), bundle.name, bundle.pretrained, bundle.identity, threads)
     out: list[dict | None] = [None] * len(jobs)
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=args) as pool:
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost())          # longest first: less idle time
