@@ -34,7 +34,9 @@
 # background 96 %, style 95 %, count 100 %, texture 73 %, shape 49 %) but never learned its *multi-image*
 # letter questions within the CPU training budget (4-image "which image shows a star?": 27 %, chance 25 %;
 # `vlmlab/assets/MODEL_CARD.md`). Its failure on the four tasks is therefore partly a failure to answer
-# any multi-image letter question, whereas the paper's VLMs are competent general models. The readout,
+# any multi-image letter question, whereas the paper's VLMs are competent general models (trained from
+# scratch, its LM learns to attend from the answer to a matching image, but not to first carry the
+# question's word there). The readout,
 # blind-test, layer and fine-tuning comparisons below hold either way; read the gap's size with this in mind.
 
 # %% tags=["parameters"]
