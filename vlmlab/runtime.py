@@ -1,4 +1,4 @@
-"""Runtime services: seeds, devices, logging, progress bars, cache and data roots.
+"""Runtime services: seeds, devices, logging, progress bars, cache and data roots, CPU worker processes.
 
 Progress bars follow ../shared/papers/practical_notes.md §6.3: ``tqdm.auto`` (a widget in
 JupyterLab) when interactive, and a plain text bar on stderr that refreshes at most every
@@ -7,12 +7,16 @@ because papermill's log never shows widget bars.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
+import multiprocessing as mp
 import os
 import random
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -106,3 +110,55 @@ def set_threads(n: int | None = None) -> None:
     n = n or int(os.environ.get("VLMLAB_THREADS", 0))
     if n > 0:
         torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------------------------- worker processes
+_CONTEXT: Any = None                          # what process_map's ``context`` is inside a worker
+
+
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """In a worker: exit as soon as the process ``parent`` is gone (a killed kernel must not leave busy orphans).
+
+    A killed parent cannot shut its pool down, and its workers would go on with their queued jobs; a
+    daemon thread notices the re-parenting (``os.getppid()`` changes) and ends the worker.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(parent: int, threads: int, context: Any) -> None:
+    global _CONTEXT
+    exit_with_parent(parent)
+    torch.set_num_threads(threads)
+    _CONTEXT = context
+
+
+def _call(fn: Callable, item: Any) -> Any:
+    return fn(_CONTEXT, item)
+
+
+def process_map(fn: Callable[[Any, Any], T], items: Sequence, context: Any = None, workers: int = 1,
+                threads: int | None = None, desc: str = "") -> list[T]:
+    """``[fn(context, item) for item in items]``, in ``workers`` spawned CPU processes when ``workers > 1``.
+
+    ``fn`` must be a module-level function; ``context`` (a model, say) is sent once to each worker,
+    each item once to the worker that takes it. ``threads``: torch threads per worker (default: this
+    process's threads split between the workers). Results come back in ``items``' order, so they do
+    not depend on the number of workers as long as ``fn`` seeds what it draws.
+    """
+    items = list(items)
+    workers = min(workers, len(items))
+    if workers <= 1:
+        return [fn(context, x) for x in progress(items, desc=desc, total=len(items))]
+    threads = threads or max(1, torch.get_num_threads() // workers)
+    out: list = [None] * len(items)
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                initargs=(os.getpid(), threads, context)) as pool:
+        futures = {pool.submit(_call, fn, x): i for i, x in enumerate(items)}
+        for fut in progress(cf.as_completed(futures), desc=f"{desc} ({workers} workers)", total=len(items)):
+            out[futures[fut]] = fut.result()
+    return out

@@ -58,6 +58,7 @@ components = ["lora", "projector", "vision"]  # component fine-tuning variants (
 finetune_steps = 100  # optimiser steps per variant and task
 finetune_batch = 16  # questions per step
 finetune_lrs = {}  # per-variant learning rates (prompt, lora, projector, vision) replacing FinetuneConfig's
+workers = 2  # CPU processes training embedded variants at once (1: in this process; LLaVA runs use 1)
 check_phenomenon = True  # fail the run if the VLM does not fall below its encoder's readout on average
 
 # %%
@@ -139,8 +140,12 @@ layers.pivot_table(index="task", columns="layer", values="accuracy", sort=False)
 # %%
 ft_config = FinetuneConfig(steps=P.finetune_steps, batch_size=P.finetune_batch, lora_rank=P.lora_rank, seed=P.seed,
                            **{f"lr_{k}": v for k, v in P.finetune_lrs.items()})
-finetune_table, tv = (BX.benchmark_finetune_variants if LLAVA else BX.finetune_variants)(
-    model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components, ft_config)
+if LLAVA:
+    finetune_table, tv = BX.benchmark_finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank,
+                                                        P.components, ft_config)
+else:
+    finetune_table, tv = BX.finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components,
+                                              ft_config, workers=P.workers)
 run.save_table(finetune_table, "finetune", floatfmt=".1f")
 run.save_table(tv, "tv", floatfmt=".3f")
 run.save_figure(BF.finetune_bars(finetune_table, readout_table), "finetune")

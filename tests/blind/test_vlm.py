@@ -207,3 +207,44 @@ def test_loading_weights_trained_on_another_trunk_warns(tmp_path):
     save_file(load_file(str(shipped)), str(tmp_path / "vlm.safetensors"), metadata=meta | {"trunk": "embedded@another"})
     with pytest.warns(UserWarning, match="make train-embedded-vlm"):
         load_vlm(path=tmp_path / "vlm.safetensors")
+
+
+def test_finetuning_is_seeded_alone_whatever_ran_before(vlm):
+    task = odd_one_out_task(8, seed=2)
+    patches = trunk_patches(vlm, task.images)
+    cfg = FinetuneConfig(steps=2, batch_size=4)
+    torch.manual_seed(1)
+    a = finetune(vlm, task, "lora", 4, patches, cfg)
+    torch.rand(100)                                        # another state of the global RNG
+    b = finetune(vlm, task, "lora", 4, patches, cfg)
+    after = torch.rand(1)
+    torch.manual_seed(1), torch.rand(100)
+    assert torch.equal(after, torch.rand(1))               # the caller's RNG stream is left alone
+    for (name, pa), (_, pb) in zip(a.lm.named_parameters(), b.lm.named_parameters()):
+        assert torch.equal(pa, pb), name
+
+
+def test_finetune_tables_are_the_same_with_worker_processes(vlm):
+    from vlmlab.blind.experiment import finetune_variants, predictions, prepare_tasks
+
+    runs = prepare_tasks(vlm, ["odd_one_out", "style"], n_train=8, n_test=6, seed=0)
+    preds = {n: predictions(vlm, r.test, r.test_patches) for n, r in runs.items()}
+    hidden_maps(vlm, runs["style"].test, runs["style"].test_patches)     # transformers hooks the model: still picklable
+    kw = dict(soft_tokens=[1], components=["lora", "vision"], config=FinetuneConfig(steps=2, batch_size=4))
+    here = finetune_variants(vlm, runs, "tiny", preds, **kw)
+    there = finetune_variants(vlm, runs, "tiny", preds, workers=2, **kw)
+    for a, b in zip(here, there):
+        assert len(a) == 2 * 4
+        assert a.equals(b)
+
+
+def test_a_pickled_vlm_answers_exactly_as_the_original(vlm):
+    import pickle
+
+    task = style_task(4, seed=3)
+    patches = list(trunk_patches(vlm, task.images))
+    vlm.set_soft_prompt(2)
+    copy = pickle.loads(pickle.dumps(vlm))
+    assert not copy.training and copy.soft_prompt.shape == (2, vlm.config.width)
+    torch.testing.assert_close(answer_logits(copy, [task.segments()] * 4, patches, n_soft=2),
+                               answer_logits(vlm, [task.segments()] * 4, patches, n_soft=2), rtol=0, atol=0)

@@ -24,7 +24,7 @@ from vlmlab.blind.tasks import (LETTERS, MCTask, correspondence_task, depth_task
 from vlmlab.blind.vlm import IMAGE, TinyVLM, option_logprobs, pad_batch
 from vlmlab.features import extract_arrays
 from vlmlab.metrics import answer_distribution, total_variation
-from vlmlab.runtime import progress
+from vlmlab.runtime import process_map, progress
 
 TASKS = {"depth": depth_task, "correspondence": correspondence_task, "odd_one_out": odd_one_out_task,
          "style": style_task}
@@ -233,43 +233,58 @@ def layer_probe(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> pd.DataFr
 
 def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_preds: dict, soft_tokens=(1, 5, 10),
                       lora_rank: int = 8, components=("lora", "projector", "vision"),
-                      config=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      config=None, workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fine-tune each variant on each task's training questions; evaluate on its test questions.
 
     ``image_preds``: the original model's test predictions per task (``readout_vs_vlm``). Returns
     ``finetune`` (``task, variant, n_tokens_or_rank, accuracy``; the original model as variant
     ``original`` with 0) and ``tv`` (``task, model, variant, tv``: TV distance between the predicted and
-    the true letter distributions).
+    the true letter distributions). ``workers > 1`` trains that many variants at once in CPU processes
+    (``vlmlab.runtime.process_map``); every variant is seeded alone, so the tables do not change.
     """
-    from vlmlab.blind.finetune import FinetuneConfig, finetune
+    from vlmlab.blind.finetune import FinetuneConfig
 
     config = config or FinetuneConfig()
 
-    def tuned_predictions(r: TaskRun, variant: str, arg: int) -> np.ndarray:
-        tuned = finetune(vlm, r.train, variant, arg, r.train_patches, config)
-        test_patches = trunk_patches(tuned, r.test.images) if variant == "vision" else r.test_patches
-        return predictions(tuned, r.test, test_patches, n_soft=arg if variant == "prompt" else 0)
+    def tune(plan: list[tuple[str, str, int]]) -> list[np.ndarray]:
+        jobs = [(runs[name].train, runs[name].train_patches, runs[name].test,
+                 None if variant == "vision" else runs[name].test_patches, variant, arg)
+                for name, variant, arg in plan]
+        return process_map(_tuned_predictions, jobs, context=(vlm, config), workers=workers,
+                           desc="fine-tune variants")
 
-    return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tuned_predictions)
+    return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tune)
+
+
+def _tuned_predictions(context, job) -> np.ndarray:
+    """One fine-tuning job of ``finetune_variants`` (module-level: it may run in a worker process)."""
+    from vlmlab.blind.finetune import finetune
+
+    vlm, config = context
+    train, train_patches, test, test_patches, variant, arg = job
+    tuned = finetune(vlm, train, variant, arg, train_patches, config)
+    if test_patches is None:                                    # vision fine-tuning: the trunk changed
+        test_patches = trunk_patches(tuned, test.images)
+    return predictions(tuned, test, test_patches, n_soft=arg if variant == "prompt" else 0)
 
 
 def _finetune_tables(runs: dict, model: str, image_preds: dict, soft_tokens, lora_rank: int, components,
-                     tuned_predictions) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     tune) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``finetune`` and ``tv`` tables: per task, the original model, then every variant of the plan
-    (prompt tuning per soft-token count, then the components), ``tuned_predictions(run, variant, arg)``
-    giving a tuned copy's test predictions."""
-    acc_rows, tv_rows = [], []
+    (prompt tuning per soft-token count, then the components); ``tune([(task, variant, arg), ...])`` gives
+    the tuned copies' test predictions, in that order."""
     plan = [("prompt", n) for n in soft_tokens] + [(c, lora_rank if c == "lora" else 0) for c in components]
+    jobs = [(name, variant, arg) for name in runs for variant, arg in plan]
+    tuned = dict(zip(jobs, tune(jobs)))
+    acc_rows, tv_rows = [], []
     for name, r in runs.items():
         k = r.test.n_options
-        pred = image_preds[name]
-        acc_rows.append({"task": name, "variant": "original", "n_tokens_or_rank": 0, "accuracy": _acc(pred, r.test.answers)})
-        tv_rows.append({"task": name, "model": model, "variant": "original", "tv": tv_to_labels(pred, r.test.answers, k)})
-        for variant, arg in progress(plan, desc=f"fine-tune on {name}"):
-            pred = tuned_predictions(r, variant, arg)
+        for variant, arg in [("original", 0)] + plan:
+            pred = image_preds[name] if variant == "original" else tuned[name, variant, arg]
             acc_rows.append({"task": name, "variant": variant, "n_tokens_or_rank": arg,
                              "accuracy": _acc(pred, r.test.answers)})
-            tv_rows.append({"task": name, "model": model, "variant": variant_label(variant, arg), "tv": tv_to_labels(pred, r.test.answers, k)})
+            tv_rows.append({"task": name, "model": model, "variant": variant_label(variant, arg),
+                            "tv": tv_to_labels(pred, r.test.answers, k)})
     return pd.DataFrame(acc_rows), pd.DataFrame(tv_rows)
 
 
@@ -378,7 +393,8 @@ def benchmark_finetune_variants(scorer, runs: dict[str, BenchmarkRun], model: st
 
     config = config or FinetuneConfig()
 
-    def tuned_predictions(r: BenchmarkRun, variant: str, arg: int) -> np.ndarray:
-        return scorer_predictions(finetune_llava(scorer, r.train, variant, arg, config), r.test)
+    def tune(plan: list[tuple[str, str, int]]) -> list[np.ndarray]:
+        return [scorer_predictions(finetune_llava(scorer, runs[name].train, variant, arg, config), runs[name].test)
+                for name, variant, arg in progress(plan, desc="fine-tune variants")]
 
-    return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tuned_predictions)
+    return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tune)

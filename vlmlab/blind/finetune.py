@@ -78,8 +78,16 @@ def finetune(vlm: TinyVLM, task: MCTask, variant: str, n_tokens_or_rank: int = 0
     """Train one variant on ``task`` (its training questions) and return the tuned copy.
 
     ``patches`` (n, k, P, C): the frozen trunk's patch tokens of ``task``'s images, reused by every
-    variant but ``vision``, which recomputes them through the (trainable) trunk each step.
+    variant but ``vision``, which recomputes them through the (trainable) trunk each step. Seeded by
+    ``config.seed`` alone (LoRA's random A too), whatever ran before, in a forked RNG.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _finetune(vlm, task, variant, n_tokens_or_rank, patches, config)
+
+
+def _finetune(vlm: TinyVLM, task: MCTask, variant: str, n_tokens_or_rank: int, patches: Tensor | None,
+              config: FinetuneConfig) -> TinyVLM:
     out, params = prepare(vlm, variant, n_tokens_or_rank, config.lora_rank)
     lr = {"prompt": config.lr_prompt, "lora": config.lr_lora, "projector": config.lr_projector,
           "vision": config.lr_vision}[variant]

@@ -205,6 +205,13 @@ class TinyVLM(nn.Module):
         self.soft_prompt = nn.Parameter(word[None].repeat(n, 1).clone())
 
     # ---------------------------------------------------------------- persistence
+    def __reduce__(self):
+        """Pickle as (CLIP bundle, vocabulary, config, weights), rebuilt on load: what worker processes
+        receive (transformers installs unpicklable hooks on a model once it has run)."""
+        soft = None if self.soft_prompt is None else self.soft_prompt.detach()
+        return _rebuild_vlm, (self.vision._bundle[0], self.tokenizer.vocab, self.config,
+                              {k: v.detach() for k, v in self.state().items()}, soft, self.training)
+
     def state(self) -> dict[str, Tensor]:
         """Projector and LM weights (the vision trunk is the shipped CLIP's)."""
         sd = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
@@ -215,6 +222,16 @@ class TinyVLM(nn.Module):
         """Config, vocabulary and the identity of the CLIP whose trunk the weights were trained on."""
         return {"config": json.dumps(asdict(self.config)), "vocab": json.dumps(self.tokenizer.vocab),
                 "trunk": self.vision._bundle[0].identity}
+
+
+def _rebuild_vlm(bundle: ClipBundle, vocab: list[str], config: VLMConfig, state: dict[str, Tensor],
+                 soft_prompt: Tensor | None, training: bool) -> TinyVLM:
+    vlm = TinyVLM(bundle, WordTokenizer(vocab), config)
+    vlm.projector.load_state_dict({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")})
+    vlm.lm.load_state_dict({k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")})
+    if soft_prompt is not None:
+        vlm.soft_prompt = nn.Parameter(soft_prompt.clone())
+    return vlm.train(training)
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
@@ -267,8 +284,5 @@ def load_vlm(bundle: ClipBundle | None = None, path=None) -> TinyVLM:
     if meta.get("trunk", bundle.identity) != bundle.identity:
         warnings.warn(f"{path.name} was trained on the trunk of {meta['trunk']}, not of {bundle.identity}: its "
                       "projector reads features it never saw; `make train-embedded-vlm` retrains it", stacklevel=2)
-    vlm = TinyVLM(bundle, WordTokenizer(json.loads(meta["vocab"])), VLMConfig(**json.loads(meta["config"])))
     state = {k: v.float() for k, v in load_file(str(path)).items()}
-    vlm.projector.load_state_dict({k[len("projector."):]: v for k, v in state.items() if k.startswith("projector.")})
-    vlm.lm.load_state_dict({k[len("lm."):]: v for k, v in state.items() if k.startswith("lm.")})
-    return vlm.eval()
+    return _rebuild_vlm(bundle, json.loads(meta["vocab"]), VLMConfig(**json.loads(meta["config"])), state, None, False)

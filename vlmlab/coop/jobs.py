@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -23,7 +22,7 @@ from vlmlab.coop.train import CoOpConfig, TrainSet, coop_logits, train_coop
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import fit_linear_probe
-from vlmlab.runtime import get_logger, progress
+from vlmlab.runtime import exit_with_parent, get_logger, progress
 
 log = get_logger("vlmlab.coop")
 _WORKER_BUNDLE: ClipBundle | None = None
@@ -87,20 +86,6 @@ class ProbeJob:
 
 def run_job(bundle: ClipBundle, job) -> dict:
     return job.run(bundle)
-
-
-def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
-    """In a worker: exit as soon as the process ``parent`` is gone (a killed kernel must not leave busy orphans).
-
-    A killed parent cannot shut its pool down, and its workers would go on with their queued jobs; a
-    daemon thread notices the re-parenting (``os.getppid()`` changes) and ends the worker.
-    """
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _init_worker(parent: int, name: str, pretrained: str | None, identity: str, threads: int) -> None:
