@@ -231,8 +231,14 @@ def test_finetune_tables_are_the_same_with_worker_processes(vlm):
     preds = {n: predictions(vlm, r.test, r.test_patches) for n, r in runs.items()}
     hidden_maps(vlm, runs["style"].test, runs["style"].test_patches)     # transformers hooks the model: still picklable
     kw = dict(soft_tokens=[1], components=["lora", "vision"], config=FinetuneConfig(steps=2, batch_size=4))
-    here = finetune_variants(vlm, runs, "tiny", preds, **kw)
-    there = finetune_variants(vlm, runs, "tiny", preds, workers=2, **kw)
+    threads = torch.get_num_threads()
+    try:                                                   # 1 torch thread here and in each of the 2 workers
+        torch.set_num_threads(1)                           # (2 // 2): the same summation order
+        here = finetune_variants(vlm, runs, "tiny", preds, **kw)
+        torch.set_num_threads(2)
+        there = finetune_variants(vlm, runs, "tiny", preds, workers=2, **kw)
+    finally:
+        torch.set_num_threads(threads)
     for a, b in zip(here, there):
         assert len(a) == 2 * 4
         assert a.equals(b)

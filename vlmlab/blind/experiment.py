@@ -240,18 +240,17 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
     ``finetune`` (``task, variant, n_tokens_or_rank, accuracy``; the original model as variant
     ``original`` with 0) and ``tv`` (``task, model, variant, tv``: TV distance between the predicted and
     the true letter distributions). ``workers > 1`` trains that many variants at once in CPU processes
-    (``vlmlab.runtime.process_map``); every variant is seeded alone, so the tables do not change.
+    (``vlmlab.runtime.process_map``); every variant is seeded alone, so the tables change only through
+    floating-point summation order where a worker has fewer torch threads than this process.
     """
     from vlmlab.blind.finetune import FinetuneConfig
 
     config = config or FinetuneConfig()
 
     def tune(plan: list[tuple[str, str, int]]) -> list[np.ndarray]:
-        jobs = [(runs[name].train, runs[name].train_patches, runs[name].test,
-                 None if variant == "vision" else runs[name].test_patches, variant, arg)
-                for name, variant, arg in plan]
-        return process_map(_tuned_predictions, jobs, context=(vlm, config), workers=workers,
-                           desc="fine-tune variants")
+        data = {name: (r.train, r.train_patches, r.test, r.test_patches) for name, r in runs.items()}
+        return process_map(_tuned_predictions, plan, context=(vlm, config, data), workers=workers,
+                           desc="fine-tune variants")                  # the tasks go once to each worker
 
     return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tune)
 
@@ -260,10 +259,11 @@ def _tuned_predictions(context, job) -> np.ndarray:
     """One fine-tuning job of ``finetune_variants`` (module-level: it may run in a worker process)."""
     from vlmlab.blind.finetune import finetune
 
-    vlm, config = context
-    train, train_patches, test, test_patches, variant, arg = job
+    vlm, config, data = context
+    name, variant, arg = job
+    train, train_patches, test, test_patches = data[name]
     tuned = finetune(vlm, train, variant, arg, train_patches, config)
-    if test_patches is None:                                    # vision fine-tuning: the trunk changed
+    if variant == "vision":                                     # the trunk changed: its tokens too
         test_patches = trunk_patches(tuned, test.images)
     return predictions(tuned, test, test_patches, n_soft=arg if variant == "prompt" else 0)
 
