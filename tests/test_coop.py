@@ -219,3 +219,29 @@ def test_zero_shot_weights_used_by_the_sweep_are_the_templates(bundle, splits):
     ref = F.normalize(bundle.encode_texts([splits.template.format(c) for c in splits.classnames]), dim=-1)
     torch.testing.assert_close(w, ref, atol=1e-5, rtol=1e-4)
 
+
+# ---- worker processes -----------------------------------------------------------------------------
+
+def test_parallel_jobs_give_the_in_process_results_in_job_order():
+    import dataclasses
+
+    from vlmlab.coop.jobs import ProbeJob, run_jobs
+    from vlmlab.models import load_clip
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g)
+
+    def draw(n):
+        y = torch.arange(n) % 3
+        return centres[y] + 0.8 * torch.randn(n, 8, generator=g), y
+
+    jobs = [ProbeJob("toy", k, 0, 3, draw(3 * k), draw(9), *draw(30), refine=2) for k in (1, 8, 2, 4)]
+    bundle = load_clip("embedded", device="cpu")               # loadable weights: workers load them by tag
+    here = run_jobs(bundle, jobs, workers=1)
+    there = run_jobs(bundle, jobs, workers=2, threads=1)       # the costliest (8 shots) goes first
+    assert [r["accuracy"] for r in there] == [r["accuracy"] for r in here]
+    for a, b in zip(here, there):
+        torch.testing.assert_close(b["probe"].logits(jobs[0].test_feats), a["probe"].logits(jobs[0].test_feats))
+    with pytest.raises(RuntimeError, match="the parent holds"):
+        run_jobs(dataclasses.replace(bundle, weights_id="another"), jobs[:2], workers=2, threads=1)
+

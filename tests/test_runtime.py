@@ -22,6 +22,8 @@ def test_process_map_gives_the_in_process_results_in_order():
     assert {r[1] for r in here} == {os.getpid()}
     assert os.getpid() not in {r[1] for r in there}            # it really ran elsewhere
     assert {r[2] for r in there} == {1}
+    first_costliest = process_map(_scaled, items, context=10, workers=2, threads=1, cost=lambda x: x)
+    assert [r[0] for r in first_costliest] == [r[0] for r in here]  # submission order never shows in the results
 
 
 _ORPHAN_PARENT = """
@@ -37,7 +39,6 @@ if __name__ == "__main__":
 
 
 def test_workers_exit_when_their_parent_is_killed(tmp_path):
-    import os
     import signal
     import subprocess
     import sys

@@ -142,23 +142,32 @@ def _call(fn: Callable, item: Any) -> Any:
 
 
 def process_map(fn: Callable[[Any, Any], T], items: Sequence, context: Any = None, workers: int = 1,
-                threads: int | None = None, desc: str = "") -> list[T]:
+                threads: int | None = None, desc: str = "", cost: Callable[[Any], float] | None = None) -> list[T]:
     """``[fn(context, item) for item in items]``, in ``workers`` spawned CPU processes when ``workers > 1``.
 
     ``fn`` must be a module-level function; ``context`` (a model, say) is sent once to each worker,
     each item once to the worker that takes it. ``threads``: torch threads per worker (default: this
-    process's threads split between the workers). Results come back in ``items``' order, so they do
-    not depend on the number of workers as long as ``fn`` seeds what it draws.
+    process's threads split between the workers); with one worker, this process's threads while the
+    items run (default: unchanged). ``cost(item)``: workers take the costliest items first (less idle
+    time at the end). Results come back in ``items``' order, so they do not depend on the number of
+    workers as long as ``fn`` seeds what it draws.
     """
     items = list(items)
     workers = min(workers, len(items))
     if workers <= 1:
-        return [fn(context, x) for x in progress(items, desc=desc, total=len(items))]
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return [fn(context, x) for x in progress(items, desc=desc, total=len(items))]
+        finally:
+            torch.set_num_threads(before)
     threads = threads or max(1, torch.get_num_threads() // workers)
+    order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else range(len(items))
     out: list = [None] * len(items)
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                 initargs=(os.getpid(), threads, context)) as pool:
-        futures = {pool.submit(_call, fn, x): i for i, x in enumerate(items)}
+        futures = {pool.submit(_call, fn, items[i]): i for i in order}
         for fut in progress(cf.as_completed(futures), desc=f"{desc} ({workers} workers)", total=len(items)):
             out[futures[fut]] = fut.result()
     return out

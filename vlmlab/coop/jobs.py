@@ -7,9 +7,6 @@ Jupyter). Results come back in job order and do not depend on the number of work
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -22,7 +19,7 @@ from vlmlab.coop.train import CoOpConfig, TrainSet, coop_logits, train_coop
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import fit_linear_probe
-from vlmlab.runtime import exit_with_parent, get_logger, progress
+from vlmlab.runtime import get_logger, process_map
 
 log = get_logger("vlmlab.coop")
 _WORKER_BUNDLE: ClipBundle | None = None
@@ -88,17 +85,17 @@ def run_job(bundle: ClipBundle, job) -> dict:
     return job.run(bundle)
 
 
-def _init_worker(parent: int, name: str, pretrained: str | None, identity: str, threads: int) -> None:
+def _worker_job(source: tuple[str, str | None, str], job) -> dict:
+    """A job in a worker process: the CLIP is loaded once per process from ``source`` (name, pretrained,
+    the parent's identity) and checked against the parent's."""
     global _WORKER_BUNDLE
-    exit_with_parent(parent)
-    torch.set_num_threads(max(1, threads))
-    from vlmlab.models import load_clip
-    _WORKER_BUNDLE = load_clip(name, pretrained, device="cpu")
-    if _WORKER_BUNDLE.identity != identity:
-        raise RuntimeError(f"worker loaded {_WORKER_BUNDLE.identity!r}, the parent holds {identity!r}")
-
-
-def _worker_job(job) -> dict:
+    if _WORKER_BUNDLE is None:
+        from vlmlab.models import load_clip
+        name, pretrained, identity = source
+        bundle = load_clip(name, pretrained, device="cpu")
+        if bundle.identity != identity:
+            raise RuntimeError(f"worker loaded {bundle.identity!r}, the parent holds {identity!r}")
+        _WORKER_BUNDLE = bundle
     return job.run(_WORKER_BUNDLE)
 
 
@@ -114,21 +111,7 @@ def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob], workers: int = 
         log.warning("CoOp workers=%d ignored: parallel runs need a CPU bundle with loadable weights "
                     "(device %s, pretrained %r); running in this process", workers, bundle.device, bundle.pretrained)
         workers = 1
-    if workers <= 1:
-        before = torch.get_num_threads()
-        if threads:                                   # tiny matrices: extra intra-op threads only add sync cost
-            torch.set_num_threads(threads)
-        try:
-            return [j.run(bundle) for j in progress(jobs, desc="CoOp runs", total=len(jobs))]
-        finally:
-            torch.set_num_threads(before)
-    threads = threads or max(1, torch.get_num_threads() // workers)
-    ctx = mp.get_context("spawn")
-    args = (os.getpid(), bundle.name, bundle.pretrained, bundle.identity, threads)
-    out: list[dict | None] = [None] * len(jobs)
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=args) as pool:
-        order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost())          # longest first: less idle time
-        futures = {pool.submit(_worker_job, jobs[i]): i for i in order}
-        for fut in progress(cf.as_completed(futures), desc=f"CoOp runs ({workers} workers)", total=len(jobs)):
-            out[futures[fut]] = fut.result()
-    return out
+    if workers <= 1:                                  # threads: tiny matrices, extra intra-op threads only add sync cost
+        return process_map(run_job, jobs, context=bundle, threads=threads, desc="CoOp runs")
+    return process_map(_worker_job, jobs, context=(bundle.name, bundle.pretrained, bundle.identity), workers=workers,
+                       threads=threads, desc="CoOp runs", cost=lambda j: j.cost())
