@@ -102,7 +102,8 @@ def main(argv=None) -> None:
     cache = FeatureCache()
     ds = datasets_table(bundle, a.n_test, a.per_class_train, cache)
     cor = corruption_table(bundle, a.n_test, cache)
-    meta = {"seconds": time.time() - t0, "device": f"CPU, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}", "n_test": a.n_test,
+    threads = torch.get_num_threads()
+    meta = {"seconds": time.time() - t0, "device": f"CPU, {threads} thread{'s' if threads > 1 else ''}", "n_test": a.n_test,
             "per_class_train": a.per_class_train, "weights": bundle.weights_id}
     a.out.write_text(json.dumps({"meta": meta, "datasets": ds.to_dict("records"),
                                  "corruptions": cor.to_dict("records")}, indent=1))
