@@ -21,10 +21,11 @@
 #   and question-answer pairs, never on these tasks). Readouts use the very patch tokens the LM
 #   receives.
 # * **paper**: a `transformers` LLaVA-family checkpoint (`vlm`, from local files only) on CV-Bench
-#   Depth, BLINK val (semantic / visual / functional correspondence, art style) and MOCHI under
-#   `data_root` (`vlmlab.blind.benchmarks` gives the layouts). The readouts use the checkpoint's own
-#   vision tower; layer probing reads each image's block of the canvas's image tokens (every 4th LM
-#   layer, pooled to 8 x 8); each benchmark is split in half, the first half training the depth probe
+#   Depth, BLINK val (semantic / visual / functional correspondence, art style) and MOCHI (its 3- and
+#   4-image trials as two tasks, `odd_one_out` and `odd_one_out_4`) under `data_root`
+#   (`vlmlab.blind.benchmarks` gives the layouts). The readouts use the checkpoint's own vision tower;
+#   layer probing reads each image's block of the canvas's image tokens (every 4th LM layer, pooled to
+#   8 x 8); each benchmark is split in half, the first half training the depth probe
 #   and the fine-tuning variants (`vlmlab.blind.finetune.finetune_llava`), the second measuring.
 # * **tiny**: seconds, for the test suite.
 #

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 import vlmlab.blind.experiment as BX
-from vlmlab.blind.benchmarks import answer_index, letterbox, load_blink, load_cvbench_depth, load_mochi, split
+from vlmlab.blind.benchmarks import (answer_index, letterbox, load_benchmark, load_blink, load_cvbench_depth,
+                                     load_mochi, split)
 from vlmlab.blind.readouts import box_features
 from vlmlab.data.base import DatasetNotFound
 
@@ -80,7 +81,7 @@ def root(tmp_path_factory):
     # MOCHI: trials of 3 and of 4 images
     (root / "mochi" / "data").mkdir(parents=True)
     rows = []
-    for i in range(6):
+    for i in range(7):
         n = 3 if i < 4 else 4
         rows.append({"dataset": "shapegen", "condition": "abstract2", "trial": f"t{i}", "n_objects": n,
                      "oddity_index": i % n, "images": [_png(_image(40, 40, [(20, 20, COLOURS[int(j == i % n)])]))
@@ -160,7 +161,13 @@ def test_mochi_keeps_trials_of_one_size_with_the_oddity_index_as_answer(root):
     assert three.images.shape == (4, 3, 32, 32, 3) and three.answers.tolist() == [0, 1, 2, 0]
     assert "other two" in three.question
     four = load_mochi(root, size=32, n_objects=4)
-    assert len(four) == 2 and four.n_options == 4
+    assert len(four) == 3 and four.n_options == 4 and four.answers.tolist() == [0, 1, 2]
+    assert "other three" in four.question
+    assert (three.name, four.name) == ("odd_one_out", "odd_one_out_4")
+    assert three.readout_kind == four.readout_kind == "odd_one_out"
+    assert load_benchmark("odd_one_out_4", root, size=32).images.shape == (3, 4, 32, 32, 3)
+    with pytest.raises(DatasetNotFound, match="n_objects == 5"):
+        load_benchmark("odd_one_out_5", root, size=32)
 
 
 def test_a_missing_benchmark_says_how_to_get_it(tmp_path):
@@ -169,13 +176,15 @@ def test_a_missing_benchmark_says_how_to_get_it(tmp_path):
 
 
 def test_llava_benchmark_run_end_to_end(root, tiny_llava):
-    runs = BX.prepare_benchmarks(tiny_llava, ["depth", "visual_correspondence", "art_style", "odd_one_out"], root,
-                                 train_fraction=0.75, seed=0, size=32)
+    runs = BX.prepare_benchmarks(tiny_llava, ["depth", "visual_correspondence", "art_style", "odd_one_out",
+                                              "odd_one_out_4"], root, train_fraction=0.75, seed=0, size=32)
     assert len(runs["depth"].train) == 6 and len(runs["depth"].test) == 2 and len(runs["art_style"].train) == 3
     assert runs["depth"].train_maps is not None and runs["art_style"].train_maps is None
-    assert runs["odd_one_out"].test_cls.shape[:2] == (1, 3)
+    assert runs["odd_one_out"].test_cls.shape[:2] == (1, 3) and runs["odd_one_out_4"].test_cls.shape[:2] == (1, 4)
     table, preds = BX.benchmark_readout_vs_vlm(tiny_llava, runs, "tiny-llava")
     assert list(table.task) == list(runs) and table.readout_acc.between(0, 100).all()
+    chance = table.set_index("task").chance
+    assert chance["odd_one_out"] == pytest.approx(100 / 3) and chance["odd_one_out_4"] == 25
     freq, agree = BX.benchmark_blind_test(tiny_llava, runs, "tiny-llava", preds)
     sums = freq.groupby(["task", "condition"]).frequency.sum()
     np.testing.assert_allclose(sums.to_numpy(), 1.0)
@@ -185,8 +194,8 @@ def test_llava_benchmark_run_end_to_end(root, tiny_llava):
     from vlmlab.blind.finetune import FinetuneConfig
     acc, tv = BX.benchmark_finetune_variants(tiny_llava, runs, "tiny-llava", preds, soft_tokens=[1], components=["lora"],
                                              config=FinetuneConfig(steps=1, batch_size=2))
-    assert list(acc.variant[:3]) == ["original", "prompt", "lora"] and len(acc) == 12 and len(tv) == 12
-    assert tv.tv.between(0, 1).all() and (tv.variant == "original").sum() == 4
+    assert list(acc.variant[:3]) == ["original", "prompt", "lora"] and len(acc) == 15 and len(tv) == 15
+    assert tv.tv.between(0, 1).all() and (tv.variant == "original").sum() == 5
     original = acc[acc.variant == "original"].set_index("task").accuracy
     assert (original == table.set_index("task").vlm_acc).all()
 
@@ -210,10 +219,10 @@ def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path
         kernel_name=kernel_name, cwd=str(REPO_ROOT / "notebooks"), progress_bar=False, start_timeout=180)
     table = pd.read_csv(out / "tables" / "readout_vs_vlm.csv")
     assert list(table.task) == ["depth", "semantic_correspondence", "visual_correspondence",
-                                "functional_correspondence", "art_style", "odd_one_out"]
+                                "functional_correspondence", "art_style", "odd_one_out", "odd_one_out_4"]
     assert table.readout_acc.between(0, 100).all() and (table.chance > 0).all()
     blind = pd.read_csv(out / "tables" / "blind.csv")
     assert set(blind.condition) == {"image", "blank", "labels"}
-    assert len(pd.read_csv(out / "tables" / "tv.csv")) == 6 * 5
-    assert len(pd.read_csv(out / "tables" / "finetune.csv")) == 6 * 5
+    assert len(pd.read_csv(out / "tables" / "tv.csv")) == 7 * 5
+    assert len(pd.read_csv(out / "tables" / "finetune.csv")) == 7 * 5
     assert set(pd.read_csv(out / "tables" / "layers.csv").layer) == {-1, 0, 2}      # the tiny LLaVA has 2 blocks

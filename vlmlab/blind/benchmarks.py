@@ -33,7 +33,7 @@ from vlmlab.runtime import data_root
 
 BLINK_SUBTASKS = {"semantic_correspondence": "Semantic_Correspondence", "visual_correspondence": "Visual_Correspondence",
                   "functional_correspondence": "Functional_Correspondence", "art_style": "Art_Style"}
-BENCHMARK_TASKS = ("depth", *BLINK_SUBTASKS, "odd_one_out")
+BENCHMARK_TASKS = ("depth", *BLINK_SUBTASKS, "odd_one_out", "odd_one_out_4")   # MOCHI's 3- and 4-image trials
 HOW_TO_GET = {
     "cv-bench": "hf download nyu-visionx/CV-Bench --repo-type dataset --local-dir <root>/cv-bench",
     "blink": "hf download BLINK-Benchmark/BLINK --repo-type dataset --local-dir <root>/blink",
@@ -157,7 +157,12 @@ def _keypoints(path: Path, ids, transforms) -> np.ndarray | None:
 
 
 def load_mochi(root=None, size: int = 224, n_objects: int = 3) -> MCTask:
-    """MOCHI oddity trials with ``n_objects`` images (most have 3): which image shows another object?"""
+    """MOCHI oddity trials with ``n_objects`` images: which image shows another object?
+
+    Most trials have 3 images, the rest 4 (the paper pools them: its plotted chance, 0.328, puts about
+    94 % of the trials at 3). An ``MCTask`` has one option count, so each size is a task of its own:
+    ``odd_one_out`` (3) and ``odd_one_out_<n>``, both read out as ``odd_one_out``.
+    """
     df = _parquet(data_root(root) / "mochi" / "data", "*.parquet", "mochi")
     df = df[df["n_objects"] == n_objects].reset_index(drop=True)
     if not len(df):
@@ -168,8 +173,10 @@ def load_mochi(root=None, size: int = 224, n_objects: int = 3) -> MCTask:
             images[i, j] = letterbox(_decode(cell), size)[0]
     others = {2: "other two", 3: "other three"}.get(n_objects - 1, "others")
     meta = [{"dataset": d, "condition": c, "trial": t} for d, c, t in zip(df["dataset"], df["condition"], df["trial"])]
-    return MCTask("odd_one_out", images, df["oddity_index"].to_numpy().astype(int), n_objects,
-                  f"Which image shows a different object from the {others}?", meta, labels=tuple(LETTERS[:n_objects]))
+    name = "odd_one_out" if n_objects == 3 else f"odd_one_out_{n_objects}"
+    return MCTask(name, images, df["oddity_index"].to_numpy().astype(int), n_objects,
+                  f"Which image shows a different object from the {others}?", meta, labels=tuple(LETTERS[:n_objects]),
+                  kind="odd_one_out")
 
 
 def load_benchmark(name: str, root=None, size: int = 336) -> MCTask:
@@ -180,6 +187,8 @@ def load_benchmark(name: str, root=None, size: int = 336) -> MCTask:
         return load_blink(name, root, size)
     if name == "odd_one_out":
         return load_mochi(root, size)
+    if name.startswith("odd_one_out_") and name[len("odd_one_out_"):].isdigit():
+        return load_mochi(root, size, int(name[len("odd_one_out_"):]))
     raise KeyError(f"unknown benchmark task {name!r}; choose from {list(BENCHMARK_TASKS)}")
 
 
