@@ -244,4 +244,3 @@ def test_parallel_jobs_give_the_in_process_results_in_job_order():
         torch.testing.assert_close(b["probe"].logits(jobs[0].test_feats), a["probe"].logits(jobs[0].test_feats))
     with pytest.raises(RuntimeError, match="the parent holds"):
         run_jobs(dataclasses.replace(bundle, weights_id="another"), jobs[:2], workers=2, threads=1)
-

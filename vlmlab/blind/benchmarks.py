@@ -187,8 +187,8 @@ def load_benchmark(name: str, root=None, size: int = 336) -> MCTask:
         return load_blink(name, root, size)
     if name == "odd_one_out":
         return load_mochi(root, size)
-    if name.startswith("odd_one_out_") and name[len("odd_one_out_"):].isdigit():
-        return load_mochi(root, size, int(name[len("odd_one_out_"):]))
+    if (n_objects := name.removeprefix("odd_one_out_")) != name and n_objects.isdigit():
+        return load_mochi(root, size, int(n_objects))
     raise KeyError(f"unknown benchmark task {name!r}; choose from {list(BENCHMARK_TASKS)}")
 
 
