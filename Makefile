@@ -31,7 +31,7 @@ ifeq ($(PARALLEL),)
 .NOTPARALLEL:
 endif
 
-.PHONY: help setup test reproduce lab clean-results clean-cache train-embedded train-embedded-vlm evaluate-embedded sweep collect
+.PHONY: help setup test reproduce claims lab clean-results clean-cache train-embedded train-embedded-vlm evaluate-embedded sweep collect
 
 help:  ## list the targets
 	@echo "vlmlab (PROFILE=$(PROFILE), DEVICE=$(DEVICE))"
@@ -63,6 +63,9 @@ $(EXECUTED): $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.
 	$(RUN_ENV) $(PY) -m papermill notebooks/$*.ipynb $@ -k $(KERNEL) --cwd notebooks \
 		-f params/$(PROFILE)/$*.yaml -r profile $(PROFILE) -r device $(DEVICE) -r out_dir $(abspath $(@D)) \
 		--execution-timeout $(TIMEOUT) --log-output
+
+claims: | $(SETUP)  ## merge every notebook's claims of PROFILE into results/PROFILE/claims.md (after make reproduce)
+	$(PY) -m vlmlab.cli claims --profile $(PROFILE)
 
 lab: setup  ## open JupyterLab (kernel "Python (vlmlab)")
 	HF_HUB_OFFLINE=1 $(PY) -m jupyter lab

@@ -9,7 +9,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"runtime", "params", "results", "plots", "world", "data", "models", "metrics",
+_SUBMODULES = {"runtime", "params", "results", "plots", "claims", "world", "data", "models", "metrics",
                "features", "prompts", "probe", "analysis", "tta", "coop", "visual_prompts", "blind", "sweep"}
 
 

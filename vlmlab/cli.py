@@ -2,11 +2,14 @@
 
     vlmlab sweep FILE [--executor local|slurm] [--workers N] [--dry-run] [--status]
     vlmlab collect FILE|DIR [--table NAME] [-o out.csv]
+    vlmlab claims [--profile embedded] [--results-root results]
 
 ``sweep`` runs every case of the sweep file that is not complete yet (rerunning after a failure
 or Ctrl-C finishes only what is missing) and exits 1 if a case failed, listing each failed case
 with its papermill log. ``collect`` stacks one table of every complete case, with the grid
-parameters as columns. See ``docs/sweeps.md``. Also ``python -m vlmlab.cli``.
+parameters as columns. See ``docs/sweeps.md``. ``claims`` merges every notebook's
+``tables/claims.csv`` of a profile into ``results/<profile>/claims.md`` and ``.csv`` (the
+scorecard). Also ``python -m vlmlab.cli``.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import signal
 import sys
 from pathlib import Path
 
-from vlmlab.runtime import get_logger
+from vlmlab import claims as claims_ledger
+from vlmlab.runtime import REPO_ROOT, get_logger
 from vlmlab.sweep import (SweepError, collect, jobs_for, load_sweep, run_sweep, status_table,
                           write_table)
 
@@ -50,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--table", help="table name (tables/<NAME>.csv); default: the file's `tables`, or the only one")
     c.add_argument("-o", "--output", help="CSV to write (default: <sweep folder>/<table>.csv)")
     c.add_argument("--results-root", help="root of results/ for a sweep file (default: results/)")
+    k = sub.add_parser("claims", help="merge every notebook's claims of a profile into one scorecard")
+    k.add_argument("--profile", default="embedded", help="results/<PROFILE>/ (default: embedded)")
+    k.add_argument("--results-root", help="root of results/ (default: the repository's results/)")
     return parser
 
 
@@ -85,6 +92,17 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claims(args: argparse.Namespace) -> int:
+    folder = Path(args.results_root or REPO_ROOT / "results") / args.profile
+    try:
+        csv, md, line = claims_ledger.scorecard(folder)
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
+    _out(f"{line}\n-> {md}\n-> {csv}")
+    return 0
+
+
 def _raise_interrupt(signum, frame):               # SIGTERM (kill, make) stops cases like Ctrl-C
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -94,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return _sweep(args) if args.command == "sweep" else _collect(args)
+        return {"sweep": _sweep, "collect": _collect, "claims": _claims}[args.command](args)
     except SweepError as err:
         log.error("%s", err)
         return 2
