@@ -1,14 +1,21 @@
 """Linear probe on frozen features, with CoOp's C search (Zhou et al., arXiv:2109.01134, ``lpclip/``).
 
-Logistic regression (L2, lbfgs) on image features; C is chosen on a *validation* split, never on
-test: first the coarse grid {1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6}, then ``refine`` rounds of
-bisection in log10 space inside [0.1·C*, 10·C*], keeping the best validation accuracy.
-Departure: the reference reports the test accuracy of the last bisection round; we keep the C
-with the best validation accuracy (ties: the larger C), which is what a user would deploy.
+Logistic regression (L2, lbfgs, max_iter 1000) on image features; C is chosen on a *validation*
+split, never on test, as ``lpclip/linear_probe.py`` (KaiyangZhou/CoOp @ ff61507) does it:
+
+1. coarse grid {1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6}: C* = the first best (ties: the larger C);
+2. ``refine`` rounds (lpclip: 8) on the interval [C*/10, 10·C*]: fit both end points; the better
+   one (ties: the *smaller* C) is the round's C, and the interval becomes [log-midpoint, better
+   end] (or [better end, log-midpoint]);
+3. the reported probe is the last round's C (not the best C ever seen).
+
+Which features it sees is the caller's choice (lpclip: the image encoder's output, not
+normalised); see each caller's docstring and ``docs/fidelity.md``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,16 +54,41 @@ def _fit(x, y, C, max_iter, seed):
     return LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(x, y)
 
 
+def search_C(score: Callable[[float], float], refine: int = 8) -> tuple[float, list[tuple[float, float]]]:
+    """lpclip's C search over a validation score (module docstring); returns ``(C, [(C, score), ...])``.
+
+    ``score(C)`` is called once per distinct C (memoised); the history lists calls in order.
+    """
+    seen: dict[float, float] = {}
+
+    def val(c: float) -> float:
+        if c not in seen:
+            seen[c] = score(c)
+        return seen[c]
+
+    coarse = [val(c) for c in COARSE_C]
+    c_best = COARSE_C[int(np.argmax(coarse))]               # np.argmax: first maximum, the larger C
+    left, right = 0.1 * c_best, 10.0 * c_best
+    for _ in range(refine):
+        acc_left, acc_right = val(left), val(right)
+        mid = 10 ** (0.5 * (np.log10(left) + np.log10(right)))
+        if acc_left < acc_right:
+            c_best, left = right, mid
+        else:                                                # ties go to the smaller C, as in lpclip
+            c_best, right = left, mid
+    return float(c_best), list(seen.items())
+
+
 def fit_linear_probe(train_feats, train_labels, val_feats=None, val_labels=None, *, C: float | None = None,
-                     refine: int = 4, max_iter: int = 1000, seed: int = 0,
+                     refine: int = 8, max_iter: int = 1000, seed: int = 0,
                      n_classes: int | None = None) -> LinearProbe:
-    """Fit a logistic-regression probe, searching C on (val_feats, val_labels).
+    """Fit a logistic-regression probe, searching C on (val_feats, val_labels) as lpclip does.
 
     Args:
         train_feats: (N, D) features. train_labels: (N,) ints.
         val_feats, val_labels: validation split for the C search (required unless ``C`` is given).
         C: fixed inverse regularisation (skips the search).
-        refine: bisection rounds after the coarse grid (CoOp uses 8).
+        refine: rounds of the end-point search after the coarse grid (lpclip: 8; 0 keeps the grid's C).
         n_classes: total classes (so logits have a column for classes absent from training).
     """
     x, y = _np(train_feats), _np(train_labels).astype(int)
@@ -66,23 +98,13 @@ def fit_linear_probe(train_feats, train_labels, val_feats=None, val_labels=None,
     if val_feats is None or val_labels is None:
         raise ValueError("fit_linear_probe needs val_feats/val_labels to search C (or pass C=...)")
     xv, yv = _np(val_feats), _np(val_labels).astype(int)
+    fitted: dict[float, tuple[float, LogisticRegression]] = {}
 
-    def score(c):
+    def score(c: float) -> float:
         clf = _fit(x, y, c, max_iter, seed)
-        return float((clf.predict(xv) == yv).mean() * 100), clf
+        fitted[c] = (float((clf.predict(xv) == yv).mean() * 100), clf)
+        return fitted[c][0]
 
-    results = {c: score(c) for c in COARSE_C}
-    best = max(results, key=lambda c: (results[c][0], c))
-    lo, hi = np.log10(best) - 1, np.log10(best) + 1
-    for _ in range(refine):
-        mid_lo, mid_hi = 10 ** ((2 * lo + hi) / 3), 10 ** ((lo + 2 * hi) / 3)
-        for c in (mid_lo, mid_hi):
-            if c not in results:
-                results[c] = score(c)
-        if results[mid_lo][0] >= results[mid_hi][0]:
-            hi = np.log10(mid_hi)
-        else:
-            lo = np.log10(mid_lo)
-    best = max(results, key=lambda c: (results[c][0], c))
-    acc, clf = results[best]
-    return LinearProbe(clf, float(best), acc, n_classes)
+    best, _ = search_C(score, refine)
+    acc, clf = fitted[best]
+    return LinearProbe(clf, best, acc, n_classes)

@@ -3,10 +3,10 @@
     logits = f W^T + b,  (W, b) = L2-regularised multinomial logistic regression on the support set
 Radford et al. (arXiv:2103.00020, CLIP README: sklearn LogisticRegression, C swept on validation);
 CoOp's protocol (Zhou et al., arXiv:2109.01134, ``lpclip/linear_probe.py``): C searched over
-{1e6, ..., 1e-6} on a few-shot validation set of min(K, 4) shots per class, then refined by
-bisection in log space (``vlmlab.probe.fit_linear_probe``). C is never chosen on test data.
-Departures: features are the unit-norm cached image embeddings (the references use the
-unnormalised ``encode_image`` output); the refined C keeps the best validation accuracy.
+{1e6, ..., 1e-6} on a few-shot validation set of min(K, 4) shots per class, then 8 rounds of
+lpclip's end-point search in log space (``vlmlab.probe.search_C``). C is never chosen on test data.
+Departure (docs/fidelity.md): features are the unit-norm cached image embeddings (lpclip uses the
+unnormalised ``encode_image`` output).
 """
 from __future__ import annotations
 
