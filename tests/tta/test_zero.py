@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vlmlab.tta.zero import zero_vote
@@ -26,19 +27,33 @@ def _tied_views(later):
     return torch.cat([confident, torch.tensor(later)])
 
 
-def test_ties_go_to_the_first_later_view_voting_for_a_tied_class():
-    later = [[0, 0, 0.5], [0.1, 0.4, 0]] + [[0.4, 0.1, 0]] * 4      # view 4 votes 2 (not tied), view 5 votes 1
-    votes = zero_vote(_tied_views(later), scale=1.0, gamma=0.4)
+def test_ties_go_to_the_most_confident_discarded_view_voting_for_a_tied_class():
+    # view 4 votes tied class 0 with a small margin, view 5 votes tied class 1 confidently: the
+    # reference walks the discarded views in confidence order (view 5 first), not in their original order
+    later = [[0.2, 0.0, 0.0], [0.0, 3.0, 0.0]] + [[0, 0, 0.5]] * 4
+    votes = zero_vote(_tied_views(later), scale=1.0, gamma=0.4, vote_dtype="float32")
     assert votes.tolist() == [2.0, 3.0, 0.0]
 
 
-def test_without_a_later_vote_the_best_tied_logit_of_view_k_wins():
-    later = [[0.1, 0.3, 0.5]] + [[0, 0, 0.5]] * 5                     # every later view votes class 2
-    votes = zero_vote(_tied_views(later), scale=1.0, gamma=0.4)
-    assert int(votes.argmax()) == 1 and votes.tolist() == [2.0, 3.0, 0.0]
+def test_without_a_discarded_vote_the_best_tied_logit_of_the_most_confident_discarded_view_wins():
+    # every discarded view votes class 2; the most confident one (view 5) prefers class 0 among the tied,
+    # the first in original order (view 4) would prefer class 1
+    later = [[0.1, 0.3, 0.5], [0.6, 0.0, 2.0]] + [[0, 0, 0.5]] * 4
+    votes = zero_vote(_tied_views(later), scale=1.0, gamma=0.4, vote_dtype="float32")
+    assert votes.tolist() == [3.0, 2.0, 0.0]
 
 
 def test_votes_are_one_per_kept_view_in_float32():
     logits = torch.randn(64, 10, generator=torch.Generator().manual_seed(1))
-    votes = zero_vote(logits, 100.0, 0.3)
+    votes = zero_vote(logits, 100.0, 0.3, vote_dtype="float32")
     assert votes.dtype == torch.float32 and float(votes.sum()) in (19.0, 20.0)
+    assert torch.equal(votes.floor(), votes)                                       # whole votes only
+
+
+def test_the_reference_fp16_vote_splits_near_equal_logits():
+    # 0.3000 vs 0.3005: in fp16 they differ by about half of fp16's eps (9.8e-4), so the vote splits
+    logits = torch.tensor([[0.3000, 0.3005, -1.0]] + [[0.0, 0.0, 0.0]] * 9)             # fillers: uniform, discarded
+    soft = zero_vote(logits, scale=1.0, gamma=0.1, vote_dtype="float16")        # k = 1: view 0 alone
+    hard = zero_vote(logits, scale=1.0, gamma=0.1, vote_dtype="float32")
+    assert 0.2 < float(soft[0]) < 0.5 and 0.5 < float(soft[1]) < 0.8 and float(soft.sum()) == pytest.approx(1.0)
+    assert hard.tolist() == [0.0, 1.0, 0.0]

@@ -5,14 +5,17 @@ with unscaled logits l_v = f_v T^T and p_v = softmax(s * l_v):
     keep the int(gamma * N) views of lowest entropy H(p_v)    (gamma = 0.3 -> 19 views)
     votes_c = sum_kept softmax(l_v / eps)_c,  eps = float32 machine epsilon   (one vote per view)
     predict argmax_c votes_c
-Ties (two or more classes with the top count): the first view among l[k:] (k = int(gamma N), the
-views from position k in their original order, as ``greedy_break(ties, l[k:])`` is called in
-``ttas/zero.py``) whose argmax is a tied class; else the tied class with the largest logit in view k.
-Reference checked: FarinaMatteo/zero c609f7c (``ttas/zero.py``, ``utils/tools.py``). Departures:
-float32 throughout (the original runs under fp16 autocast, which makes ties more frequent); the
-last-resort tie-break keeps the stated intent (best tied logit): the reference's ``logit[~ties]``
-applies a bitwise NOT to the class indices. Episodic, no backprop; the returned "logits" are the
-vote counts (+1 for a tie winner), as the reference returns them.
+Ties (two or more classes with the top count): the first *discarded* view, in confidence order
+(ascending entropy, as ``greedy_break(ties, l[sorted_idx][k:])`` in ``ttas/zero.py`` since the
+"bugfix greedy_break" commit), whose argmax is a tied class; else the tied class with the largest
+logit in the most confident discarded view.
+Reference checked: FarinaMatteo/zero c609f7c (``ttas/zero.py``, ``utils/tools.py``). Precision
+(``vote_dtype``): the reference runs under fp16 autocast, so its "zero" temperature is fp16's
+machine epsilon (9.8e-4) on fp16 logits, which leaves near-equal logits a soft, split vote and
+makes ties rarer; ``"float16"`` (default) reproduces that, ``"float32"`` gives a hard vote
+(eps 1.2e-7). Departure: the last-resort tie-break keeps the stated intent (best tied logit): the
+reference's ``logit[~ties]`` applies a bitwise NOT to the class indices. Episodic, no backprop;
+the returned "logits" are the vote counts (+1 for a tie winner), as the reference returns them.
 """
 from __future__ import annotations
 
@@ -30,26 +33,25 @@ class ZeroConfig(TTAConfig):
     n_views: int = 64
     gamma: float = 0.3
     logit_scale: float | None = None      # None = bundle's exp(logit_scale) (the reference's model.temp)
+    vote_dtype: str = "float16"           # float16: the reference's autocast vote; float32: a hard vote
 
 
-def zero_vote(logits: Tensor, scale: float, gamma: float) -> Tensor:
+def zero_vote(logits: Tensor, scale: float, gamma: float, vote_dtype: str = "float16") -> Tensor:
     """ZERO's decision for one image: unscaled view logits (V, C) -> vote counts (C,), float32."""
-    l = logits.float()
-    ent = softmax_entropy_from_logits(scale * l)                                 # (V,)
+    dtype = {"float16": torch.float16, "float32": torch.float32}.get(vote_dtype)
+    if dtype is None:
+        raise ValueError(f"ZERO vote_dtype {vote_dtype!r}: use 'float16' (the reference) or 'float32'")
+    l = logits.to(dtype)
+    ent = softmax_entropy_from_logits(scale * l.float())                          # (V,)
+    order = torch.argsort(ent, stable=True)                                       # most confident first
     k = int(l.shape[0] * gamma)
-    kept = l[torch.argsort(ent)[:k]]                                              # (k, C)
-    eps = torch.finfo(torch.float32).eps
-    votes = (kept / eps).softmax(1).sum(0)                                        # (C,)
-    top = votes.max()
-    ties = torch.nonzero(votes == top).flatten()
+    kept, discarded = l[order[:k]], l[order[k:]]                                  # (k, C), (V - k, C)
+    votes = (kept / torch.finfo(dtype).eps).float().softmax(1).sum(0)            # (C,)
+    ties = torch.nonzero(votes == votes.max()).flatten().tolist()
     if len(ties) > 1:
-        winner = None
-        for pred in l[k:].argmax(1).tolist():
-            if pred in ties.tolist():
-                winner = pred
-                break
+        winner = next((p for p in discarded.argmax(1).tolist() if p in ties), None)
         if winner is None:
-            winner = int(ties[l[k, ties].argmax()])
+            winner = ties[int(discarded[0, ties].argmax())]
         votes = votes.clone()
         votes[winner] += 1
     return votes
@@ -65,4 +67,4 @@ class Zero(TTAMethod):
     def predict(self, batch: Batch) -> Tensor:
         scale = self.logit_scale
         text = self.ctx.text.to(batch.views)
-        return torch.stack([zero_vote(v @ text.T, scale, self.config.gamma) for v in batch.views])
+        return torch.stack([zero_vote(v @ text.T, scale, self.config.gamma, self.config.vote_dtype) for v in batch.views])
