@@ -37,3 +37,29 @@ def test_search_grid_is_the_references_and_picks_best_on_validation(bundle, text
                for i, b in enumerate(grid(0.1, 7.0, 10)) for j, a in enumerate(grid(0.1, 3.0, 5)))
     assert m.val_acc == best[0] * 100
     assert (m.beta, m.alpha) == (grid(0.1, 7.0, 10)[-best[1]], grid(0.1, 3.0, 5)[-best[2]])
+
+
+def test_keys_average_the_raw_view_features_then_normalise(ctx, monkeypatch):
+    """build_cache_model: mean of the raw encoder outputs over the augment epochs, then L2 (not a mean of unit vectors)."""
+    import vlmlab.tta.tip_adapter as tip
+
+    n, d = len(ctx.support.labels), ctx.text.shape[1]
+    g = torch.Generator().manual_seed(3)
+    raw = [torch.randn(n, d, generator=g) * s for s in (1.0, 5.0)]           # epoch 2's features are 5x longer
+    calls = []
+
+    def fake_encode(bundle, views, normalize=True):
+        out = raw[len(calls)]
+        calls.append(normalize)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    monkeypatch.setattr(tip, "encode_single", fake_encode)
+    expected = {"raw": F.normalize(raw[0] + raw[1], dim=-1),
+                "normalized": F.normalize(F.normalize(raw[0], dim=-1) + F.normalize(raw[1], dim=-1), dim=-1)}
+    assert not torch.allclose(expected["raw"], expected["normalized"], atol=1e-3)
+    for average in ("raw", "normalized"):
+        calls.clear()
+        m = build("tip_adapter", shots=2, augment_epochs=2, search=False, key_average=average)
+        m.setup(ctx)
+        torch.testing.assert_close(m.keys, expected[average], rtol=1e-5, atol=1e-6)
+        assert calls == [average == "normalized"] * 2

@@ -321,9 +321,9 @@ def encode_views(bundle: ClipBundle, x: Tensor, n_views: int, seeds: Sequence[in
 
 
 @torch.no_grad()
-def encode_single(bundle: ClipBundle, x: Tensor) -> Tensor:
+def encode_single(bundle: ClipBundle, x: Tensor, normalize: bool = True) -> Tensor:
     with autocast(bundle.device):
-        return bundle.encode_images(x).float()
+        return bundle.encode_images(x, normalize=normalize).float()
 
 
 # ---- runner -------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 For a unit test feature f (1, D), class texts T (C, D), cache keys K (NK, D) and one-hot values L (NK, C):
     logits = 100 * f T^T + alpha * exp(-beta * (1 - f K^T)) L
 Keys: each support image encoded in ``augment_epochs`` = 10 passes of RandomResizedCrop(scale 0.5-1)
-+ flip, averaged over passes, then L2-normalised (``utils.py: build_cache_model``).
++ flip; the *raw* image-encoder outputs are averaged over passes, then L2-normalised
+(``utils.py: build_cache_model``; ``key_average="normalized"`` averages unit vectors instead).
 alpha/beta: ImageNet init alpha 1.17, beta 1 (``configs/imagenet.yaml``), then a grid search
 (``search_hp``: beta in 200 steps over [0.1, 7), alpha in 20 steps over [0.1, 3), first best kept).
 Reference checked: gaopengcuhk/Tip-Adapter d0e2d6f. Departure: the search runs on the few-shot
 *validation* set (min(K, 4) shots per class), never on test; ``main_imagenet.py`` searches on the
-test set. Text: the run's prompt (the reference uses the 7-template ensemble). Tip-Adapter-F
+test set. Text: the run's prompt (the reference uses the 7-template ensemble). Support views are
+crops of the support image as the stream serves it (the 224 centre crop on real data); the
+reference crops the raw training image (RandomResizedCrop 224, bicubic). Tip-Adapter-F
 (fine-tuned keys) is not included: the poster's row is the training-free adapter.
 """
 from __future__ import annotations
@@ -29,6 +32,7 @@ class TipAdapterConfig(TTAConfig):
     beta: float = 1.0
     augment_epochs: int = 10                 # 0 = keys are the plain support features
     augment_scale: tuple[float, float] = (0.5, 1.0)
+    key_average: str = "raw"                 # raw: mean of encoder outputs, then normalise (reference)
     search: bool = True                      # grid-search alpha/beta on the validation shots
     beta_search: tuple[float, float, int] = (0.1, 7.0, 200)
     alpha_search: tuple[float, float, int] = (0.1, 3.0, 20)
@@ -61,6 +65,8 @@ class TipAdapter(TTAMethod):
 
     def _keys(self, ctx: Context) -> Tensor:
         s, cfg = ctx.support, self.config
+        if cfg.key_average not in ("raw", "normalized"):
+            raise ValueError(f"tip_adapter key_average {cfg.key_average!r}: use 'raw' (the reference) or 'normalized'")
         if cfg.augment_epochs == 0:
             return F.normalize(s.feats.float(), dim=-1)
         if s.images is None:
@@ -73,7 +79,7 @@ class TipAdapter(TTAMethod):
                 x = s.images(chunk)
                 seeds = [view_seed(ctx.seed * 1000 + epoch, i) for i in chunk.tolist()]
                 v = make_views(x, 1, seeds, scale=cfg.augment_scale, keep_original=False)[:, 0]
-                parts.append(encode_single(ctx.bundle, v).cpu())
+                parts.append(encode_single(ctx.bundle, v, normalize=cfg.key_average == "normalized").cpu())
             total = total + torch.cat(parts)
         return F.normalize(total / cfg.augment_epochs, dim=-1)
 
