@@ -46,8 +46,10 @@ def test_fixed_patch_sits_top_left():
     assert torch.equal(v, torch.zeros_like(v))
 
 
-def test_random_patch_moves_and_covers_every_position():
-    pr = random_patch(2, 4, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("positions, n", [("reference", 2), ("all", 3)])
+def test_random_patch_moves_and_covers_exactly_its_positions(positions, n):
+    # reference: np.random.choice(S - p) -> corners 0 .. S - p - 1 (never the last); "all": 0 .. S - p
+    pr = random_patch(2, 4, generator=torch.Generator().manual_seed(0), positions=positions)
     corners = set()
     for _ in range(200):
         v = pr.prompt()[0]
@@ -55,7 +57,7 @@ def test_random_patch_moves_and_covers_every_position():
         torch.testing.assert_close(v[:, top:top + 2, left:left + 2], pr.patch[0].detach())
         assert int((v != 0).any(0).sum()) == 4
         corners.add(pr.last_corner)
-    assert corners == {(r, c) for r in range(3) for c in range(3)}        # all S - p + 1 positions per axis
+    assert corners == {(r, c) for r in range(n) for c in range(n)}
 
 
 def test_random_patch_is_reproducible_with_a_seeded_generator():

@@ -32,6 +32,14 @@ def test_lr_schedule_closed_forms():
     assert lr_at(35, base, warm, total) == pytest.approx(0.5 * (1 + math.cos(math.pi * 25 / 100)) * base)
 
 
+def test_warmup_is_not_capped_unless_asked():
+    from vlmlab.visual_prompts.train import _warmup
+    # the reference's cosine_lr keeps warming up past the last step: lr(step) = base (step + 1) / warmup
+    assert _warmup(VPConfig(warmup=1000), total=80) == 1000
+    assert _warmup(VPConfig(warmup=1000, cap_warmup=True), total=80) == 80
+    assert lr_at(79, 40.0, _warmup(VPConfig(warmup=1000), total=80), 80) == pytest.approx(40.0 * 80 / 1000)
+
+
 def test_refine_classname_is_the_references():
     assert [refine_classname(c) for c in CLASSNAMES] == ["circle", "square box", "tri angle"]
 

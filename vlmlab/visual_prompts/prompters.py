@@ -12,9 +12,10 @@ with M a fixed 0/1 mask (the padding frame, or a p x p square) and v ~ N(0, 1) a
                       pass, at test time too (3·p² parameters)
 Reference checked: hjbahng/visual_prompting 679e71f ``models/prompters.py`` (PadPrompter,
 FixedPatchPrompter, RandomPatchPrompter). Departures: device and dtype follow the input (the
-reference hard-codes ``.cuda()``); the random patch's corner is drawn from all S − p + 1 positions
-per axis (the reference's ``np.random.choice(S - p)`` never reaches the last one) from a
-``torch.Generator`` the caller may seed; ``init="zeros"`` gives the identity prompt (tests).
+reference hard-codes ``.cuda()``); the random patch's corner is drawn from a ``torch.Generator``
+the caller may seed, over the reference's S − p positions per axis (``np.random.choice(S - p)``:
+0 .. S − p − 1, never the last one; ``positions="all"`` adds it); ``init="zeros"`` gives the
+identity prompt (tests).
 """
 from __future__ import annotations
 
@@ -93,8 +94,12 @@ class FixedPatchPrompter(Prompter):
     """A learned ``size`` x ``size`` square at the top-left corner."""
 
     def __init__(self, size: int, image_size: int = 224, init: str = "randn",
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, positions: str = "reference"):
         super().__init__(size, image_size, max_size=image_size)
+        if positions not in ("reference", "all"):
+            raise ValueError(f"random_patch positions {positions!r}: use 'reference' (S - p corners per axis, "
+                             "as np.random.choice(S - p)) or 'all' (S - p + 1)")
+        self.n_positions = max(1, image_size - self.size + (positions == "all"))
         self.patch = _init((1, 3, self.size, self.size), init, generator)
 
     def prompt(self) -> Tensor:
@@ -106,11 +111,16 @@ class RandomPatchPrompter(Prompter):
 
     Args:
         generator: source of the locations (seed it for reproducible runs); ``None`` = torch's global RNG.
+        positions: ``"reference"``: corners 0 .. S − p − 1 per axis; ``"all"``: 0 .. S − p.
     """
 
     def __init__(self, size: int, image_size: int = 224, init: str = "randn",
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, positions: str = "reference"):
         super().__init__(size, image_size, max_size=image_size)
+        if positions not in ("reference", "all"):
+            raise ValueError(f"random_patch positions {positions!r}: use 'reference' (S - p corners per axis, "
+                             "as np.random.choice(S - p)) or 'all' (S - p + 1)")
+        self.n_positions = max(1, image_size - self.size + (positions == "all"))
         self.patch = _init((1, 3, self.size, self.size), init, generator)
         self.generator = generator
         self.last_corner: tuple[int, int] = (0, 0)
@@ -118,8 +128,7 @@ class RandomPatchPrompter(Prompter):
     def prompt(self, corner: tuple[int, int] | None = None) -> Tensor:
         """The prompt with the patch at ``corner`` (row, col); ``None`` draws a new corner."""
         if corner is None:
-            hi = self.image_size - self.size + 1
-            corner = tuple(int(v) for v in torch.randint(hi, (2,), generator=self.generator))
+            corner = tuple(int(v) for v in torch.randint(self.n_positions, (2,), generator=self.generator))
         self.last_corner = corner
         return _place(self.patch, self.image_size, *corner)
 

@@ -6,7 +6,7 @@ Bahng et al., arXiv:2203.17274; reference checked: hjbahng/visual_prompting 679e
                                              template.format(class) (fixed), s = min(exp(logit scale), 100)
     loss   = cross-entropy(logits, y)        only v receives gradients
     SGD(lr 40, momentum 0.9, weight decay 0), batch 256, 1000 epochs,
-    lr(step) = lr · (step + 1) / warmup                       for step < warmup (1000 steps)
+    lr(step) = lr · (step + 1) / warmup                       for step < warmup (1000 steps, never capped)
              = lr · (1 + cos(pi (step - warmup) / (total - warmup))) / 2   after (per step)
 Departures: the text features are computed once (the reference recomputes them every step through
 the frozen encoder: the same numbers); mixed precision is bfloat16 autocast on CUDA without a
@@ -58,7 +58,9 @@ class VPConfig:
     lr: float = 40.0
     momentum: float = 0.9
     weight_decay: float = 0.0
-    warmup: int = 1000           # linear warm-up steps (capped at the total number of steps)
+    warmup: int = 1000           # linear warm-up steps; the reference never caps them at the total steps
+    cap_warmup: bool = False     # True: warm up for min(warmup, total steps) (a departure; see docs/fidelity.md)
+    patch_positions: str = "reference"  # random patch corners: "reference" (S - p per axis) or "all" (S - p + 1)
     init: str = "randn"          # "randn" (reference) or "zeros" (identity prompt)
     max_logit_scale: float = 100.0
     select: str = "last"         # "last" epoch, or best "val" accuracy (never the test set)
@@ -82,6 +84,11 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
     if total <= warmup:
         return base_lr
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))) * base_lr
+
+
+def _warmup(cfg: "VPConfig", total: int) -> int:
+    """Warm-up steps: the reference's ``cosine_lr`` keeps ``warmup`` even past the last step."""
+    return min(cfg.warmup, total) if cfg.cap_warmup else cfg.warmup
 
 
 def refine_classname(name: str) -> str:
@@ -208,7 +215,7 @@ def _epoch(bundle, head, prompter, loader, opt, cfg, step0, total) -> tuple[int,
     dev, losses, hits, seen, step = bundle.device, 0.0, 0, 0, step0
     for x, y in loader:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.lr, min(cfg.warmup, total), total)
+            group["lr"] = lr_at(step, cfg.lr, _warmup(cfg, total), total)
         x, y = x.to(dev), y.to(dev)
         with autocast(dev):
             logits = head(bundle.encode_images(prompter(x))).float()  # (B, C)
@@ -242,17 +249,21 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
     if cfg.select == "val" and val is None:
         raise ValueError("VPConfig.select='val' needs a validation split: pass val=model_inputs(bundle, val_set)")
     gen = torch.Generator().manual_seed(cfg.seed)
-    prompter = build_prompter(cfg.method, cfg.prompt_size, bundle.image_size, init=cfg.init, generator=gen)
+    extra = {"positions": cfg.patch_positions} if cfg.method == "random_patch" else {}
+    prompter = build_prompter(cfg.method, cfg.prompt_size, bundle.image_size, init=cfg.init, generator=gen, **extra)
     prompter.to(bundle.device)
     opt = torch.optim.SGD(prompter.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loader = _loader(train, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed)
     total = len(loader) * cfg.epochs
+    if cfg.warmup > total and not cfg.cap_warmup:
+        log.warning("warm-up (%d steps) is longer than training (%d steps): the learning rate never reaches %g, "
+                    "as in the reference (cap_warmup=True caps it)", cfg.warmup, total, cfg.lr)
     result, best, step = VPResult(prompter), (-1.0, None), 0
     head = head.to(bundle.device)
     with frozen(bundle.model):
         for epoch in progress(range(cfg.epochs), desc=desc, total=cfg.epochs):
             step, loss, train_acc = _epoch(bundle, head, prompter, loader, opt, cfg, step, total)
-            row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1, cfg.lr, min(cfg.warmup, total), total),
+            row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1, cfg.lr, _warmup(cfg, total), total),
                    "loss": loss, "train_acc": train_acc}
             if val is not None and (cfg.select == "val" or epoch + 1 == cfg.epochs):
                 row["val_acc"] = accuracy(*predict(bundle, head, val, prompter))
