@@ -130,3 +130,45 @@ def test_bn_option_trains_affine_and_disables_the_prefix(resnet):
 def test_unsupported_tower_is_named():
     with pytest.raises(TypeError, match="unsupported image tower Linear"):
         apply_lora(nn.Linear(2, 2))
+
+
+def _two_layers(backward):
+    torch.manual_seed(5)
+    l1, l2 = LoRALinear(nn.Linear(4, 3), r=2, alpha=2, backward=backward), LoRALinear(nn.Linear(3, 2), r=2, alpha=2,
+                                                                                      backward=backward)
+    for layer in (l1, l2):
+        with torch.no_grad():
+            layer.lora_B.normal_()                                  # a non-zero update s B A
+    return l1, l2
+
+
+@pytest.mark.parametrize("backward", ["reference", "exact"])
+def test_lora_input_gradient_reference_uses_the_stale_weight(backward):
+    """Two layers, L = sum(l2(l1(x))): loralib sends dL/dy1 = 1 W0_2 (not 1 (W0_2 + s B2 A2)) back to layer 1."""
+    l1, l2 = _two_layers(backward)
+    x = torch.randn(5, 4, requires_grad=True)
+    l2(l1(x)).sum().backward()
+    w_used = {"reference": (l1.weight0, l2.weight0), "exact": (l1.weight.detach(), l2.weight.detach())}[backward]
+    g_y2 = torch.ones(5, 2)
+    g_y1 = g_y2 @ w_used[1]                                         # (5, 3)
+    torch.testing.assert_close(x.grad, g_y1 @ w_used[0])
+    g_delta1 = g_y1.T @ x.detach()                                  # dL/d(s B1 A1) = g_y1^T x, (3, 4)
+    torch.testing.assert_close(l1.lora_B.grad, l1.scaling * g_delta1 @ l1.lora_A.detach().T)
+    torch.testing.assert_close(l1.lora_A.grad, l1.scaling * l1.lora_B.detach().T @ g_delta1)
+    with torch.no_grad():                                           # the forward value is the adapted layer's
+        torch.testing.assert_close(l2(l1(x)), (x @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias)
+
+
+def test_reference_and_exact_input_gradients_differ():
+    grads = {}
+    for backward in ("reference", "exact"):
+        l1, l2 = _two_layers(backward)
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        l2(l1(x)).sum().backward()
+        grads[backward] = x.grad
+    assert (grads["reference"] - grads["exact"]).abs().max() > 1e-2
+
+
+def test_unknown_backward_is_named():
+    with pytest.raises(ValueError, match="backward 'stale'"):
+        LoRALinear(nn.Linear(2, 2), backward="stale")

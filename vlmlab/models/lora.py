@@ -5,9 +5,12 @@ A LoRA linear layer keeps its pretrained weight W0 (out, in) frozen and learns A
 A is Kaiming-uniform (a = sqrt 5), B is zero, so the adapted model starts equal to the frozen one.
 Reference checked: kzkadc/uninfo ``loralib/layers.py`` (``LinearLoRA``, ``PlainMultiheadAttentionLoRA``,
 scaling alpha/sqrt(r), bias frozen) and ``lora_utils.py`` (``vit_to_lora``; trainable = names
-containing ``lora_``). Like the reference we add s B A to the weight inside the forward, so code
-that reads ``.weight`` (open_clip's ``AttentionPool2d`` calls ``F.multi_head_attention_forward``
-with ``q_proj.weight``) sees the adapted weight too. We do not use peft: its adapter on
+containing ``lora_``). Gradient (``backward``): the reference's forward adds s B A to a detached
+W0, runs the layer, then subtracts s B A from the weight *in place through* ``.data``, so the
+gradient sent to the layer's input is computed with the stale W0 (dL/dx = g W0, not
+g (W0 + s B A)); the gradients of A and B are exact. ``backward="reference"`` (default, what the
+published numbers come from) reproduces this as y = x W0^T + b + x.detach() (s B A)^T;
+``backward="exact"`` differentiates y = x (W0 + s B A)^T + b. We do not use peft: its adapter on
 ``nn.MultiheadAttention`` is one LoRA on the fused in_proj, scaled alpha/r, which is a different
 adapter (884,736 parameters on ViT-B-16 instead of 1,179,648; practical_notes.md addendum).
 
@@ -17,8 +20,9 @@ Placement (``apply_lora``):
     projections split from ``in_proj_weight`` and the out projection, LoRA on all four.
     ViT-B-16: 12 blocks x 4 x 16 x (768 + 768) = 1,179,648 trainable parameters.
   * open_clip ``ModifiedResNet`` (the embedded model): its only attention layer,
-    ``attnpool``, gets LoRA on ``q_proj``, ``k_proj``, ``v_proj`` and ``c_proj`` (the same
-    q, k, v, out placement). ``extra="bn"`` also trains the affine weight and bias of every
+    ``attnpool``, becomes :class:`LoRAAttentionPool` (the same computation, through the
+    projections' own forward) with LoRA on ``q_proj``, ``k_proj``, ``v_proj`` and ``c_proj``
+    (the same q, k, v, out placement). ``extra="bn"`` also trains the affine weight and bias of every
     BatchNorm (running statistics stay frozen; the model stays in eval mode), an option for
     towers whose attention pool alone cannot move the embeddings enough.
 
@@ -34,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LoRALinear", "LoRAMultiheadAttention", "apply_lora", "lora_parameters", "merge_lora",
+BACKWARDS = ("reference", "exact")
+
+__all__ = ["LoRALinear", "LoRAMultiheadAttention", "LoRAAttentionPool", "BACKWARDS", "apply_lora", "lora_parameters", "merge_lora",
            "frozen_prefix", "trainable_count"]
 
 
@@ -44,12 +50,16 @@ class LoRALinear(nn.Module):
     Args:
         base: the pretrained layer; its weight and bias are copied and frozen.
         r: rank. alpha: LoRA alpha; the update is scaled by ``alpha / sqrt(r)`` (UniInfo's loralib).
+        backward: ``"reference"`` (input gradient through the stale W0, as loralib) or ``"exact"``.
     """
 
-    def __init__(self, base: nn.Linear, r: int = 16, alpha: float = 2.0):
+    def __init__(self, base: nn.Linear, r: int = 16, alpha: float = 2.0, backward: str = "reference"):
         super().__init__()
         if r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+        if backward not in BACKWARDS:
+            raise ValueError(f"LoRA backward {backward!r}: use one of {BACKWARDS} (module docstring)")
+        self.backward = backward
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight0 = nn.Parameter(base.weight.detach().clone(), requires_grad=False)      # (out, in)
         self.bias = (nn.Parameter(base.bias.detach().clone(), requires_grad=False)
@@ -67,7 +77,9 @@ class LoRALinear(nn.Module):
         return self.weight0 + self.scaling * (self.lora_B @ self.lora_A)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+        if self.backward == "exact":
+            return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight0, self.bias) + F.linear(x.detach(), self.scaling * (self.lora_B @ self.lora_A))
 
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` holding W0 + s B A (no LoRA parameters)."""
@@ -90,7 +102,7 @@ class LoRAMultiheadAttention(nn.Module):
     returns ``(output, None)``. Inputs are (B, L, E) when ``batch_first`` else (L, B, E).
     """
 
-    def __init__(self, mha: nn.MultiheadAttention, r: int = 16, alpha: float = 2.0):
+    def __init__(self, mha: nn.MultiheadAttention, r: int = 16, alpha: float = 2.0, backward: str = "reference"):
         super().__init__()
         if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
             raise NotImplementedError("LoRAMultiheadAttention supports the plain CLIP attention only "
@@ -105,9 +117,9 @@ class LoRAMultiheadAttention(nn.Module):
                 lin.weight.copy_(w[i * e:(i + 1) * e])
                 if b is not None:
                     lin.bias.copy_(b.detach()[i * e:(i + 1) * e])
-            projections.append(LoRALinear(lin, r, alpha))
+            projections.append(LoRALinear(lin, r, alpha, backward))
         self.q_proj, self.k_proj, self.v_proj = projections
-        self.out_proj = LoRALinear(mha.out_proj, r, alpha)
+        self.out_proj = LoRALinear(mha.out_proj, r, alpha, backward)
 
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
                 need_weights: bool = False, attn_mask: Tensor | None = None, **_) -> tuple[Tensor, None]:
@@ -130,6 +142,33 @@ class LoRAMultiheadAttention(nn.Module):
         return (out if self.batch_first else out.transpose(0, 1)), None
 
 
+class LoRAAttentionPool(nn.Module):
+    """open_clip's ``AttentionPool2d`` with LoRA q, k, v, c projections called through their forward.
+
+    Same output as ``AttentionPool2d.forward`` (mean token + positional embedding, attention from
+    the mean token to all tokens), but the projections run as modules, so a LoRA layer's
+    ``backward`` mode applies (``F.multi_head_attention_forward`` would only read ``.weight``).
+    """
+
+    def __init__(self, pool: nn.Module, r: int = 16, alpha: float = 2.0, backward: str = "reference"):
+        super().__init__()
+        self.positional_embedding = pool.positional_embedding
+        self.num_heads = pool.num_heads
+        for name in ("q_proj", "k_proj", "v_proj", "c_proj"):
+            setattr(self, name, LoRALinear(getattr(pool, name), r, alpha, backward))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(2).permute(0, 2, 1)                                       # (B, HW, C)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)                  # (B, HW + 1, C)
+        x = x + self.positional_embedding[None].to(x.dtype)
+        b, n, e = x.shape
+        h = self.num_heads
+        q = self.q_proj(x[:, :1]).reshape(b, 1, h, e // h).transpose(1, 2)      # (B, h, 1, E/h)
+        k, v = (p(x).reshape(b, n, h, e // h).transpose(1, 2) for p in (self.k_proj, self.v_proj))
+        out = F.scaled_dot_product_attention(q, k, v)                          # (B, h, 1, E/h)
+        return self.c_proj(out.transpose(1, 2).reshape(b, e))                   # (B, out)
+
+
 def _is_vit(visual: nn.Module) -> bool:
     return hasattr(visual, "transformer") and hasattr(visual.transformer, "resblocks")
 
@@ -138,13 +177,15 @@ def _is_modified_resnet(visual: nn.Module) -> bool:
     return hasattr(visual, "attnpool") and all(hasattr(visual.attnpool, n) for n in ("q_proj", "k_proj", "v_proj", "c_proj"))
 
 
-def apply_lora(visual: nn.Module, r: int = 16, alpha: float = 2.0, extra: str = "none") -> list[nn.Parameter]:
+def apply_lora(visual: nn.Module, r: int = 16, alpha: float = 2.0, extra: str = "none",
+               backward: str = "reference") -> list[nn.Parameter]:
     """Freeze ``visual`` and add LoRA in place (placement: module docstring).
 
     Args:
         visual: an open_clip image tower (``model.visual``): ``VisionTransformer`` or ``ModifiedResNet``.
         r, alpha: LoRA rank and alpha (scaling alpha / sqrt(r)).
         extra: ``"none"`` (UniInfo) or ``"bn"`` (ModifiedResNet only: also BatchNorm affine parameters).
+        backward: LoRA input gradient, ``"reference"`` (loralib's stale W0) or ``"exact"``.
     Returns:
         The trainable parameters, in module order.
     """
@@ -159,11 +200,9 @@ def apply_lora(visual: nn.Module, r: int = 16, alpha: float = 2.0, extra: str = 
             if not isinstance(block.attn, nn.MultiheadAttention):
                 raise TypeError(f"{type(block).__name__}.attn is {type(block.attn).__name__}, not "
                                 "nn.MultiheadAttention; apply_lora supports open_clip's ResidualAttentionBlock")
-            block.attn = LoRAMultiheadAttention(block.attn, r, alpha)
+            block.attn = LoRAMultiheadAttention(block.attn, r, alpha, backward)
     elif _is_modified_resnet(visual):
-        pool = visual.attnpool
-        for name in ("q_proj", "k_proj", "v_proj", "c_proj"):
-            setattr(pool, name, LoRALinear(getattr(pool, name), r, alpha))
+        visual.attnpool = LoRAAttentionPool(visual.attnpool, r, alpha, backward)
         if extra == "bn":
             for m in visual.modules():
                 if isinstance(m, nn.BatchNorm2d) and m.affine:

@@ -14,7 +14,8 @@ Per batch of B = 64 images (one AdamW step, one online pass, no reset inside a s
 then the EMA teacher's LoRA tensors move: theta_ema <- (1 - m) theta_ema + m theta.
 Defaults (``imagenet-c.yaml``): LoRA r 16, alpha 2 on q, k, v, out of every attention block
 (``vlmlab.models.lora``); AdamW lr 1e-3, wd 0.01; tau_s = tau_t = 0.01; lam = lam_pl = 1;
-I0 = 3.0 nats; m = 1e-3.
+I0 = 3.0 nats; m = 1e-3. LoRA's input gradient as loralib computes it, through the stale W0
+(``lora_backward="reference"``; ``"exact"`` differentiates the adapted weight; docs/fidelity.md).
 
 I0 and the class count: I is at most ln min(B, C), so the paper's I0 = 3.0 (for C = 1000,
 ln 1000 = 6.91) would sit at the very top of the range for 20 classes (ln 20 = 3.00).
@@ -53,6 +54,7 @@ class UniInfoConfig(TTAConfig):
     rank: int = 16
     lora_alpha: float = 2.0
     lora_extra: str = "none"                  # "bn": also BatchNorm affine (ResNet towers only)
+    lora_backward: str = "reference"          # LoRA input gradient: "reference" (loralib's stale W0) | "exact"
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 64
@@ -117,7 +119,7 @@ class UniInfo(TTAMethod):
         """A fresh LoRA student and teacher from the pretrained tower (one per corruption stream)."""
         cfg, bundle = self.config, self.ctx.bundle
         self.student = copy.deepcopy(bundle.model.visual).eval()
-        params = apply_lora(self.student, cfg.rank, cfg.lora_alpha, cfg.lora_extra)
+        params = apply_lora(self.student, cfg.rank, cfg.lora_alpha, cfg.lora_extra, cfg.lora_backward)
         self.teacher = copy.deepcopy(self.student).eval()   # same trainable flags: same prefix split; never stepped
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.prefix, self.head_s = frozen_prefix(self.student)
