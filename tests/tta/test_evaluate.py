@@ -20,7 +20,7 @@ def _table():
                                 ("linear_probe", 1, 5.0)):
         for k, c in enumerate(("fog", "defocus_blur")):
             rows.append({"method": method, "corruption": c, "severity": 5, "shots": shots, "seed": 0,
-                         "accuracy": base + k})
+                         "accuracy": base + k, "n_images": (60 if method == "uniinfo" else 400) - 10 * k})
     t = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     t["shots"] = t["shots"].astype("Int64")
     return t
@@ -29,7 +29,8 @@ def _table():
 def test_poster_layout_orders_rows_and_columns_and_means_last():
     wide = poster_table(_table(), "clean")
     assert list(wide.index) == ["No-adapt", "Linear probing (1)", "Linear probing (5)", "UniInfo"]
-    assert list(wide.columns) == ["Def.", "Fog", "Mean", "shots from"]
+    assert list(wide.columns) == ["Def.", "Fog", "Mean", "images", "shots from"]
+    assert wide.loc["No-adapt", "images"] == "390-400" and wide.loc["UniInfo", "images"] == "50-60"
     assert wide.loc["UniInfo", "Mean"] == pytest.approx(30.5)
     assert wide.loc["Linear probing (5)", "shots from"] == "clean train split" and wide.loc["UniInfo", "shots from"] == ""
 

@@ -1,8 +1,10 @@
 """The grid of notebook 02: every method on every corruption at one severity (poster Table 2, seed 000).
 
 ``evaluate(P)`` reads the notebook's parameters and returns an :class:`Evaluation` with
-    table      method, corruption, severity, shots, seed, accuracy           (tables/tta.csv)
-    poster     methods as rows, corruptions as columns in the poster's order, mean last
+    table      method, corruption, severity, shots, seed, accuracy, n_images (tables/tta.csv)
+    poster     methods as rows, corruptions as columns in the poster's order, mean, then
+               the images each row was scored on per corruption (rows differ when the 64-view
+               methods run on a subset; ``paired`` is then the like-for-like comparison)
     cost       method, ms_per_image, peak_mem_mb, device                     (tables/cost.csv)
     setup      per method: images per corruption, views, where the shots came from, settings
     paired     multi-view methods vs No-adapt on the same image subset
@@ -45,7 +47,7 @@ POSTER_COLUMNS = {"defocus_blur": "Def.", "glass_blur": "Gla.", "motion_blur": "
                   "fog": "Fog", "snow": "Snow", "frost": "Frost"}
 LABELS = {"no_adapt": "No-adapt", "linear_probe": "Linear probing", "tip_adapter": "Tip-Adapter", "tpt": "TPT",
           "zero": "ZERO", "mta": "MTA", "tda": "TDA", "uniinfo": "UniInfo"}
-TABLE_COLUMNS = ["method", "corruption", "severity", "shots", "seed", "accuracy"]
+TABLE_COLUMNS = ["method", "corruption", "severity", "shots", "seed", "accuracy", "n_images"]
 
 
 @dataclass
@@ -238,7 +240,7 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                 logits = run_stream(method, s, seed=seed, desc=f"{name} {corruption}")
                 acc = accuracy(logits, s.labels)
                 rows.append({"method": name, "corruption": corruption, "severity": P.severity, "shots": shots,
-                             "seed": seed, "accuracy": acc})
+                             "seed": seed, "accuracy": acc, "n_images": len(s)})
                 if s is multi:
                     base = accuracy(s.feats @ text.T, s.labels)
                     paired.append({"method": name, "corruption": corruption, "seed": seed, "n_images": len(s),
@@ -304,6 +306,7 @@ def poster_table(table: pd.DataFrame, shots_source: str | None = None) -> pd.Dat
     """Methods as rows (poster order), corruptions as columns (poster order, abbreviated), mean last.
 
     Accuracy is averaged over seeds; the mean is the unweighted mean over the corruptions present.
+    Column ``images``: the images per corruption each row was scored on (a range if they differ).
     With ``shots_source``, a last column says where the few-shot rows' shots came from.
     """
     t = table.copy()
@@ -315,6 +318,9 @@ def poster_table(table: pd.DataFrame, shots_source: str | None = None) -> pd.Dat
     wide["Mean"] = wide.mean(axis=1)
     wide = wide.rename(columns=POSTER_COLUMNS).reindex(order)
     wide.index.name = "method"
+    if "n_images" in t.columns:
+        counts = t.groupby("row").n_images.agg(["min", "max"]).reindex(order)
+        wide["images"] = [str(int(lo)) if lo == hi else f"{int(lo)}-{int(hi)}" for lo, hi in counts.itertuples(index=False)]
     if shots_source:
         shots = t.drop_duplicates("row").set_index("row").shots.reindex(order)
         where = {"clean": "clean train split", "target": "corrupted train split"}.get(shots_source, shots_source)
