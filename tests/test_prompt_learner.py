@@ -124,3 +124,29 @@ def test_shared_prefix_forward_equals_full_forward(which, position, request):
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(g_fast, learner.ctx.grad, atol=1e-4, rtol=1e-3)
     assert PromptLearner(bundle, CLASSES, n_ctx=6, ctx_init=None, csc=True).shared_prefix == 0
+
+
+def test_phrase_init_learns_one_vector_per_word_as_coop(tiny):
+    """CoOp: n_ctx = len(ctx_init.split(" ")); 'itap of a' is 3 words but 4 BPE tokens (it ap of a)."""
+    phrase = "itap of a"
+    n_tokens = int(tiny.tokenizer([phrase]).argmax(-1)[0]) - 1
+    assert n_tokens == 4
+    words = PromptLearner(tiny, CLASSES, ctx_init=phrase)
+    tokens = PromptLearner(tiny, CLASSES, ctx_init=phrase, ctx_init_length="tokens")
+    assert (words.n_ctx, tokens.n_ctx) == (3, 4)
+    ids = tiny.tokenizer([phrase])[0, 1:5]
+    torch.testing.assert_close(words.ctx.detach(), tiny.model.token_embedding(ids[:3]).float())
+    with torch.no_grad():                                  # the 4th phrase token stays, fixed, before the class
+        ref = _encode(tiny, [f"{phrase} {c}." for c in CLEAN])
+        torch.testing.assert_close(words(), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(tokens(), ref, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="ctx_init_length"):
+        PromptLearner(tiny, CLASSES, ctx_init=phrase, ctx_init_length="chars")
+
+
+def test_class_names_ending_in_punctuation_are_not_an_overflow(tiny):
+    names = ["Dr.", "St. Bernard", "goldfish"]
+    learner = PromptLearner(tiny, names, ctx_init="a photo of a")
+    with torch.no_grad():
+        torch.testing.assert_close(learner(), _encode(tiny, [f"a photo of a {c}." for c in names]), atol=1e-4, rtol=1e-4)
+    assert min(learner.name_lens) >= 1

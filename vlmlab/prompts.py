@@ -267,7 +267,8 @@ class PromptLearner(nn.Module):
     Args:
         bundle: any loaded ClipBundle with an open_clip text transformer (embedded or open_clip).
         classnames: C class names (underscores become spaces, CoOp's rule).
-        n_ctx: M, context tokens; replaced by the phrase's token count when ``ctx_init`` is set (CoOp).
+        n_ctx: M, context tokens; replaced by the phrase's *word* count when ``ctx_init`` is set (CoOp's
+            ``len(ctx_init.split(" "))``; ``ctx_init_length="tokens"`` uses its BPE token count instead).
         ctx_init: a phrase ("a photo of a") whose token embeddings initialise the context, or ``None``
             for random N(0, 0.02^2) vectors.
         csc: class-specific context (C, M, W) instead of one unified (M, W) context.
@@ -277,12 +278,15 @@ class PromptLearner(nn.Module):
     Attributes:
         ctx: the only trainable parameter, (M, W) unified or (C, M, W) class-specific, float32.
         tokens: (C, L) token ids of the placeholder prompts (their EOS positions are the readout).
-        name_lens: class-name token counts.
+        name_lens: class-name token counts as they sit in the prompt (between the phrase and the EOS).
     """
 
     def __init__(self, bundle: ClipBundle, classnames: Sequence[str], n_ctx: int = 4,
-                 ctx_init: str | None = "a photo of a", csc: bool = False, position: str = "end", seed: int = 0):
+                 ctx_init: str | None = "a photo of a", csc: bool = False, position: str = "end", seed: int = 0,
+                 ctx_init_length: str = "words"):
         super().__init__()
+        if ctx_init_length not in ("words", "tokens"):
+            raise ValueError(f"ctx_init_length={ctx_init_length!r}; use 'words' (CoOp) or 'tokens'")
         if position not in POSITIONS:
             raise ValueError(f"position={position!r}; use one of {POSITIONS}")
         if not classnames:
@@ -296,9 +300,12 @@ class PromptLearner(nn.Module):
             if self.ctx_init:
                 phrase = self.ctx_init.replace("_", " ").strip()
                 ids = bundle.tokenizer([phrase]).to(device)                                   # (1, L)
-                m = int(_eos_positions(ids, self.tower)[0]) - 1
-                if m < 1:
+                n_phrase = int(_eos_positions(ids, self.tower)[0]) - 1                        # its BPE tokens
+                if n_phrase < 1:
                     raise ValueError(f"ctx_init={ctx_init!r} has no tokens")
+                # CoOp: n_ctx = len(ctx_init.split(" ")) words; a phrase of more BPE tokens than words
+                # ("itap of a") keeps its extra tokens fixed after the learned ones, as in trainers/coop.py
+                m = min(len(phrase.split(" ")), n_phrase) if ctx_init_length == "words" else n_phrase
                 init = emb(ids)[0, 1:1 + m].float()                                         # (M, W)
                 init = init.expand(len(self.classnames), m, width).clone() if self.csc else init.clone()
                 n_ctx, prefix = m, phrase
@@ -308,16 +315,18 @@ class PromptLearner(nn.Module):
                 g = torch.Generator().manual_seed(int(seed))
                 shape = (len(self.classnames), n_ctx, width) if self.csc else (n_ctx, width)
                 init = (torch.randn(shape, generator=g) * 0.02).to(device)
-                prefix = " ".join(["X"] * n_ctx)
+                prefix, n_phrase = " ".join(["X"] * n_ctx), n_ctx
             self.n_ctx = n_ctx
-            self.name_lens = [int(_eos_positions(bundle.tokenizer([c]), self.tower)[0]) - 1 for c in self.classnames]
             tokens = bundle.tokenizer([f"{prefix} {c}." for c in self.classnames]).to(device)   # (C, L)
             eos = _eos_positions(tokens, self.tower)
-            need = 2 + n_ctx + torch.tensor(self.name_lens, device=eos.device)               # SOS ctx CLASS . -> EOS
-            if not torch.equal(eos, need):
-                raise ValueError(f"prompt of {n_ctx} context tokens + class name (up to {max(self.name_lens)} "
-                                 f"tokens) overflows the text context length {self.tower.context_length}; use a "
-                                 f"smaller n_ctx or shorter class names")
+            if int(eos.max()) >= self.tower.context_length - 1:
+                worst = self.classnames[int(eos.argmax())]
+                raise ValueError(f"prompt '{prefix} {worst}.' fills or overflows the text context length "
+                                 f"{self.tower.context_length}; use a smaller n_ctx or a shorter class name")
+            # SOS, the phrase's tokens, CLASS, "." (merged into a class name's own final '.'), EOS
+            self.name_lens = (eos - 2 - n_phrase).tolist()
+            if min(self.name_lens) < 1:
+                raise ValueError(f"class name {self.classnames[int(eos.argmin())]!r} has no tokens of its own")
             if self.tower.attn_mask is not None and self.tower.pool_type in ("argmax", "eos"):
                 tokens = tokens[:, :int(eos.max()) + 1]                                    # causal: rest unused
             embedded = emb(tokens).float()                                                  # (C, L, W)
