@@ -203,30 +203,3 @@ def compare_published(table: pd.DataFrame, published: pd.DataFrame, severity: in
     out["difference"] = out.reproduced - out.published
     return out
 
-
-def phenomenon_failures(table: pd.DataFrame, corruptions: list[str], domain_shifts: list[str] = ()) -> list[str]:
-    """The poster's claims as checks; returns the ones that fail.
-
-    1. corruption at the highest severity lowers mean accuracy; 2. it raises the mean uniformity loss;
-    3. each set in ``domain_shifts`` (the poster's domain-shift columns: ImageNet-A/R; in the world,
-       renditions) moves uniformity less than corruption does on average.
-    Other shifted sets stay in the table without a claim (the world's thermal colour map is a sensor
-    change, and collapses uniformity like a corruption).
-    """
-    clean = table[table.condition == "clean"].iloc[0]
-    top = table[table.condition.isin(corruptions)].severity.max()
-    worst = table[table.condition.isin(corruptions) & (table.severity == top)]
-    fails = []
-    if not worst.acc_plain.mean() < clean.acc_plain:
-        fails.append(f"mean accuracy at severity {top} ({worst.acc_plain.mean():.1f}) is not below clean ({clean.acc_plain:.1f})")
-    rise = worst.uniformity.mean() - clean.uniformity
-    if not rise > 0:
-        fails.append(f"mean uniformity loss at severity {top} ({worst.uniformity.mean():.3f}) is not above clean ({clean.uniformity:.3f})")
-    for name in domain_shifts:
-        row = table[(table.condition == name) & (table.severity == 0)]
-        if row.empty:
-            fails.append(f"domain shift {name!r} is not in the table")
-        elif not abs(float(row.uniformity.iloc[0]) - clean.uniformity) < rise:
-            fails.append(f"domain shift {name!r} moves uniformity by {float(row.uniformity.iloc[0]) - clean.uniformity:+.3f}, "
-                         f"not less than corruption's mean {rise:+.3f}")
-    return fails
