@@ -88,6 +88,12 @@ def test_evidence_load_reads_saved_tables_but_not_the_ledger(tmp_path):
     assert C.evaluate([_gain_claim()], ev).verdict.tolist() == ["holds"]
 
 
+def test_evidence_load_reads_an_empty_table_as_empty(tmp_path):
+    run = Run("02_uniinfo_tta", {"profile": "tiny", "out_dir": str(tmp_path)})
+    run.save_table(pd.DataFrame(), "paired")                     # written as a bare newline
+    assert C.Evidence.load(tmp_path).table("paired").empty
+
+
 def _fake_notebook(root, name, verdicts, complete=True):
     run = Run(name, {"profile": "embedded", "out_dir": str(root / name)})
     rows = [{"claim_id": f"{name}.c{i}", "paper": "P", "where": "W", "statement": f"s{i}", "paper_value": "",

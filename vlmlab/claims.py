@@ -116,7 +116,7 @@ class Evidence:
     def load(cls, run_dir: Path | str, params: Mapping[str, Any] | None = None) -> "Evidence":
         """Read ``run_dir/tables/*.csv`` and ``metrics.json``: the claims see what a reader sees."""
         run_dir = Path(run_dir)
-        tables = {p.stem: pd.read_csv(p) for p in sorted((run_dir / "tables").glob("*.csv")) if p.stem != "claims"}
+        tables = {p.stem: _read_csv(p) for p in sorted((run_dir / "tables").glob("*.csv")) if p.stem != "claims"}
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         return cls(tables, metrics, dict(params or {}))
@@ -129,6 +129,14 @@ class Evidence:
 
     def has(self, name: str) -> bool:
         return name in self.tables
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A saved table; an empty frame saved without columns (a bare newline) reads as an empty frame."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _format(value: Any) -> str:
