@@ -167,3 +167,142 @@ def test_every_notebook_has_a_params_file_per_profile(notebook):
     for profile in ("embedded", "tiny", "paper"):
         assert (REPO_ROOT / "params" / profile / f"{notebook}.yaml").is_file(), \
             f"add params/{profile}/{notebook}.yaml (make reproduce PROFILE={profile} needs it)"
+
+
+# ------------------------------------------------------------------ issue 19: ranges, profile, YAML, dicts
+RANGED_CELL = PARAMS_CELL + '''sev = [1, 2]  # type: list[int]; range 1..5; non-empty; severities
+count = 3  # type: int | None; range 1..; images (None: all)
+names = ["a",
+         "b"]  # type: list[str]; non-empty; a list over two lines
+frac = 0.5  # type: float; range 0..1; a share
+opts = {"a": 1, "b": 2}  # a dict parameter
+'''
+
+
+def test_specs_read_types_items_ranges_and_non_empty(tmp_path):
+    got = params.specs("07_toy", root=make_repo(tmp_path, cell=RANGED_CELL))
+    assert got["sev"] == params.Spec([1, 2], (list,), (int,), 1.0, 5.0, True)
+    assert got["count"] == params.Spec(3, (int, type(None)), None, 1.0, None, False)
+    assert got["names"] == params.Spec(["a", "b"], (list,), (str,), None, None, True)
+    assert got["frac"] == params.Spec(0.5, (float,), None, 0.0, 1.0, False)
+    assert got["shots"].items == (int,) and got["shots"].types is None      # inferred from the default [1, 2]
+    assert got["opts"] == params.Spec({"a": 1, "b": 2})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("sev", [0], "'sev' of 07_toy: 0 in [0] is outside the allowed range 1..5"),
+    ("sev", [6, 1], "6 in [6, 1] is outside the allowed range 1..5"),
+    ("sev", [True], "'sev' of 07_toy expects list[int], got bool True at index 0"),
+    ("sev", [], "'sev' of 07_toy must not be empty"),
+    ("count", 0, "'count' of 07_toy: 0 is outside the allowed range >= 1"),
+    ("count", -5, "-5 is outside the allowed range >= 1"),
+    ("names", [], "'names' of 07_toy must not be empty"),
+    ("names", ["a", 3], "expects list[str], got int 3 at index 1"),
+    ("frac", 1.5, "'frac' of 07_toy: 1.5 is outside the allowed range 0..1"),
+    ("shots", ["1"], "'shots' of 07_toy expects list[int], got str '1' at index 0"),
+])
+def test_out_of_range_values_and_wrong_elements_stop_with_the_key(tmp_path, key, value, message):
+    """Issue 19, defect 3: out-of-range values and wrong element types used to run and look complete."""
+    root = make_repo(tmp_path, cell=RANGED_CELL)
+    with pytest.raises(ParamError) as err:
+        params.resolve("07_toy", {key: value}, root=root)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("key, value", [("count", None), ("count", 1), ("sev", [5]), ("frac", 1), ("frac", 0.0),
+                                        ("names", ["z"]), ("shots", [3])])
+def test_in_range_values_pass(tmp_path, key, value):
+    assert params.resolve("07_toy", {key: value}, root=make_repo(tmp_path, cell=RANGED_CELL))[key] == value
+
+
+@pytest.mark.parametrize("notebook, key, value", [
+    ("01_uniformity_analysis", "severities", [0]), ("01_uniformity_analysis", "severities", [True]),
+    ("01_uniformity_analysis", "n_images", 0), ("01_uniformity_analysis", "n_images", -5),
+    ("01_uniformity_analysis", "corruptions", []), ("02_uniinfo_tta", "severity", 0),
+    ("02_uniinfo_tta", "severity", 6), ("02_uniinfo_tta", "methods", []), ("02_uniinfo_tta", "seeds", [1.5]),
+    ("02_uniinfo_tta", "shots", [0]), ("03_coop_shots", "datasets", []), ("03_coop_shots", "shots", [0]),
+    ("03_coop_shots", "n_test", 0), ("04_visual_prompt_fid", "shots", 0), ("05_vlm_blind_tests", "n_test", 0),
+    ("00_quickstart", "n_points", 0),
+])
+def test_the_notebooks_declare_their_ranges(notebook, key, value):
+    with pytest.raises(ParamError, match=f"parameter '{key}' of {notebook}"):
+        params.load(notebook, "embedded", overrides={key: value})
+
+
+def test_a_zero_count_is_an_error_not_the_default():
+    """Issue 19, defect 3: `n or 1000` turned n_images 0 into 1000 images."""
+    from vlmlab.data.sources import count_or_default, load_source
+    assert (count_or_default(None, 1000), count_or_default(7, 1000)) == (1000, 7)
+    for bad in (0, -5, True, 2.0):
+        with pytest.raises(ValueError, match=f"n_test={bad!r}: a count must be an int >= 1"):
+            count_or_default(bad, 1000, "n_test")
+    with pytest.raises(ValueError, match=r"n \(images of 'world:objects'\)=0"):
+        load_source("world:objects", n=0)
+
+
+def test_resolve_applies_the_profile_file_under_explicit_values(tmp_path):
+    """Issue 19, defect 4: `-r profile paper` alone ran the embedded defaults labelled paper."""
+    root = make_repo(tmp_path)
+    write_yaml(root, "paper", "07_toy", {"steps": 20, "lr": 0.1, "name": "paper"})
+    defaults = params.declared("07_toy", root=root)
+    only_label = params.resolve("07_toy", {**defaults, "profile": "paper"}, root=root)
+    assert (only_label.steps, only_label.lr, only_label.name, only_label.profile) == (20, 0.1, "paper", "paper")
+    with_file = params.resolve("07_toy", {**defaults, "profile": "paper", "steps": 20, "lr": 0.1, "name": "paper"},
+                               root=root)                     # papermill -f params/paper/07_toy.yaml: the same
+    assert with_file == only_label
+    overridden = params.resolve("07_toy", {**defaults, "profile": "paper", "lr": 0.3}, root=root)
+    assert (overridden.steps, overridden.lr) == (20, 0.3)
+    # papermill's injected cell (IPython's `In`) marks `-p steps 10` explicit although 10 is the default
+    history = ["", "# Parameters\nprofile = \"paper\"\nsteps = 10\n"]
+    injected = params.resolve("07_toy", {**defaults, "profile": "paper", "In": history}, root=root)
+    assert (injected.steps, injected.lr) == (10, 0.1)
+    with pytest.raises(ParamError, match=r"profile 'papr'.*does not exist"):
+        params.resolve("07_toy", {**defaults, "profile": "papr"}, root=root)
+    with pytest.raises(ParamError, match="not a profile name"):
+        params.load("07_toy", "../paper", root=root)
+
+
+def test_injected_keys_reads_papermills_cell():
+    assert params.injected_keys(["x = 1", "# Parameters\na = 1\nb = [2]\n", "P = resolve()"]) == {"a", "b"}
+    assert params.injected_keys(["# Parameters\na = 1\n", "# Parameters\nc = 2\n"]) == {"c"}    # the latest
+    assert params.injected_keys(None) == set() and params.injected_keys(["seed = 3"]) == set()
+
+
+def test_merge_overrides_is_one_level_deep():
+    base = {"u": {"a": 1, "b": {"x": 1}}, "n": 3, "d": {"k": 1}}
+    got = params.merge_overrides(base, {"u": {"b": {"y": 2}, "c": 3}, "n": {"k": 1}, "d": None})
+    assert got == {"u": {"a": 1, "b": {"y": 2}, "c": 3}, "n": {"k": 1}, "d": None}
+    assert base["u"] == {"a": 1, "b": {"x": 1}}                                   # inputs untouched
+
+
+def test_dict_parameters_merge_into_the_profiles_dict(tmp_path):
+    """Issue 19, defect 10: `uniinfo: {batch_size: 16}` replaced the profile's dict, dropping its tuned values."""
+    root = make_repo(tmp_path, cell=RANGED_CELL)
+    write_yaml(root, "tiny", "07_toy", {"opts": {"a": 10, "c": 3}})
+    write_yaml(root, "paper", "07_toy", {"opts": {}})
+    assert params.load("07_toy", "tiny", overrides={"opts": {"b": 20}}, root=root).opts == {"a": 10, "c": 3, "b": 20}
+    assert params.resolve("07_toy", {"profile": "tiny", "opts": {"b": 20}}, root=root).opts == {"a": 10, "c": 3, "b": 20}
+    assert params.load("07_toy", "paper", root=root).opts == {}                  # the file replaces the default
+    assert params.load("07_toy", "embedded", overrides={"opts": {"b": 5}}, root=root).opts == {"a": 1, "b": 5}
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    """Issue 19, defect 10: the error named `<unicode string>`."""
+    root = make_repo(tmp_path)
+    path = root / "params" / "tiny" / "07_toy.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text("seed: 1\nshots: [1, 2\n")
+    with pytest.raises(ParamError, match=rf"{path}: line 3, column 1: YAML syntax error"):
+        params.load("07_toy", "tiny", root=root)
+
+
+def test_yaml_is_read_as_papermill_reads_it(tmp_path):
+    """One loader: papermill's -f (YAML 1.1, no dates). `1e-1` is a string there, and the error says so."""
+    from papermill.iorw import NoDatesSafeLoader
+    text = "a: 1e-1\nb: 1.0e-1\nc: 2020-01-01\nd: yes\ne: .5\nf: 0x1f\ng: 1_000\nh: null\n"
+    assert params.parse_yaml(text) == yaml.load(text, Loader=NoDatesSafeLoader)
+    assert params.parse_yaml(text)["a"] == "1e-1" and params.parse_yaml(text)["c"] == "2020-01-01"
+    root = make_repo(tmp_path)
+    write_yaml(root, "tiny", "07_toy", {}).write_text("lr: 1e-1\n")
+    with pytest.raises(ParamError, match=r"'lr' of 07_toy expects float, got str '1e-1'; YAML 1.1.*1\.0e-3"):
+        params.load("07_toy", "tiny", root=root)

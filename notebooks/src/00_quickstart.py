@@ -17,8 +17,8 @@
 profile = "embedded"  # embedded | paper | tiny: which params/<profile>/00_quickstart.yaml applies
 device = "auto"  # auto | cpu | cuda
 out_dir = ""  # empty: results/<profile>/00_quickstart/
-seed = 0  # seed of the random points
-n_points = 200  # number of points
+seed = 0  # type: int; seed of the random points
+n_points = 200  # type: int; range 1..; number of points
 
 # %%
 import numpy as np

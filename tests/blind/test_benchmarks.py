@@ -211,7 +211,7 @@ def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path
     out = tmp_path / "out"
     params = vlmlab.params.load("05_vlm_blind_tests", "paper", {
         "vlm": tiny_llava_path, "data_root": str(root), "device": "cpu", "dtype": "float32", "image_size": 32,
-        "train_fraction": 0.75, "out_dir": str(out), "check_phenomenon": False, "soft_tokens": [1],
+        "train_fraction": 0.75, "out_dir": str(out), "soft_tokens": [1],
         "components": ["lora", "projector", "vision"], "finetune_steps": 1, "finetune_batch": 2})
     papermill.execute_notebook(
         str(REPO_ROOT / "notebooks" / "05_vlm_blind_tests.ipynb"), str(tmp_path / "executed.ipynb"),
@@ -226,3 +226,5 @@ def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path
     assert len(pd.read_csv(out / "tables" / "tv.csv")) == 7 * 5
     assert len(pd.read_csv(out / "tables" / "finetune.csv")) == 7 * 5
     assert set(pd.read_csv(out / "tables" / "layers.csv").layer) == {-1, 0, 2}      # the tiny LLaVA has 2 blocks
+    claims = pd.read_csv(out / "tables" / "claims.csv", keep_default_na=False)
+    assert claims.claim_id.str.startswith("blind.").all() and set(claims.verdict) <= {"holds", "fails", "not_measured"}

@@ -63,13 +63,49 @@ def test_changing_a_fixed_value_changes_every_id(tmp_path):
     assert [c.id.split("-")[0] for c in one.expand()] == [c.id.split("-")[0] for c in two.expand()]
 
 
-def test_list_valued_parameters_take_a_list_of_lists_and_floats_read_1e_minus_3(tmp_path):
-    sweep = load_sweep(write(tmp_path, "l", "notebook: 02_uniinfo_tta\nfixed: {uniinfo: {lr: 1e-3}}\n"
+def test_list_valued_parameters_take_a_list_of_lists_and_floats_read_as_papermill_reads_them(tmp_path):
+    sweep = load_sweep(write(tmp_path, "l", "notebook: 02_uniinfo_tta\nfixed: {uniinfo: {lr: 1.0e-3}}\n"
                                             "grid: {shots: [[1], [5, 10]]}\n"), validate=False)
     cases = sweep.expand()
     assert [c.params["shots"] for c in cases] == [[1], [5, 10]]
     assert isinstance(cases[0].params["uniinfo"]["lr"], float) and cases[0].params["uniinfo"]["lr"] == 1e-3
     assert cases[1].id.startswith("shots=5+10-")
+    # YAML 1.1 (papermill's -f/-y) reads 1e-3 as a string: the sweep file is read the same way
+    plain = load_sweep(write(tmp_path, "p", "notebook: 00_quickstart\nfixed: {n_points: 1e-3}\n"), validate=False)
+    assert plain.fixed["n_points"] == "1e-3"
+
+
+def test_base_file_is_read_as_papermill_reads_it(tmp_path):
+    """Issue 19, defect 9: `lr: 1e-1` in the base file is a float to the old loader, a str to papermill's -f."""
+    base = write(tmp_path, "base", "lr: 1e-1\n")
+    text = f"notebook: 04_visual_prompt_fid\nbase: {base}\ngrid: {{seed: [0, 1]}}\n"
+    with pytest.raises(SweepError) as err:
+        load_sweep(write(tmp_path, "s", text))
+    msg = str(err.value)
+    assert "parameter 'lr' of 04_visual_prompt_fid expects float, got str '1e-1'" in msg and "1.0e-3" in msg
+    base.write_text("lr: 1.0e-1\n")
+    assert len(load_sweep(write(tmp_path, "s", text)).expand()) == 2
+
+
+def test_cases_are_validated_with_ranges_and_the_profile_file_under_them(tmp_path):
+    with pytest.raises(SweepError, match=r"'severity' of 02_uniinfo_tta: 0 is outside the allowed range 1\.\.5"):
+        load_sweep(write(tmp_path, "r", "notebook: 02_uniinfo_tta\ngrid: {severity: [0, 5]}\n"))
+    with pytest.raises(SweepError, match="'methods' of 02_uniinfo_tta must not be empty"):
+        load_sweep(write(tmp_path, "m", "notebook: 02_uniinfo_tta\nfixed: {methods: []}\n"))
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "a\\\\b", ""])
+def test_sweep_name_must_be_one_folder_name(tmp_path, name):
+    """Issue 19, defect 9: `name: ../../x` wrote outside the results root."""
+    with pytest.raises(SweepError, match="must be a single folder name"):
+        load_sweep(write(tmp_path, "n", f"notebook: 00_quickstart\nname: '{name or 'x/'}'\n"), results_root=tmp_path)
+    assert load_sweep(write(tmp_path, "ok", "notebook: 00_quickstart\nname: lr_1e-3.v2\n")).name == "lr_1e-3.v2"
+
+
+def test_sweep_yaml_syntax_error_names_the_file(tmp_path):
+    path = write(tmp_path, "broken", "notebook: 00_quickstart\ngrid: {seed: [0, 1}\n")
+    with pytest.raises(SweepError, match=rf"{path}: line 2.*YAML syntax error"):
+        load_sweep(path)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -17,7 +17,7 @@ from vlmlab.cli import main
 from vlmlab.sweep import collect, load_sweep, run_sweep, status_table
 
 CASES = [{"seed": 0, "n_points": 40},
-         {"seed": 0, "n_points": -1}]                  # n_points -1: numpy raises inside the notebook
+         {"seed": -1, "n_points": 40}]                 # valid (an int) but numpy's default_rng(-1) raises inside
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_two_local_workers_run_cases_side_by_side_and_list_the_failure(first_run
     (s1, e1), (s2, e2) = _window(sweep.dir / ok.id), _window(sweep.dir / broken.id)
     assert s1 < e2 and s2 < e1, "the two cases did not run at the same time"
     failed = report.failed[0]
-    assert "negative dimensions" in failed.error and failed.log == sweep.dir / broken.id / "papermill.log"
+    assert "expected non-negative integer" in failed.error and failed.log == sweep.dir / broken.id / "papermill.log"
     assert "ValueError" in failed.log.read_text()
     assert not (sweep.dir / broken.id / ".done").exists()
     for case in (ok,):
@@ -71,5 +71,5 @@ def test_rerun_plan_keeps_the_complete_cases_and_retries_the_failed_one(first_ru
     assert main(["sweep", str(path), "--results-root", str(sweep.results_root), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 case(s)" in out and "1 complete, 1 to run" in out
-    assert "first command: " in out and "-y '{n_points: -1, seed: 0}'" in out      # ready to paste
+    assert "first command: " in out and "-y '{n_points: 40, seed: -1}'" in out      # ready to paste
     assert broken.id in out.split("first command: ")[1]

@@ -84,7 +84,7 @@ def load_splits(source: str, *, root=None, n_train_per_class: int = 32, n_test: 
         c = len(world.TASKS[task].classnames)
         train = load_source(source, split="train", n=c * n_train_per_class, seed=seed)
         val = load_source(source, split="val", n=c * 4, seed=seed)
-        test = load_source(source, split="test", n=n_test or 1000, seed=seed)
+        test = load_source(source, split="test", n=n_test, seed=seed)
     else:
         train = load_source(source, root=root, split="train", seed=seed)
         val = load_source(source, root=root, split="val", seed=seed)
@@ -105,7 +105,7 @@ def dg_target(spec: str, source: Splits, *, root=None, n_test: int | None = 1000
                               f"to vlmlab/data/real.py and a name to vlmlab.data.load_source.")
     if spec.startswith("world:"):
         base, _, corruption = spec.partition("@")
-        ds = load_source(base, split="test", n=n_test or 1000, seed=seed)
+        ds = load_source(base, split="test", n=n_test, seed=seed)
         if corruption:
             name, _, severity = corruption.partition(":")
             ds = corrupted(base, ds, name, int(severity or 5), corruption_seed=seed)

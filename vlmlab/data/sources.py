@@ -16,6 +16,23 @@ from __future__ import annotations
 from vlmlab.data import real
 from vlmlab.data.corruptions import corrupt_dataset
 
+WORLD_DEFAULT_N = 1000   # world images generated when a count is None
+
+
+def count_or_default(n: int | None, default: int | None, name: str = "n") -> int | None:
+    """``default`` when ``n`` is None, else ``n``, which must be >= 1.
+
+    A 0 used to fall through ``n or 1000`` and silently become the default; it is an error now.
+
+    Raises:
+        ValueError: ``n`` is below 1 or not an int, naming ``name``.
+    """
+    if n is None:
+        return default
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name}={n!r}: a count must be an int >= 1 (None: the default, {default})")
+    return n
+
 
 def load_source(spec: str, *, root=None, split: str = "test", n: int | None = None, seed: int = 0,
                 size: int = 64, on_error: str = "raise"):
@@ -29,10 +46,11 @@ def load_source(spec: str, *, root=None, split: str = "test", n: int | None = No
         seed: world seed, or subset seed for real data.
         size: world image side.
     """
+    n = count_or_default(n, None, f"n (images of {spec!r})")
     kind, _, name = spec.partition(":")
     if kind == "world":
         from vlmlab import world
-        return world.load(name, split, n=n or 1000, seed=seed, size=size)
+        return world.load(name, split, n=count_or_default(n, WORLD_DEFAULT_N), seed=seed, size=size)
     kw = {"on_error": on_error, "n": n, "seed": seed}
     if kind == "imagenet_val":
         return real.imagenet_val(root, **kw)

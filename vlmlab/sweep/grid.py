@@ -51,18 +51,34 @@ class SweepError(ValueError):
     """A sweep file is malformed, or one of its cases would not validate against the notebook."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
-
-
 def read_yaml(path: Path) -> Any:
-    """Parse ``path`` with the sweep loader (``1e-3`` is a float)."""
-    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
+    """Parse ``path`` as papermill parses ``-f`` (:func:`vlmlab.params.read_yaml`: YAML 1.1, so
+    ``1e-3`` is a string and fails validation with a hint; write ``1.0e-3``).
+
+    Raises:
+        SweepError: a syntax error, naming the file and line.
+    """
+    try:
+        return vparams.read_yaml(path)
+    except vparams.ParamError as err:
+        raise SweepError(str(err)) from None
+
+
+def _papermill_view(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as papermill will inject them from ``-y`` (dumped as case.py dumps, read back as papermill reads)."""
+    text = yaml.safe_dump(dict(values), sort_keys=True, default_flow_style=True)
+    return vparams.parse_yaml(text, "<the case's -y>") or {}
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=,+-]*")
+
+
+def _check_name(name: str, where: str) -> str:
+    """A sweep name is one folder name: no path separator, no ``..``, not hidden."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise SweepError(f"{where}: name {name!r} must be a single folder name (letters, digits, '_', '-', '.', "
+                         "no '/' or '..'); it becomes results/<profile>/<notebook>/sweeps/<name>/")
+    return name
 
 
 def _normalise(obj: Any) -> Any:
@@ -211,7 +227,11 @@ class Sweep:
         return out
 
     def validate(self, cases: list[Case] | None = None) -> None:
-        """Check every case against the notebook's parameters cell (keys and types).
+        """Check every case as the notebook will see it (keys, types, ranges).
+
+        That is what papermill injects (the base file, then the case's ``-y`` shallowly over it,
+        both read by papermill's YAML loader), resolved as :func:`vlmlab.params.resolve` does:
+        under ``params/<profile>/<notebook>.yaml``, dicts merged one level.
 
         Raises:
             SweepError: naming the case and the key, before anything runs.
@@ -219,7 +239,8 @@ class Sweep:
         base = self.base_values()
         for case in cases if cases is not None else self.expand():
             try:
-                vparams.load(self.notebook, vparams.DEFAULT_PROFILE, overrides={**base, **case.params})
+                injected = {**base, **_papermill_view(case.params)}
+                vparams.load(self.notebook, self.profile, overrides=injected)
             except vparams.ParamError as err:
                 raise SweepError(f"sweep {self.name!r}, case {case.id}: {err}") from None
 
@@ -296,7 +317,7 @@ def load_sweep(path: str | Path, results_root: str | Path | None = None, validat
     if base is not None:
         base = Path(base) if Path(base).is_absolute() else REPO_ROOT / base
     sweep = Sweep(
-        name=str(raw.get("name") or path.stem), notebook=str(raw["notebook"]).removesuffix(".ipynb"),
+        name=_check_name(str(raw.get("name") or path.stem), str(path)), notebook=str(raw["notebook"]).removesuffix(".ipynb"),
         profile=str(raw.get("profile") or vparams.DEFAULT_PROFILE), base=base, fixed=fixed, grid=grid,
         cases=_cases(raw.get("cases"), grid, fixed, str(path)), executor=str(raw.get("executor") or "local"),
         workers=raw.get("workers"), kernel=str(raw.get("kernel") or "python3"), device=raw.get("device"),

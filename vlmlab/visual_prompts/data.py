@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from vlmlab import world
 from vlmlab.data import DatasetNotFound, ImageDataset, load_source, sample_few_shot
 from vlmlab.data.base import IMAGE_EXTENSIONS
+from vlmlab.data.sources import WORLD_DEFAULT_N, count_or_default
 from vlmlab.runtime import data_root
 
 __all__ = ["Splits", "load_splits", "load_reference", "resolve_spec", "TORCHVISION", "PAPER_DATASETS"]
@@ -149,9 +150,9 @@ def load_splits(spec: str, *, shots: int | None, n_val: int, n_test: int | None,
         if task is None:
             raise KeyError(f"unknown world dataset {name!r} in {spec!r}; known: {sorted(world.TASKS)}")
         c = len(task.classnames)
-        train = world.load(name, "train", n=(shots or 64) * c, seed=seed, size=size)
+        train = world.load(name, "train", n=count_or_default(shots, 64, "shots") * c, seed=seed, size=size)
         val = world.load(name, "val", n=n_val * c, seed=seed, size=size)
-        test = world.load(name, "test", n=n_test or 1000, seed=seed, size=size)
+        test = world.load(name, "test", n=count_or_default(n_test, WORLD_DEFAULT_N, "n_test"), seed=seed, size=size)
         return Splits(name, spec, train, val, test, list(task.classnames), task.template)
     root = data_root(root or None)
     if kind == "coop":
