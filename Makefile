@@ -1,5 +1,6 @@
 # vlmlab: `make test` checks everything; `make reproduce` reruns every notebook.
 # Variables (override on the command line): make reproduce PROFILE=paper DEVICE=cuda NOTEBOOKS=02_uniinfo_tta
+# RESULTS_DIR=results (runs go to RESULTS_DIR/PROFILE/NB/), VLMLAB_CACHE_DIR (what clean-cache deletes).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
@@ -15,11 +16,16 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 KERNEL := vlmlab
 TIMEOUT ?= 3600
-CACHE ?= $(or $(VLMLAB_CACHE),.cache/vlmlab)
+# The cache the code uses (vlmlab.runtime.cache_root: $VLMLAB_CACHE, else .cache/vlmlab); a project-specific
+# name, so an unrelated CACHE in the environment never becomes what clean-cache deletes.
+VLMLAB_CACHE_DIR ?= $(or $(VLMLAB_CACHE),.cache/vlmlab)
+RESULTS_DIR ?= results
 RUN_ENV := VLMLAB_BATCH=1 HF_HUB_OFFLINE=1
 
 NB_NAMES := $(basename $(notdir $(NOTEBOOKS)))
-RESULTS := results/$(PROFILE)
+RESULTS := $(RESULTS_DIR)/$(PROFILE)
+# papermill writes here; renamed to executed.ipynb (the target) only once the run finished.
+PARTIAL := executed.partial.ipynb
 EXECUTED := $(foreach nb,$(NB_NAMES),$(RESULTS)/$(nb)/executed.ipynb)
 SOURCES := $(shell find vlmlab -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
 # With PY pointing at another environment (conda: make reproduce PY=python), skip the venv setup.
@@ -57,12 +63,20 @@ reproduce: $(EXECUTED)  ## run the notebooks (PROFILE, DEVICE, NOTEBOOKS) into r
 	@echo "results in $(RESULTS)/: $(NB_NAMES)"
 
 # One target per notebook; a missing params/$(PROFILE)/NB.yaml stops make with its name.
+# The target exists only after a finished run: papermill writes $(PARTIAL) (it rewrites that file as it
+# exits, even on Ctrl-C, with the cells that never ran), and only a run that wrote provenance.json
+# (Run.finish(), the notebook's last step) is renamed to executed.ipynb. A failed, interrupted or killed
+# run leaves no executed.ipynb, so the next make reruns it.
 $(EXECUTED): $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.yaml $(SOURCES) | $(SETUP)
 	@mkdir -p $(@D)
+	@rm -f $@ $(@D)/provenance.json
 	@echo "== $* (profile=$(PROFILE), device=$(DEVICE)) -> $(@D)/"
-	$(RUN_ENV) $(PY) -m papermill notebooks/$*.ipynb $@ -k $(KERNEL) --cwd notebooks \
+	$(RUN_ENV) $(PY) -m papermill notebooks/$*.ipynb $(@D)/$(PARTIAL) -k $(KERNEL) --cwd notebooks \
 		-f params/$(PROFILE)/$*.yaml -r profile $(PROFILE) -r device $(DEVICE) -r out_dir $(abspath $(@D)) \
 		--execution-timeout $(TIMEOUT) --log-output
+	@test -f $(@D)/provenance.json || { echo "make: $*: papermill exited 0 but $(@D)/provenance.json is missing" \
+		"(the notebook must end with run.finish()); the executed cells are in $(@D)/$(PARTIAL)" >&2; exit 1; }
+	@mv -f $(@D)/$(PARTIAL) $@
 
 claims: | $(SETUP)  ## merge every notebook's claims of PROFILE into results/PROFILE/claims.md (after make reproduce)
 	$(PY) -m vlmlab.cli claims --profile $(PROFILE)
@@ -70,11 +84,27 @@ claims: | $(SETUP)  ## merge every notebook's claims of PROFILE into results/PRO
 lab: setup  ## open JupyterLab (kernel "Python (vlmlab)")
 	HF_HUB_OFFLINE=1 $(PY) -m jupyter lab
 
-clean-results:  ## delete results/PROFILE/ (one profile at a time)
-	rm -rf $(RESULTS)
+# Guards of the clean-* targets, expanded with the recipe, so they stop make -n too.
+# $(call guard_path,TARGET,PATH,VARIABLE): PATH must be set and must not be /, $HOME, this repository or
+# a folder above one of them.
+guard_path = $(if $(strip $(2)),$(if $(filter $(patsubst %/,%,$(abspath $(2)))/%,$(abspath $(HOME))/ $(CURDIR)/),\
+	$(error make $(1): refusing to delete '$(2)' ($(3)): it is /, your home folder, this repository \
+	or a folder above them; set $(3) to the folder to delete)),\
+	$(error make $(1): $(3) is empty; set it to the folder to delete))
+# One profile name: not empty, one word, no '/', not '.' or '..'.
+guard_profile = $(if $(filter-out 1,$(words $(PROFILE)))$(findstring /,$(PROFILE))$(filter . ..,$(PROFILE)),\
+	$(error make clean-results: PROFILE='$(PROFILE)' is not one profile name; \
+	name the one to delete: make clean-results PROFILE=tiny))
+CACHE_PATH = $(patsubst ~%,$(HOME)%,$(strip $(VLMLAB_CACHE_DIR)))
 
-clean-cache:  ## delete cached features and rendered data (VLMLAB_CACHE, default .cache/vlmlab)
-	rm -rf $(CACHE)
+clean-results:  ## delete RESULTS_DIR/PROFILE/ (one profile at a time; PROFILE must be set)
+	$(guard_profile)$(call guard_path,clean-results,$(strip $(RESULTS_DIR)),RESULTS_DIR)
+	$(call guard_path,clean-results,$(RESULTS),RESULTS_DIR/PROFILE)
+	rm -rf -- '$(RESULTS)'
+
+clean-cache:  ## delete cached features and rendered data (VLMLAB_CACHE_DIR: $VLMLAB_CACHE, else .cache/vlmlab)
+	$(call guard_path,clean-cache,$(CACHE_PATH),VLMLAB_CACHE_DIR)
+	rm -rf -- '$(CACHE_PATH)'
 
 # ---------------------------------------------------------------------------------------
 # The embedded model: retrain (deterministic, resumable: rerun after an interruption) and measure.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -102,10 +103,37 @@ def test_reproduce_recipe_runs_papermill_with_profile_params():
     out = subprocess.run(["make", "-n", "-B", "reproduce", "PROFILE=tiny", "PY=python", "NOTEBOOKS=00_quickstart"],
                          cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "python -m papermill notebooks/00_quickstart.ipynb results/tiny/00_quickstart/executed.ipynb" in out.stdout
+    assert ("python -m papermill notebooks/00_quickstart.ipynb results/tiny/00_quickstart/executed.partial.ipynb"
+            in out.stdout)
+    assert ("mv -f results/tiny/00_quickstart/executed.partial.ipynb results/tiny/00_quickstart/executed.ipynb"
+            in out.stdout), "only a finished run may become the make target"
     for piece in ("-k vlmlab", "--cwd notebooks", "-f params/tiny/00_quickstart.yaml", "-r profile tiny",
                   f"-r out_dir {REPO_ROOT / 'results/tiny/00_quickstart'}", "VLMLAB_BATCH=1 HF_HUB_OFFLINE=1"):
         assert piece in out.stdout, piece
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
+@pytest.mark.parametrize("args", [["clean-results", "PROFILE="], ["clean-results", "PROFILE=a/.."],
+                                  ["clean-results", "PROFILE=tiny", "RESULTS_DIR="],
+                                  ["clean-cache", "VLMLAB_CACHE_DIR="], ["clean-cache", "VLMLAB_CACHE_DIR=/"],
+                                  ["clean-cache", "VLMLAB_CACHE_DIR=~"], ["clean-cache", "VLMLAB_CACHE_DIR=."]],
+                         ids=" ".join)
+def test_clean_targets_refuse_empty_or_sweeping_paths(args):
+    out = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "rm -rf" not in out.stdout, out.stdout
+    assert "make clean-" in out.stderr and ("PROFILE" in out.stderr or "_DIR" in out.stderr), out.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
+def test_clean_cache_ignores_an_unrelated_cache_variable(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("VLMLAB_CACHE", "VLMLAB_CACHE_DIR")}
+    out = subprocess.run(["make", "-n", "clean-cache"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**env, "CACHE": "/somewhere"})
+    assert out.returncode == 0, out.stderr
+    assert "/somewhere" not in out.stdout and "rm -rf -- '.cache/vlmlab'" in out.stdout
+    out = subprocess.run(["make", "-n", "clean-cache"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**env, "VLMLAB_CACHE": str(tmp_path)})
+    assert f"rm -rf -- '{tmp_path}'" in out.stdout, "clean-cache must delete the cache the code uses"
 
 
 # ---- import layers --------------------------------------------------------------------

@@ -103,14 +103,17 @@ def _claims(args: argparse.Namespace) -> int:
     return 0
 
 
-def _raise_interrupt(signum, frame):               # SIGTERM (kill, make) stops cases like Ctrl-C
-    raise KeyboardInterrupt(f"signal {signum}")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)     # kill, make, a closed terminal or ssh session
+
+
+def _raise_interrupt(signum, frame):               # stops the running cases like Ctrl-C does
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vlmlab`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
     try:
         return {"sweep": _sweep, "collect": _collect, "claims": _claims}[args.command](args)
     except SweepError as err:
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("interrupted; complete cases are kept, rerun the same command to finish the rest")
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

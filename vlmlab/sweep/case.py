@@ -9,12 +9,22 @@ The folder of a case, ``<sweep dir>/<case id>/``::
     .done            written atomically once papermill exited 0 and provenance.json exists
     .failed          written when it did not: return code, reason, the log's last lines
     .submitted       SLURM only: the array task's job id, from submission until the task ends
+    .lock            flock'ed by the sweep running the case, and by its papermill process, until both end
 
 A case is *complete* when ``provenance.json`` (written by ``Run.finish()``, deleted when a run
 starts) and ``.done`` both exist and ``.done`` names this case id and the base file's current
 values. Anything else runs again: *failed* (``.failed``), *incomplete* (a folder without
 markers: the sweep was killed), *missing* (no folder), *stale* (the base file's values changed),
-except a *submitted* case whose SLURM task is still queued or running.
+except a *submitted* case whose SLURM task is still queued or running, and a *running* one: another
+sweep holds its ``.lock`` (``fcntl.flock``, exclusive, non-blocking), so this one reports it as
+``running elsewhere`` instead of starting it a second time in the same folder.
+
+A case does not outlive its sweep. Papermill runs in a process group of its own (so Ctrl-C reaches
+it only through :func:`terminate_running`, which shuts its kernel down); SIGTERM and SIGHUP of the
+``vlmlab`` command go the same way (``vlmlab.cli``). A sweep that is SIGKILLed cannot stop anything,
+so on Linux the case is started through a launcher that sets ``prctl(PR_SET_PDEATHSIG, SIGTERM)``
+before it execs papermill: the kernel sends papermill SIGTERM when the sweep dies, and the Jupyter
+kernel, which polls its parent (ipykernel's ``ParentPollerUnix``), exits a second later.
 
 The command is ``python -m papermill NB OUT -k KERNEL --cwd notebooks -f BASE -y CASE_YAML
 -r out_dir CASE_DIR -r profile PROFILE [-r device D] --log-output``; papermill's precedence
@@ -40,17 +50,19 @@ import yaml
 from vlmlab.results import atomic_path
 from vlmlab.runtime import REPO_ROOT, get_logger
 from vlmlab.sweep.grid import Case
+from vlmlab.sweep.guard import acquire, die_with_parent, locked
 
 __all__ = ["CaseJob", "CaseResult", "run_case", "case_status", "log_result", "mark_failed", "failure_info", "terminate_running",
-           "DONE", "FAILED", "LOG", "SUBMITTED"]
+           "DONE", "FAILED", "LOG", "SUBMITTED", "LOCK", "RUNNING_ELSEWHERE"]
 
 log = get_logger("vlmlab.sweep")
 
 DONE, FAILED, LOG, CASE_JSON, PROVENANCE = ".done", ".failed", "papermill.log", "case.json", "provenance.json"
-SUBMITTED = ".submitted"
+SUBMITTED, LOCK = ".submitted", ".lock"
+RUNNING_ELSEWHERE = "running elsewhere"
 TAIL_LINES = 20
 _RUNNING: set[subprocess.Popen] = set()
-_LOCK = threading.Lock()
+_RUNNING_MUTEX = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,8 @@ class CaseResult:
     """How one run of a case ended.
 
     Attributes:
-        status: ``complete`` | ``failed`` | ``interrupted`` | ``submitted``.
+        status: ``complete`` | ``failed`` | ``interrupted`` | ``submitted`` | ``running elsewhere`` (another
+            sweep holds the case's lock; nothing was started).
         log: the papermill log (or submitit's log for a job that died outside papermill).
         error: the last exception line of the log, or why the case did not complete.
     """
@@ -123,7 +136,12 @@ def _write_json(obj: dict, path: Path) -> None:
 
 
 def case_status(job: CaseJob) -> str:
-    """``complete`` | ``stale`` | ``failed`` | ``submitted`` | ``incomplete`` | ``missing`` (module docstring)."""
+    """``running`` | ``complete`` | ``stale`` | ``failed`` | ``submitted`` | ``incomplete`` | ``missing``.
+
+    See the module docstring; ``running``: another process holds the case's ``.lock``.
+    """
+    if locked(job.dir / LOCK):
+        return "running"
     done = job.dir / DONE
     if done.is_file() and (job.dir / PROVENANCE).is_file():
         marker = _read_json(done)
@@ -184,7 +202,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def terminate_running() -> int:
     """Stop every case this process is running (Ctrl-C, SIGTERM); returns how many."""
-    with _LOCK:
+    with _RUNNING_MUTEX:
         procs = list(_RUNNING)
     threads = [threading.Thread(target=_stop, args=(p,)) for p in procs]
     for t in threads:
@@ -194,10 +212,12 @@ def terminate_running() -> int:
     return len(procs)
 
 
-def _popen(cmd: list[str], env: dict, log_file) -> int:
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)   # own group: we stop it
-    with _LOCK:
+def _popen(cmd: list[str], env: dict, log_file, lock_fd: int | None = None) -> int:
+    """Run ``cmd`` in its own process group, dying with this process; it inherits the case lock ``lock_fd``."""
+    proc = subprocess.Popen(die_with_parent(cmd), cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,   # own group: we stop it
+                            pass_fds=() if lock_fd is None else (lock_fd,))
+    with _RUNNING_MUTEX:
         _RUNNING.add(proc)
     try:
         return proc.wait()
@@ -205,7 +225,7 @@ def _popen(cmd: list[str], env: dict, log_file) -> int:
         _stop(proc)
         raise
     finally:
-        with _LOCK:
+        with _RUNNING_MUTEX:
             _RUNNING.discard(proc)
 
 
@@ -218,17 +238,30 @@ def run_case(job: CaseJob, gpu: str | None = None, threads: int | None = None,
         gpu: CUDA_VISIBLE_DEVICES for the run (None: leave as is, e.g. under SLURM).
         threads: OMP_NUM_THREADS / VLMLAB_THREADS unless already set (CPU workers side by side).
         stop: when set while the case runs (the sweep was interrupted), no marker is written.
+
+    A case whose ``.lock`` another process holds is not started: the result is ``running elsewhere``.
     """
     try:
-        return _run_case(job, gpu, threads, stop)
+        job.dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = acquire(job.dir / LOCK, log)
+    except OSError as err:
+        return mark_failed(job, None, 0.0, f"could not create or lock {job.dir / LOCK}: {err}", gpu)
+    if lock_fd is None:
+        log.warning("case %s is running elsewhere (another sweep holds %s); not started", job.case.id,
+                    job.dir / LOCK)
+        return CaseResult(job.case.id, RUNNING_ELSEWHERE, log=job.dir / LOG, gpu=gpu,
+                          error=f"another sweep holds {job.dir / LOCK}")
+    try:
+        return _run_case(job, gpu, threads, stop, lock_fd)
     finally:
         (job.dir / SUBMITTED).unlink(missing_ok=True)
+        os.close(lock_fd)
 
 
-def _run_case(job: CaseJob, gpu: str | None, threads: int | None, stop: threading.Event | None) -> CaseResult:
+def _run_case(job: CaseJob, gpu: str | None, threads: int | None, stop: threading.Event | None,
+              lock_fd: int) -> CaseResult:
     log_path = job.dir / LOG
     try:
-        job.dir.mkdir(parents=True, exist_ok=True)
         for marker in (DONE, FAILED):          # .submitted stays until the task ends (a rerun skips it)
             (job.dir / marker).unlink(missing_ok=True)
         cmd = job.command()
@@ -239,7 +272,7 @@ def _run_case(job: CaseJob, gpu: str | None, threads: int | None, stop: threadin
         with open(log_path, "w", encoding="utf-8") as log_file:
             log_file.write(f"$ {shlex.join(cmd)}\n")
             log_file.flush()
-            rc = _popen(cmd, _env(gpu, threads), log_file)
+            rc = _popen(cmd, _env(gpu, threads), log_file, lock_fd)
         wall = round(time.perf_counter() - t0, 3)
     except Exception as err:                       # noqa: BLE001  (a SLURM task must report, not raise)
         return mark_failed(job, None, 0.0, f"could not run papermill: {type(err).__name__}: {err}", gpu)
@@ -262,6 +295,8 @@ def log_result(res: CaseResult) -> CaseResult:
         log.info("case %s complete in %.1f s%s", res.case_id, res.wall_s, f" (GPU {res.gpu})" if res.gpu else "")
     elif res.status == "failed":
         log.error("case %s FAILED (%s); log: %s", res.case_id, res.error, res.log)
+    elif res.status == RUNNING_ELSEWHERE:
+        log.warning("case %s is running elsewhere (%s); rerun the sweep once it ends", res.case_id, res.error)
     return res
 
 

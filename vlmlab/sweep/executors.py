@@ -11,7 +11,9 @@ per case; ``array_parallelism`` at once), with the sweep file's ``slurm:`` resou
 through submitit's local (subprocess) or debug (in-process) executor, no cluster needed.
 
 Either way, a case that is already complete is skipped, so rerunning a sweep after a failure or an
-interruption runs only what is missing (``rerun_all=True`` reruns everything).
+interruption runs only what is missing (``rerun_all=True`` reruns everything). A case another sweep is
+running (it holds the case's ``.lock``, ``vlmlab.sweep.case``) is never started a second time; the
+report lists it as ``running elsewhere``.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ import pandas as pd
 
 from vlmlab.results import atomic_path
 from vlmlab.runtime import get_logger, progress
-from vlmlab.sweep.case import (CaseJob, CaseResult, case_status, failure_info, log_result, run_case,
-                               terminate_running)
+from vlmlab.sweep.case import (RUNNING_ELSEWHERE, CaseJob, CaseResult, case_status, failure_info, log_result,
+                               run_case, terminate_running)
 from vlmlab.sweep.grid import Sweep, SweepError, canonical_json
 from vlmlab.sweep.slurm import queued_jobs, run_slurm, submitit_parameters
 
@@ -58,8 +60,8 @@ class SweepReport:
 
     @property
     def ok(self) -> bool:
-        """True when every case is complete (or was submitted without waiting)."""
-        return all(r.status in ("complete", "submitted") for r in self.results)
+        """True when every case is complete (or was submitted without waiting, or another sweep runs it)."""
+        return all(r.status in ("complete", "submitted", RUNNING_ELSEWHERE) for r in self.results)
 
     def summary(self) -> str:
         """Counts, then one line per failed case with its log path."""
@@ -179,8 +181,13 @@ def run_sweep(sweep: Sweep, executor: str | None = None, workers: int | None = N
     if queued:
         log.warning("%d case(s) are still queued or running on SLURM and are left alone: %s", len(queued),
                     ", ".join(sorted(queued)))
-    todo = [j for j in jobs if j.case.id not in queued and (rerun_all or states[j.case.id] != "complete")]
-    running = {j.case.id for j in todo}
+    elsewhere = [j for j in jobs if states[j.case.id] == "running"]
+    if elsewhere:
+        log.warning("%d case(s) are running in another sweep (their .lock is held) and are left alone: %s",
+                    len(elsewhere), ", ".join(j.case.id for j in elsewhere))
+    todo = [j for j in jobs if j.case.id not in queued and states[j.case.id] != "running"
+            and (rerun_all or states[j.case.id] != "complete")]
+    running = {j.case.id for j in todo + elsewhere}
     skipped = [j.case.id for j in jobs if j.case.id not in running]
     _write_manifest(sweep, jobs)
     log.info("sweep %s (%s, %s): %d case(s), %d complete and skipped, %d to run", sweep.name, sweep.notebook,
@@ -189,6 +196,8 @@ def run_sweep(sweep: Sweep, executor: str | None = None, workers: int | None = N
         results = run_local(todo, workers or sweep.workers)
     else:
         results = run_slurm(todo, sweep, cluster=cluster, wait=wait)
+    results += [CaseResult(j.case.id, RUNNING_ELSEWHERE, log=j.dir / "papermill.log",
+                           error=f"another sweep holds {j.dir / '.lock'}") for j in elsewhere]
     return SweepReport(sweep, results, skipped)
 
 
