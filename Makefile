@@ -121,6 +121,15 @@ evaluate-embedded: | $(SETUP)  ## measure the embedded CLIP; rewrites the number
 # ---------------------------------------------------------------------------------------
 # Sweeps: parameter grids over notebooks, local processes or SLURM (docs/sweeps.md).
 # ---------------------------------------------------------------------------------------
+# Data and weights of a profile (docs/paper_profile.md): what is missing, and fetch what is downloadable.
+# `make data` downloads, so it does not set HF_HUB_OFFLINE; runs (RUN_ENV) keep it.
+.PHONY: data data-status
+data-status: | $(SETUP)  ## list every dataset and weight file PROFILE needs, where it is looked for and how to get it
+	$(PY) -m vlmlab.cli data status --profile $(PROFILE)
+
+data: | $(SETUP)  ## download what PROFILE needs and is publicly downloadable (checksums, atomic, skips what is there)
+	VLMLAB_BATCH=1 $(PY) -m vlmlab.cli data fetch --all --profile $(PROFILE)
+
 SWEEP ?= params/sweeps/embedded_small.yaml
 sweep: | $(SETUP)  ## run a parameter sweep: SWEEP=params/sweeps/<name>.yaml (SWEEP_ARGS="--workers 4" or "--executor slurm")
 	$(RUN_ENV) $(PY) -m vlmlab.cli sweep $(SWEEP) $(SWEEP_ARGS)

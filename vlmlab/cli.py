@@ -3,6 +3,7 @@
     vlmlab sweep FILE [--executor local|slurm] [--workers N] [--dry-run] [--status]
     vlmlab collect FILE|DIR [--table NAME] [-o out.csv]
     vlmlab claims [--profile embedded] [--results-root results]
+    vlmlab data status|fetch [NAME ... | --all] [--profile paper] [--notebooks NB ...] [--data-root DIR]
 
 ``sweep`` runs every case of the sweep file that is not complete yet (rerunning after a failure
 or Ctrl-C finishes only what is missing) and exits 1 if a case failed, listing each failed case
@@ -57,7 +58,50 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("claims", help="merge every notebook's claims of a profile into one scorecard")
     k.add_argument("--profile", default="embedded", help="results/<PROFILE>/ (default: embedded)")
     k.add_argument("--results-root", help="root of results/ (default: the repository's results/)")
+    d = sub.add_parser("data", help="datasets and weights of a profile: status, or fetch what is downloadable")
+    d.add_argument("action", choices=["status", "fetch"], help="status: one table, exit 0 only if all present")
+    d.add_argument("names", nargs="*", help="fetch: catalog names (see `vlmlab data status`)")
+    d.add_argument("--all", action="store_true", help="fetch: every downloadable item of the profile")
+    d.add_argument("--profile", default="paper", help="profile whose needs to list (default: paper)")
+    d.add_argument("--notebooks", nargs="+", metavar="NB", help="only these notebooks' needs (e.g. 03_coop_shots)")
+    d.add_argument("--data-root", help="data root (default: $VLMLAB_DATA, else ~/data)")
     return parser
+
+
+def _data(args: argparse.Namespace) -> int:
+    """``vlmlab data status|fetch``: see ``vlmlab.data.catalog`` and ``vlmlab.data.fetch``."""
+    from vlmlab.data import catalog, check
+    from vlmlab.runtime import data_root
+
+    places = catalog.Places(data_root(args.data_root))
+    if args.action == "fetch" and not (args.names or args.all):
+        log.error("vlmlab data fetch: name the items (see `vlmlab data status`) or pass --all")
+        return 2
+    try:
+        items = catalog.select(args.profile, args.notebooks, args.names)
+    except KeyError as err:
+        log.error("%s", err.args[0])
+        return 2
+    if not items:
+        _out(f"profile {args.profile!r} needs no downloaded data or weights")
+        return 0
+    if args.action == "status":
+        rows = [check.status(i, places) for i in items]
+        _out(check.status_table(rows))
+        return 0 if all(r.ok or r.item.optional for r in rows) else 1
+    from vlmlab.data.fetch import FetchError, fetch_item
+
+    failed = 0
+    for item in items if args.names else [i for i in items if i.fetchable]:
+        try:
+            _out(f"{item.name}: {fetch_item(item, places)}")
+        except FetchError as err:
+            failed += 1
+            log.error("%s", err)
+    manual = [i.name for i in items if not i.fetchable and not args.names and not check.status(i, places).ok]
+    if manual:
+        _out(f"{len(manual)} item(s) need a manual step, listed by `vlmlab data status`: {', '.join(manual)}")
+    return 1 if failed else 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -115,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
     try:
-        return {"sweep": _sweep, "collect": _collect, "claims": _claims}[args.command](args)
+        return {"sweep": _sweep, "collect": _collect, "claims": _claims, "data": _data}[args.command](args)
     except SweepError as err:
         log.error("%s", err)
         return 2

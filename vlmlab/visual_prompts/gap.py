@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from vlmlab.data.catalog import ALEXNET_FILE, INCEPTION_FILE   # the weight files `vlmlab data fetch` gets
 from vlmlab.features import arrays_to_input
 from vlmlab.metrics import frechet_distance, perceptual_distance
 from vlmlab.models.bundle import ClipBundle
@@ -52,9 +53,6 @@ __all__ = ["GapFeatures", "EncoderFeatures", "InceptionFeatures", "LpipsNet", "L
            "gap_features", "fid", "lpips", "INCEPTION_FILE", "ALEXNET_FILE"]
 
 log = get_logger("vlmlab.visual_prompts.gap")
-
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"                # torchvision AlexNet, the LPIPS backbone
 
 
 @dataclass
