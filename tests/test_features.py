@@ -110,7 +110,7 @@ def test_transform_id_is_stable_and_explicit():
 def test_atomic_write_leaves_no_file_on_crash(bundle, folder_ds, tmp_path, monkeypatch):
     cache = FeatureCache(tmp_path / "cache")
 
-    def crash(tensors, path):
+    def crash(tensors, path, **kw):
         with open(path, "wb") as fh:
             fh.write(b"half a file")
         raise KeyboardInterrupt("killed midway")

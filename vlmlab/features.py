@@ -4,10 +4,12 @@
 
 Cache key = sha1 of canonical JSON {model: bundle.identity, dataset: dataset key,
 transform: transform id, seed, extra}. A file ``<sha1>.safetensors`` holds ``feats`` and
-``labels`` (plus anything passed to ``put``); ``<sha1>.json`` beside it shows the key to humans.
-Both are written to a temporary file in the same folder and moved into place with
-``os.replace``, so a killed run leaves either the whole file or none (at worst a stray
-``.tmp-*`` file, which is never read).
+``labels`` (plus anything passed to ``put``) and the key's canonical JSON in its metadata
+(``vlmlab_key``); ``<sha1>.json`` beside it shows the key to humans. A file that cannot be read,
+or whose stored key is not the one asked for (copied or renamed under another key), is a miss.
+Both are written to a temporary file in the same folder (``results.atomic_path``) and moved into
+place, so a killed run leaves either the whole file or none (at worst a stray ``.*.tmp*`` file,
+which is never read), with the umask's permissions, so a shared cache reads like other files.
 
 Returned tensors are ordinary CPU tensors (cloned out of ``inference_mode``), so methods may
 use them in autograd graphs (linear probes, Tip-Adapter-F).
@@ -18,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,14 +28,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vlmlab.models.bundle import ClipBundle
+from vlmlab.results import atomic_path
 from vlmlab.runtime import autocast, cache_root, get_logger, progress
 
 log = get_logger("vlmlab.features")
+
+KEY_FIELD = "vlmlab_key"  # safetensors metadata entry holding the canonical key
 
 
 @dataclass
@@ -82,10 +87,14 @@ class FeatureCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def digest(key: dict) -> str:
-        """sha1 of the canonical JSON of ``key`` (sorted keys, no spaces)."""
-        text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha1(text.encode()).hexdigest()
+    def canonical(key: dict) -> str:
+        """The canonical JSON of ``key`` (sorted keys, no spaces): what is hashed and stored in the file."""
+        return json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+
+    @classmethod
+    def digest(cls, key: dict) -> str:
+        """sha1 of the canonical JSON of ``key``."""
+        return hashlib.sha1(cls.canonical(key).encode()).hexdigest()
 
     def path(self, key: dict) -> Path:
         return self.root / f"{self.digest(key)}.safetensors"
@@ -99,30 +108,28 @@ class FeatureCache:
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))
+            with safe_open(str(path), "pt") as f:
+                stored = (f.metadata() or {}).get(KEY_FIELD)
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as err:  # a damaged file is a miss, never a crash
             log.warning("ignoring unreadable cache file %s (%s); it will be recomputed", path, err)
             return None
+        if stored != self.canonical(key):
+            log.warning("ignoring cache file %s: it holds the features of another key (%s), not of %s; "
+                        "it will be recomputed", path, stored, self.canonical(key))
+            return None
+        return tensors
 
     def put(self, key: dict, tensors: dict[str, Tensor]) -> Path:
-        """Store ``tensors`` under ``key`` atomically; returns the file's path."""
+        """Store ``tensors`` under ``key`` atomically, the key inside the file; returns the file's path."""
         path = self.path(key)
         meta = json.dumps(key, sort_keys=True, indent=1, default=str)
-        _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(meta))
+        with atomic_path(path.with_suffix(".json")) as tmp:
+            tmp.write_text(meta)
         data = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}  # no shared storage
-        _atomic_write(path, lambda tmp: save_file(data, tmp))
+        with atomic_path(path) as tmp:
+            save_file(data, str(tmp), metadata={KEY_FIELD: self.canonical(key)})
         return path
-
-
-def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _collate(transform: Callable) -> Callable:

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from vlmlab.blind.tasks import LETTERS, options_text
 from vlmlab.blind.vlm import EOS, PAD, TinyVLM, VLMConfig, WordTokenizer, pad_batch
+from vlmlab.models.train_embedded import load_checkpoint
 from vlmlab.runtime import REPO_ROOT, get_logger, progress, seed_everything
 from vlmlab.world.captions import caption
 from vlmlab.world.datasets import training_pool
@@ -230,7 +231,7 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
     ckpt = ckpt_dir / "last.pt"
     state = None
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = load_checkpoint(ckpt)
         if state["config"] != asdict(cfg):
             log.warning("checkpoint %s has another config; starting afresh", ckpt)
             state = None

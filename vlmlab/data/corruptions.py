@@ -9,19 +9,21 @@ released tarballs instead.
 Determinism: image ``i`` of a call with ``seed`` gets its own seed ``(seed, i, corruption,
 severity)``; ``np.random`` is seeded before each call, and ``glass_blur`` / ``impulse_noise``
 also receive it as ``seed=`` (they ignore the global state). Results are cached as ``.npy``
-under ``runtime.cache_root()/corruptions``, written atomically.
+under ``runtime.cache_root()/corruptions``, written atomically; a truncated or damaged file is a
+miss (logged by name, deleted, recomputed). The worker processes run ``runtime.exit_with_parent``
+as their initializer, like ``runtime.process_map``'s: a killed kernel leaves no busy orphans.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from vlmlab.runtime import cache_root, get_logger, progress
+from vlmlab.results import atomic_path
+from vlmlab.runtime import cache_root, exit_with_parent, get_logger, progress
 
 log = get_logger(__name__)
 
@@ -81,14 +83,15 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, seed: int = 0, 
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}")
     path = cache_root() / "corruptions" / f"{_key(images, name, severity, seed, key)}.npy"
-    if cache and path.exists():
-        return np.load(path)
+    if cache and (hit := _load_cached(path, images.shape)) is not None:
+        return hit
     jobs = [(images[i:i + chunk], i, name, severity, seed) for i in range(0, len(images), chunk)]
     workers = workers or min(8, os.cpu_count() or 1)
     bar = progress(total=len(images), desc=f"corrupt {name}/{severity}", leave=False)
     parts = []
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # forked (cheap to start, one pool per call), and guarded like runtime.process_map's workers
+        with ProcessPoolExecutor(workers, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             for part in pool.map(_chunk, jobs):
                 parts.append(part); bar.update(len(part))
     else:
@@ -97,20 +100,26 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, seed: int = 0, 
     bar.close()
     out = np.concatenate(parts) if parts else images.copy()
     if cache:
-        _atomic_save(path, out)
+        with atomic_path(path) as tmp:
+            np.save(tmp, out)
     return out
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
-    os.close(fd)
+def _load_cached(path: Path, shape: tuple) -> np.ndarray | None:
+    """A cached ``.npy`` of ``shape`` uint8, or ``None``: a truncated or damaged file is logged by name,
+    deleted, and recomputed by the caller."""
+    if not path.exists():
+        return None
     try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        out = np.load(path)
+        if out.shape != shape or out.dtype != np.uint8:
+            raise ValueError(f"{out.shape} {out.dtype}, expected {shape} uint8")
+        return out
+    except Exception as err:
+        log.warning("ignoring damaged corruption cache file %s (%s: %s); deleting it and recomputing",
+                    path, type(err).__name__, err)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def corrupt_dataset(dataset, name: str, severity: int, seed: int = 0, **kw):

@@ -6,12 +6,74 @@ tokenizer and evaluation transform. Methods never ask which model they hold: the
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
+
+from vlmlab.results import atomic_path
+from vlmlab.runtime import cache_root, get_logger
+
+log = get_logger(__name__)
+
+_DIGESTS: dict[tuple, str] = {}   # (path, size, mtime_ns, ctime_ns, inode) -> digest, this process
+_RACY_NS = 2_000_000_000          # a stat younger than this when hashed may hide a same-tick rewrite
+
+
+def _stat_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _memo_path(path: Path) -> Path:
+    return cache_root() / "digests" / (hashlib.sha1(str(path).encode()).hexdigest()[:20] + ".json")
+
+
+def _read_memo(path: Path, key: tuple) -> str | None:
+    try:
+        memo = json.loads(_memo_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return memo.get("digest") if memo.get("stat") == list(key) else None
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Content id of a weight file: the first 12 hex digits of the sha1 of its bytes.
+
+    Hashing a 600 MB checkpoint takes about a second, so the digest is memoised, in this process
+    and in ``cache_root()/digests``, under the file's (path, size, mtime, ctime, inode). A memo is
+    only written when the file's timestamps were at least 2 s old at hashing time (git's "racy
+    clean" rule): a same-size rewrite within one clock tick keeps mtime, so it must not be trusted.
+    """
+    path = Path(path).expanduser().resolve()
+    key = _stat_key(path)
+    digest = _DIGESTS.get(key) or _read_memo(path, key)
+    if digest:
+        return digest
+    digest = _hash_file(path)
+    if _stat_key(path) == key and time.time_ns() - max(key[2], key[3]) > _RACY_NS:
+        _DIGESTS[key] = digest
+        try:
+            with atomic_path(_memo_path(path)) as tmp:
+                tmp.write_text(json.dumps({"path": str(path), "stat": list(key), "digest": digest}))
+        except OSError as err:  # a read-only cache only costs a rehash next time
+            log.debug("could not memoise the digest of %s: %s", path, err)
+    return digest
 
 
 @dataclass

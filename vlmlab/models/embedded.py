@@ -8,7 +8,6 @@ produced by ``make train-embedded``; see ``vlmlab/assets/MODEL_CARD.md``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vlmlab.models.bundle import ClipBundle
-from vlmlab.models.openclip import load_openclip, register_config
+from vlmlab.models.bundle import ClipBundle, file_digest
+from vlmlab.models.openclip import WeightsUnreadable, load_openclip, register_config
 from vlmlab.runtime import PACKAGE_ROOT
 
 ASSETS = PACKAGE_ROOT / "assets"
@@ -25,8 +24,15 @@ CONFIG_PATH = ASSETS / "embedded.json"
 WEIGHTS_PATH = ASSETS / "embedded.safetensors"
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or damaged file raises ``WeightsUnreadable`` naming it."""
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors' own message names no file
+        raise WeightsUnreadable(
+            f"could not read the weights file {path}: {type(err).__name__}: {err}. It is truncated or damaged: "
+            f"copy it again (the shipped {WEIGHTS_PATH.name}: `git checkout -- vlmlab/assets/{WEIGHTS_PATH.name}` "
+            f"restores it, `make train-embedded` rebuilds it).") from err
 
 
 class _DropRandomInitNotice(logging.Filter):
@@ -64,7 +70,7 @@ def load_embedded(device: str | torch.device = "cpu", weights: str | Path | None
                                 f"(git checkout restores them) or are rebuilt by `make train-embedded`")
     with _weights_follow():
         bundle = build_embedded(device)
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    state = {k: v.float() for k, v in read_weights(path).items()}
     bundle.model.load_state_dict(state, strict=True)
     bundle.model.to(device).eval()
     bundle.pretrained = str(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from vlmlab.models.bundle import ClipBundle
+from vlmlab.models.bundle import ClipBundle, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,49 @@ class WeightsNotFound(FileNotFoundError):
     """Raised when pretrained weights are neither a local file nor an obtainable open_clip tag."""
 
 
+class WeightsUnreadable(ValueError):
+    """Raised when a weights file exists but cannot be read (truncated, damaged); names the file."""
+
+
+def _tag_file(name: str, tag: str) -> Path:
+    """The local file behind an open_clip tag (Hugging Face cache, or open_clip's URL cache)."""
+    try:
+        found = open_clip.download_pretrained(open_clip.get_pretrained_cfg(name, tag))
+    except Exception as err:  # offline hub miss (FileNotFoundError), or no network for a URL tag
+        raise WeightsNotFound(
+            f"could not load weights {tag!r} for {name!r}: {err}. Runs do not download (the Makefile "
+            f"sets HF_HUB_OFFLINE=1): fetch them once with `vlmlab data fetch --all --notebooks <NB>` or "
+            f"`make data PROFILE=paper` (into the Hugging Face cache, ~/.cache/huggingface; `vlmlab data "
+            f"status` lists what is missing), or run outside make with VLMLAB_ALLOW_DOWNLOAD=1 and "
+            f"HF_HUB_OFFLINE unset, or pass the path of a local weight file.") from err
+    if not found:
+        raise WeightsNotFound(f"open_clip names no file for {name!r} pretrained={tag!r}; pass a local weight file")
+    return Path(found)
+
+
+def canonical_tag(name: str, tag: str) -> str:
+    """open_clip's spelling of a weights tag (``"laion2B-s34B-b88K"`` -> ``"laion2b_s34b_b88k"``).
+
+    open_clip keys its pretrained table by ``tag.lower().replace('-', '_')`` (``pretrained._clean_tag``,
+    used by ``get_pretrained_cfg``), so the papers' mixed-case, dashed spelling names the same weights.
+    Raises ``WeightsNotFound`` (listing the known tags) when ``tag`` is none of ``name``'s.
+    """
+    clean = tag.lower().replace("-", "_")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if not open_clip.is_pretrained_cfg(name, tag) or clean not in tags:
+        raise WeightsNotFound(
+            f"pretrained={tag!r} for {name!r} is neither a local file nor a known tag "
+            f"(known tags: {tags}). Pass a path to a downloaded .pt/.bin/.safetensors file.")
+    return clean
+
+
 def _weights_id(name: str, pretrained: str | None) -> str:
+    """Cache identity of the weights: a content hash for a local file, the canonical tag otherwise."""
     if pretrained is None:
         return "random-init"
     p = Path(str(pretrained)).expanduser()
     if p.is_file():
-        st = p.stat()
-        return f"{p.name}-{st.st_size}-" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]
+        return f"{p.name}-{file_digest(p)}"
     return str(pretrained)
 
 
@@ -52,21 +88,22 @@ def load_openclip(name: str, pretrained: str | None, device: str | torch.device 
     if name not in open_clip.list_models():
         raise KeyError(f"unknown open_clip model {name!r}; see open_clip.list_models() "
                        f"(e.g. 'ViT-B-16', 'ViT-B-32', 'RN50') or use 'embedded'")
-    if pretrained is not None and not Path(str(pretrained)).expanduser().is_file():
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        if str(pretrained) not in tags:
-            raise WeightsNotFound(
-                f"pretrained={pretrained!r} for {name!r} is neither a local file nor a known tag "
-                f"(known tags: {tags}). Pass a path to a downloaded .pt/.bin/.safetensors file.")
+    source = None
+    if pretrained is not None:
+        source = Path(str(pretrained)).expanduser()
+        if not source.is_file():
+            pretrained = canonical_tag(name, str(pretrained))
+            source = _tag_file(name, pretrained)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=None if pretrained is None else str(pretrained), device=device, **kwargs)
-    except RuntimeError as err:  # offline hub miss, wrapped by open_clip
-        raise WeightsNotFound(
-            f"could not load weights {pretrained!r} for {name!r}: {err}. vlmlab never downloads at run "
-            f"time: fetch them once on a machine with network (python -c \"import open_clip; "
-            f"open_clip.create_model('{name}', pretrained='{pretrained}')\" fills the Hugging Face "
-            f"cache, ~/.cache/huggingface) or pass the path of a local weight file.") from err
+    except Exception as err:
+        if source is None:
+            raise
+        raise WeightsUnreadable(
+            f"could not read the weights file {source} ({name!r}, pretrained={pretrained!r}): "
+            f"{type(err).__name__}: {err}. A truncated or damaged file (an interrupted copy or download): "
+            f"delete it and fetch it again; weights of another architecture: pass the matching model name.") from err
     model.eval()
     if pretrained is None and weights_id is None:  # random init: identify the draw, not just the name
         h = hashlib.sha1()

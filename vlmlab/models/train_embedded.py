@@ -149,6 +149,18 @@ def quick_eval(bundle, images: np.ndarray, labels: torch.Tensor, classnames, tem
     return float(((z @ w.T).argmax(1) == labels).float().mean() * 100)
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, read with ``torch.load(weights_only=True)``: tensors, numbers, strings,
+    lists, tuples and dicts only (the RNG states are tensors and dicts of ints), so a checkpoint
+    from elsewhere can run no code. An unreadable one stops with its path and the fix."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RuntimeError(f"cannot resume from checkpoint {path}: {type(err).__name__}: {err}. It is damaged, "
+                           f"or holds objects other than tensors and plain values; delete it to start "
+                           f"afresh.") from err
+
+
 def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
     torch.set_num_threads(cfg.threads)
     gen = seed_everything(cfg.seed)
@@ -168,7 +180,7 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
     history, start = [], 0
     ckpt = ckpt_dir / "last.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = load_checkpoint(ckpt)
         if state["config"] == asdict(cfg):
             model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
             heads.load_state_dict(state["heads"])

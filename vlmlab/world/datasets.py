@@ -2,7 +2,8 @@
 
 Every image ``i`` of split ``s`` is drawn from its own generator seeded with
 ``(seed, SPLIT_IDS[s], i)``, so a dataset is the same bytes on every machine and any subset
-can be regenerated alone. Datasets are cached as ``.npz`` under ``runtime.cache_root()/world``.
+can be regenerated alone. Datasets are cached as ``.npz`` under ``runtime.cache_root()/world``;
+a truncated or damaged cache file is a miss (logged by name, deleted, rendered again).
 
 Task table (``TASKS``): name, label field, class names and the hand-written prompt template.
 ``objects`` is the ImageNet analogue, ``renditions`` the ImageNet-R analogue, and ``digits``,
@@ -11,8 +12,6 @@ Task table (``TASKS``): name, label field, class names and the hand-written prom
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vlmlab.results import atomic_path
 from vlmlab.runtime import cache_root, get_logger, progress
 from vlmlab.world.render import render_digit, render_scene, render_terrain
 from vlmlab.world.scene import (BACKGROUNDS, COLOURS, COUNT_WORDS, DIGITS, POSITIONS, SHAPES, SIZES,
@@ -108,15 +108,30 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+def _load_cached(path: Path, shapes: dict[str, tuple]) -> dict[str, np.ndarray] | None:
+    """The arrays of a cached ``.npz`` if it is whole and has the expected ``shapes``, else ``None``.
+
+    A truncated or damaged file (a full disk, a copy cut short) is a miss, not a crash: it is logged
+    by name, deleted, and the caller renders the images again.
+    """
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in shapes}
+        bad = {k: a.shape for k, a in arrays.items() if a.shape != shapes[k]}
+        if bad:
+            raise ValueError(f"shapes {bad}, expected {shapes}")
+        return arrays
+    except Exception as err:
+        log.warning("ignoring damaged world cache file %s (%s: %s); deleting it and rendering again",
+                    path, type(err).__name__, err)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _generate(task: Task, split: str, n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +200,8 @@ def load(name: str, split: str = "test", n: int = 1000, seed: int = 0, size: int
     task = TASKS[name]
     key = f"world-v{WORLD_VERSION}/{name}/{split}/n{n}/s{seed}/px{size}"
     path = cache_root() / "world" / (key.replace("/", "_") + ".npz")
-    if cache and path.exists():
-        data = np.load(path)
+    data = _load_cached(path, {"images": (n, size, size, 3), "labels": (n,)}) if cache else None
+    if data is not None:
         images, labels = data["images"], data["labels"]
     else:
         images, labels = _generate(task, split, n, seed, size)
@@ -205,8 +220,8 @@ def training_pool(n: int, seed: int = 0, size: int = 64, cache: bool = True) -> 
     rngs = [np.random.default_rng([seed, SPLIT_IDS["pool"], i]) for i in range(n)]
     for rng in rngs:
         scenes.append(sample_scene(rng))
-    if cache and path.exists():
-        return np.load(path)["images"], scenes
+    if cache and (data := _load_cached(path, {"images": images.shape})) is not None:
+        return data["images"], scenes
     for i in progress(range(n), desc="render training pool", total=n):
         images[i] = render_scene(scenes[i], rngs[i], size)  # continues each image's own stream
     if cache:
