@@ -142,3 +142,23 @@ def test_a_local_checkpoint_replaced_in_place_gets_a_new_cache_identity(tmp_path
     after = load_clip(tiny_clip.name, str(path), device="cpu")
     assert before.identity != after.identity
     assert after.identity == f"{tiny_clip.name}@weights.safetensors-{file_digest(path)}"
+
+
+@pytest.mark.parametrize("allow, offline_inside", [("", True), ("1", False)])
+def test_runs_read_the_hub_offline_unless_downloads_are_allowed(hf_cache, monkeypatch, allow, offline_inside):
+    """Even with HF_HUB_OFFLINE unset, a run reads only the cache unless VLMLAB_ALLOW_DOWNLOAD=1."""
+    import huggingface_hub.constants as C
+    import vlmlab.models.openclip as oc
+
+    monkeypatch.setattr(C, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("VLMLAB_ALLOW_DOWNLOAD", allow)
+    seen = []
+
+    def fake_download(cfg, *args, **kwargs):                  # records the mode; never touches the network
+        seen.append(C.HF_HUB_OFFLINE)
+        raise FileNotFoundError("not in the cache")
+
+    monkeypatch.setattr(oc.open_clip, "download_pretrained", fake_download)
+    with pytest.raises(WeightsNotFound, match="VLMLAB_ALLOW_DOWNLOAD=1"):
+        oc._tag_file(PAPER_MODEL, PAPER_TAG)
+    assert seen == [offline_inside] and C.HF_HUB_OFFLINE is False   # restored after the call

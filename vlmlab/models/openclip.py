@@ -2,13 +2,15 @@
 
 ``pretrained`` may be an open_clip tag (``"laion2B-s34B-b88K"``, ``"openai"``), a local weight file
 (``.pt``/``.bin``/``.safetensors``) or ``None`` (random init; tests only). Nothing here downloads
-unless the user's environment allows it: a tag that is neither in the local Hugging Face cache nor
-reachable stops with an error that says what was looked for and how to obtain it.
+unless ``VLMLAB_ALLOW_DOWNLOAD=1`` (``vlmlab data fetch`` is the usual way to get weights): a tag
+that is not in the local caches stops with an error that says what was looked for and how to get it.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -27,10 +29,34 @@ class WeightsUnreadable(ValueError):
     """Raised when a weights file exists but cannot be read (truncated, damaged); names the file."""
 
 
+def downloads_allowed() -> bool:
+    """Whether a run may download weights: only with ``VLMLAB_ALLOW_DOWNLOAD=1`` in the environment."""
+    return os.environ.get("VLMLAB_ALLOW_DOWNLOAD", "") == "1"
+
+
+@contextmanager
+def _hub_offline_unless_allowed():
+    """Hugging Face Hub offline for the block (read from the cache only) unless downloads are allowed."""
+    import huggingface_hub.constants as hub
+
+    previous = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = previous or not downloads_allowed()
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = previous
+
+
 def _tag_file(name: str, tag: str) -> Path:
     """The local file behind an open_clip tag (Hugging Face cache, or open_clip's URL cache)."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
     try:
-        found = open_clip.download_pretrained(open_clip.get_pretrained_cfg(name, tag))
+        if not cfg.get("hf_hub") and cfg.get("url") and not downloads_allowed():
+            cached = Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
+            if not cached.is_file():
+                raise FileNotFoundError(f"{cached} is not there and downloads are off")
+        with _hub_offline_unless_allowed():
+            found = open_clip.download_pretrained(cfg)
     except Exception as err:  # offline hub miss (FileNotFoundError), or no network for a URL tag
         raise WeightsNotFound(
             f"could not load weights {tag!r} for {name!r}: {err}. Runs do not download (the Makefile "
