@@ -130,6 +130,14 @@ data-status: | $(SETUP)  ## list every dataset and weight file PROFILE needs, wh
 data: | $(SETUP)  ## download what PROFILE needs and is publicly downloadable (checksums, atomic, skips what is there)
 	VLMLAB_BATCH=1 $(PY) -m vlmlab.cli data fetch --all --profile $(PROFILE)
 
+# The results as one static site, and their headline numbers against params/expected/PROFILE/ (after make reproduce).
+.PHONY: report verify
+report: | $(SETUP)  ## build RESULTS_DIR/PROFILE/site/index.html: figures, main tables, claims, provenance, executed notebooks
+	$(PY) -m vlmlab.cli report --profile $(PROFILE) --results-root $(RESULTS_DIR)
+
+verify: | $(SETUP)  ## compare PROFILE's headline numbers with params/expected/PROFILE/*.json (UPDATE=1 rewrites them)
+	$(PY) -m vlmlab.cli verify --profile $(PROFILE) --results-root $(RESULTS_DIR) $(if $(UPDATE),--update)
+
 SWEEP ?= params/sweeps/embedded_small.yaml
 sweep: | $(SETUP)  ## run a parameter sweep: SWEEP=params/sweeps/<name>.yaml (SWEEP_ARGS="--workers 4" or "--executor slurm")
 	$(RUN_ENV) $(PY) -m vlmlab.cli sweep $(SWEEP) $(SWEEP_ARGS)

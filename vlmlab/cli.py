@@ -3,6 +3,8 @@
     vlmlab sweep FILE [--executor local|slurm] [--workers N] [--dry-run] [--status]
     vlmlab collect FILE|DIR [--table NAME] [-o out.csv]
     vlmlab claims [--profile embedded] [--results-root results]
+    vlmlab report [--profile embedded] [--results-root results]
+    vlmlab verify [--profile embedded] [--update] [--results-root results] [--expected-root params/expected]
     vlmlab data status|fetch [NAME ... | --all] [--profile paper] [--notebooks NB ...] [--data-root DIR]
 
 ``sweep`` runs every case of the sweep file that is not complete yet (rerunning after a failure
@@ -10,7 +12,10 @@ or Ctrl-C finishes only what is missing) and exits 1 if a case failed, listing e
 with its papermill log. ``collect`` stacks one table of every complete case, with the grid
 parameters as columns. See ``docs/sweeps.md``. ``claims`` merges every notebook's
 ``tables/claims.csv`` of a profile into ``results/<profile>/claims.md`` and ``.csv`` (the
-scorecard). Also ``python -m vlmlab.cli``.
+scorecard). ``report`` builds the static site ``results/<profile>/site/index.html``
+(:mod:`vlmlab.report`); ``verify`` compares a profile's headline numbers with
+``params/expected/<profile>/`` and exits 1 on a miss, 2 when results are missing
+(:mod:`vlmlab.verify`). Also ``python -m vlmlab.cli``.
 """
 from __future__ import annotations
 
@@ -58,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("claims", help="merge every notebook's claims of a profile into one scorecard")
     k.add_argument("--profile", default="embedded", help="results/<PROFILE>/ (default: embedded)")
     k.add_argument("--results-root", help="root of results/ (default: the repository's results/)")
+    r = sub.add_parser("report", help="build the static site results/<profile>/site/index.html")
+    r.add_argument("--profile", default="embedded", help="results/<PROFILE>/ (default: embedded)")
+    r.add_argument("--results-root", help="root of results/ (default: the repository's results/)")
+    v = sub.add_parser("verify", help="compare a profile's headline numbers with params/expected/<profile>/")
+    v.add_argument("--profile", default="embedded", help="results/<PROFILE>/ (default: embedded)")
+    v.add_argument("--update", action="store_true", help="rewrite the expected files from the current results")
+    v.add_argument("--results-root", help="root of results/ (default: the repository's results/)")
+    v.add_argument("--expected-root", help="root of the expected numbers (default: params/expected/)")
     d = sub.add_parser("data", help="datasets and weights of a profile: status, or fetch what is downloadable")
     d.add_argument("action", choices=["status", "fetch"], help="status: one table, exit 0 only if all present")
     d.add_argument("names", nargs="*", help="fetch: catalog names (see `vlmlab data status`)")
@@ -147,6 +160,46 @@ def _claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from vlmlab import report
+
+    folder = Path(args.results_root or REPO_ROOT / "results") / args.profile
+    try:
+        index = report.build_site(folder)
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
+    _out(f"-> {index}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from vlmlab import verify
+
+    results = Path(args.results_root or REPO_ROOT / "results") / args.profile
+    expected = Path(args.expected_root or REPO_ROOT / "params" / "expected") / args.profile
+    try:
+        if args.update:
+            paths = verify.update_profile(results, expected)
+            _out("\n".join(f"-> {p}" for p in paths))
+            return 0
+        table = verify.verify_profile(results, expected)
+    except verify.MissingResults as err:
+        log.error("%s", err)
+        return 2
+    except verify.VerifyError as err:
+        log.error("%s", err)
+        return 1
+    _out(verify.format_table(table))
+    misses = table[~table.ok]
+    for row in misses.itertuples():
+        log.error("MISS %s %s: expected %.6g, got %.6g, tol %g%s", row.notebook, row.number, row.expected,
+                  row.got, row.tol, f" ({row.note})" if row.note else "")
+    named = "".join(f"\n  MISS {r.notebook}: {r.number}" for r in misses.itertuples())
+    _out(f"{len(table)} numbers: {int(table.ok.sum())} ok, {len(misses)} missed{named}")
+    return 1 if len(misses) else 0
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)     # kill, make, a closed terminal or ssh session
 
 
@@ -159,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in STOP_SIGNALS}
     try:
-        return {"sweep": _sweep, "collect": _collect, "claims": _claims, "data": _data}[args.command](args)
+        return {"sweep": _sweep, "collect": _collect, "claims": _claims, "report": _report, "verify": _verify,
+                "data": _data}[args.command](args)
     except SweepError as err:
         log.error("%s", err)
         return 2
