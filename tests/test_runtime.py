@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from vlmlab.runtime import process_map
@@ -66,3 +67,24 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     if still:
         os.kill(worker, signal.SIGKILL)
     assert not still, "the worker outlived its killed parent"
+
+
+@pytest.mark.filterwarnings("ignore:User provided device_type of 'cuda'")
+def test_autocast_follows_the_precision_policy():
+    from vlmlab.runtime import autocast
+    cuda = torch.device("cuda")
+    assert autocast(cuda, "fp16").fast_dtype == torch.float16 and autocast(cuda, "fp16").device == "cuda"
+    assert autocast(cuda, "bf16").fast_dtype == torch.bfloat16
+    assert autocast(cuda, "fp32").device == "cpu" and not autocast(cuda, "fp32")._enabled    # fp32: off
+    assert not autocast(torch.device("cpu"), "fp16")._enabled                              # the CPU runs fp32
+    with pytest.raises(ValueError, match="precision 'half'"):
+        autocast(cuda, "half")
+
+
+def test_load_clip_sets_the_bundle_precision():
+    from vlmlab.models import load_clip
+    bundle = load_clip("embedded", device="cpu", precision="fp16")
+    assert bundle.precision == "fp16"
+    assert bundle.identity == load_clip("embedded", device="cpu").identity   # CPU features are fp32 either way
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        load_clip("embedded", device="cpu", precision="fp8")

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.results import atomic_path
-from vlmlab.runtime import autocast, cache_root, get_logger, progress
+from vlmlab.runtime import cache_root, get_logger, progress
 
 log = get_logger("vlmlab.features")
 
@@ -194,7 +194,7 @@ def extract(bundle: ClipBundle, dataset: Dataset, *, batch_size: int = 256, cach
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate(bundle.preprocess), pin_memory=bundle.device.type == "cuda")
     chunks, labels = [], []
-    with torch.inference_mode(), autocast(bundle.device):
+    with torch.inference_mode(), bundle.autocast():
         for x, y in progress(loader, desc=desc, total=len(loader)):
             chunks.append(bundle.encode_images(x.to(bundle.device, non_blocking=True)).float().cpu())  # (B, D)
             labels.append(y)
@@ -245,7 +245,7 @@ def extract_arrays(bundle: ClipBundle, images: np.ndarray | Tensor, labels, key:
     dev = bundle.device
     starts = range(0, len(images), batch_size)
     chunks = []
-    with torch.inference_mode(), autocast(dev):
+    with torch.inference_mode(), bundle.autocast():
         for i in progress(starts, desc=desc, total=len(starts)):
             batch = images[i:i + batch_size]
             batch = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch

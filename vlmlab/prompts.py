@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.runtime import autocast
 
 SIMPLE_TEMPLATE = "a photo of a {}."
 
@@ -97,7 +96,7 @@ def zero_shot_weights(bundle: ClipBundle, classnames: Sequence[str], templates: 
     prompts = fill(templates, classnames)
     n_t = len(prompts[0]) if prompts else 1
     flat = [p for per_class in prompts for p in per_class]                       # C*T, class-major
-    with torch.inference_mode(), autocast(bundle.device):
+    with torch.inference_mode(), bundle.autocast():
         emb = bundle.encode_texts(flat, normalize=(mode == "clip"), batch_size=batch_size)  # (C*T, D)
     emb = emb.float().reshape(len(prompts), n_t, -1)                             # (C, T, D), a normal tensor
     return F.normalize(emb.mean(dim=1), dim=-1)                                  # (C, D)

@@ -86,10 +86,20 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     return torch.device(spec)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bfloat16 autocast on CUDA, a no-op context on CPU."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """Autocast to ``precision`` (``"fp32"``: off; ``"fp16"``, ``"bf16"``) on CUDA; the CPU always runs fp32.
+
+    One policy for every method: the precision is the model bundle's (``load_clip(precision=...)``,
+    ``bundle.autocast()``), set per notebook by its ``precision`` parameter; docs/fidelity.md lists
+    what each method's official code uses.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {sorted(PRECISIONS)}")
+    if device.type == "cuda" and PRECISIONS[precision] is not None:
+        return torch.autocast("cuda", dtype=PRECISIONS[precision])
     return torch.autocast("cpu", enabled=False)
 
 

@@ -22,6 +22,7 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
+precision = "fp32"  # fp32 | fp16 | bf16: autocast dtype on CUDA (the CPU always runs fp32); paper: fp32 (the UniInfo code runs open_clip in fp32)
 out_dir = ""  # empty: results/<profile>/01_uniformity_analysis/
 seed = 0  # type: int; world seed and image-subset seed (corruption noise uses it too)
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-16"
@@ -68,7 +69,7 @@ from vlmlab.analysis import uniformity_figures as UF
 P = vlmlab.params.resolve("01_uniformity_analysis", globals())
 run = vlmlab.results.Run("01_uniformity_analysis", P)
 vlmlab.plots.set_style()
-bundle = vlmlab.models.load_clip(P.model, P.pretrained, device=P.device)
+bundle = vlmlab.models.load_clip(P.model, P.pretrained, device=P.device, precision=P.precision)
 bundle.identity
 
 # %% [markdown]

@@ -139,3 +139,18 @@ def test_vision_head_hard_codes_the_first_outputs():
     torch.testing.assert_close(head(torch.from_numpy(x)), probe.logits(x)[:, :3], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="hard-coded mapping"):
         vision_head(probe, 6)
+
+
+def test_vp_config_takes_vpconfig_overrides_and_names_unknown_ones():
+    from vlmlab.visual_prompts import vp_config
+
+    class _P(dict):
+        __getattr__ = dict.__getitem__
+
+    base = dict(prompt_sizes={"random_patch": 8}, epochs=2, batch_size=4, lr=1.0, warmup=1, init="zeros",
+                select="last", num_workers=0)
+    assert vp_config(_P(base, vp={}), "random_patch", 0).patch_positions == "reference"
+    cfg = vp_config(_P(base, vp={"patch_positions": "all", "cap_warmup": True}), "random_patch", 3)
+    assert (cfg.patch_positions, cfg.cap_warmup, cfg.seed, cfg.prompt_size) == ("all", True, 3, 8)
+    with pytest.raises(KeyError, match="'positions'"):
+        vp_config(_P(base, vp={"positions": "all"}), "random_patch", 0)

@@ -30,7 +30,7 @@ from torchvision.transforms import InterpolationMode
 
 from vlmlab.features import FeatureCache, Features, extract, extract_arrays
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.runtime import autocast, get_logger, progress
+from vlmlab.runtime import get_logger, progress
 
 log = get_logger("vlmlab.coop")
 
@@ -107,7 +107,7 @@ def encode_augmented(bundle: ClipBundle, data, indices: Sequence[int], views: Se
                      scale=SCALE) -> Tensor:
     """Unit image features of the given (item, view) pairs: (B, D) float32 on the bundle's device."""
     x = augmented_inputs(bundle, data, indices, views, seed, scale).to(bundle.device)
-    with autocast(bundle.device):
+    with bundle.autocast():
         return bundle.encode_images(x).float()
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.runtime import resolve_device
+from vlmlab.runtime import PRECISIONS, resolve_device
 
 
 def load_clip(name: str = "embedded", pretrained: str | None = None,
-              device: str | torch.device = "auto", **kwargs) -> ClipBundle:
+              device: str | torch.device = "auto", precision: str = "fp32", **kwargs) -> ClipBundle:
     """Load a CLIP model as a ClipBundle.
 
     Args:
@@ -16,13 +16,20 @@ def load_clip(name: str = "embedded", pretrained: str | None = None,
         pretrained: for open_clip, a tag ("laion2B-s34B-b88K", "openai") or local weight file;
             ``None`` gives random init (tests). For "embedded", an optional weights file.
         device: "auto", "cpu", "cuda".
+        precision: autocast dtype of forward passes on CUDA, ``"fp32"`` (off), ``"fp16"`` or ``"bf16"``
+            (``vlmlab.runtime.autocast``; the CPU always runs fp32).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; use one of {sorted(PRECISIONS)}")
     dev = resolve_device(device)
     if name == "embedded":
         from vlmlab.models.embedded import load_embedded
-        return load_embedded(dev, pretrained)
-    from vlmlab.models.openclip import load_openclip
-    return load_openclip(name, pretrained, dev, **kwargs)
+        bundle = load_embedded(dev, pretrained)
+    else:
+        from vlmlab.models.openclip import load_openclip
+        bundle = load_openclip(name, pretrained, dev, **kwargs)
+    bundle.precision = precision
+    return bundle
 
 
 __all__ = ["ClipBundle", "load_clip"]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from vlmlab.results import atomic_path
-from vlmlab.runtime import cache_root, get_logger
+from vlmlab.runtime import autocast, cache_root, get_logger
 
 log = get_logger(__name__)
 
@@ -89,6 +89,8 @@ class ClipBundle:
         image_size: side of the square input ``S``.
         mean, std: per-channel normalisation used by ``preprocess``.
         weights_id: short stable id of the weights, used in feature-cache keys.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the autocast dtype of every forward pass on
+            CUDA (``autocast()``); CPU runs are fp32 whatever it says.
     """
 
     model: nn.Module
@@ -101,6 +103,7 @@ class ClipBundle:
     std: tuple[float, float, float]
     weights_id: str
     extra: dict = field(default_factory=dict)
+    precision: str = "fp32"
 
     @property
     def device(self) -> torch.device:
@@ -120,8 +123,13 @@ class ClipBundle:
 
     @property
     def identity(self) -> str:
-        """Cache-key identity: model name and weights."""
-        return f"{self.name}@{self.weights_id}"
+        """Cache-key identity: model name and weights (and the precision, when a CUDA run is not fp32)."""
+        mixed = self.device.type == "cuda" and self.precision != "fp32"
+        return f"{self.name}@{self.weights_id}" + (f"@{self.precision}" if mixed else "")
+
+    def autocast(self):
+        """The autocast context of this bundle's forward passes (``vlmlab.runtime.autocast``)."""
+        return autocast(self.device, self.precision)
 
     def normalize_pixels(self, x: Tensor) -> Tensor:
         """(B, 3, S, S) in [0, 1] -> normalised model input (device/dtype of ``x``)."""

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.runtime import autocast, get_logger, progress, seed_everything
+from vlmlab.runtime import get_logger, progress, seed_everything
 
 log = get_logger("vlmlab.tta")
 
@@ -315,14 +315,14 @@ def view_seed(base: int, index: int) -> int:
 def encode_views(bundle: ClipBundle, x: Tensor, n_views: int, seeds: Sequence[int]) -> Tensor:
     """Unit features of ``n_views`` views per image, all in one forward: (B, 3, S, S) -> (B, V, D)."""
     v = make_views(x, n_views, seeds)                               # (B, V, 3, S, S)
-    with autocast(bundle.device):
+    with bundle.autocast():
         z = bundle.encode_images(v.flatten(0, 1))                   # (B*V, D)
     return z.float().reshape(x.shape[0], n_views, -1)
 
 
 @torch.no_grad()
 def encode_single(bundle: ClipBundle, x: Tensor, normalize: bool = True) -> Tensor:
-    with autocast(bundle.device):
+    with bundle.autocast():
         return bundle.encode_images(x, normalize=normalize).float()
 
 

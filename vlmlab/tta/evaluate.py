@@ -207,10 +207,10 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
 
     Args:
         P: the notebook's parameters (``vlmlab.params.Params`` or a mapping with attribute access).
-        bundle: a loaded model (default: ``load_clip(P.model, P.pretrained, P.device)``).
+        bundle: a loaded model (default: ``load_clip(P.model, P.pretrained, P.device, precision=P.precision)``).
         cache: feature cache (default the shared one; ``False`` = none).
     """
-    bundle = bundle or load_clip(P.model, P.pretrained, resolve_device(P.device))
+    bundle = bundle or load_clip(P.model, P.pretrained, resolve_device(P.device), precision=P.precision)
     cache = FeatureCache() if cache is None or cache is True else (cache or None)
     root = P.data_root or None
     clean = load_source(P.source, root=root, n=P.n_images, seed=P.seed)

@@ -27,7 +27,7 @@ def row_colours(rows: list[str]) -> dict[str, object]:
 
 def accuracy_bars(table: pd.DataFrame, title: str = ""):
     """Grouped bars: one group per corruption (poster order, mean last), one bar per method row."""
-    wide = poster_table(table)
+    wide = poster_table(table).drop(columns=["images", "shots from"], errors="ignore")   # accuracies only
     long = wide.reset_index().melt(id_vars="method", var_name="corruption", value_name="accuracy")
     fig, ax = new_figure(width_per=max(8.0, 0.75 * wide.shape[1] + 2), height_per=3.6)
     sns.barplot(long, x="corruption", y="accuracy", hue="method", palette=row_colours(list(wide.index)), ax=ax,

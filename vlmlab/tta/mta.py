@@ -8,7 +8,8 @@ K_i(m) = exp(-||x_i - m||^2 / (2 h_i^2)), alternate ``outer_iters`` = 5 times:
     mode       (up to 5 times, stop when ||dm|| < 1e-6):  m = normalize( sum_i K_i(m) y_i x_i / sum_i K_i(m) y_i )
 with y = 1/N and m = x_0 at the start; predict s m T^T. lambda_y = 0.2, lambda_q = 4.
 Reference checked: MaxZanella/MTA cafafdf (``mta.py solve_mta``; ``main.py`` defaults). Training-free,
-episodic. Departure: float32 (the reference runs the encoder under fp16 autocast).
+episodic. Precision: the bundle's (the reference runs the encoder under fp16 autocast; notebook 02's
+paper profile runs fp32, UniInfo's precision, for every row: docs/fidelity.md).
 """
 from __future__ import annotations
 

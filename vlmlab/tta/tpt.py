@@ -8,8 +8,9 @@ Per test image (episodic: the prompt and the optimiser state are reset before ev
     one AdamW step (lr 5e-3, weight decay 0.01) on ctx, then predict s f_0 T(ctx)^T on the image itself
 s = the model's exp(logit_scale). Reference checked: azshue/TPT 63ecbac (``tpt_classification.py``
 ``test_time_tuning``, ``select_confident_samples``, ``avg_entropy``; ``clip/custom_clip.py``).
-The learnable context is ``vlmlab.prompts.PromptLearner`` (shared with CoOp). Departures: float32
-(the reference uses AMP with a GradScaler, which leaves the AdamW update unchanged up to rounding);
+The learnable context is ``vlmlab.prompts.PromptLearner`` (shared with CoOp). Departures: the
+context is float32 and the towers run at the bundle's precision (the reference: fp16 AMP with a
+GradScaler, which leaves the AdamW update unchanged up to rounding; docs/fidelity.md);
 views are crops of the model input (``vlmlab.tta.base``); the run's class names.
 """
 from __future__ import annotations

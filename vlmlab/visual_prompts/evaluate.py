@@ -56,9 +56,13 @@ def vp_config(P, prompter: str, seed: int) -> VPConfig:
     """``VPConfig`` from notebook parameters (``prompt_sizes``, ``epochs``, ``lr`` ...)."""
     if prompter not in P.prompt_sizes:
         raise KeyError(f"prompt_sizes has no entry for prompter {prompter!r}; add it, e.g. {{{prompter!r}: 30}}")
+    extra = dict(P.get("vp") or {})                                  # other VPConfig fields (docs/fidelity.md)
+    unknown = sorted(set(extra) - set(VPConfig.__dataclass_fields__))
+    if unknown:
+        raise KeyError(f"vp: {unknown} are not VPConfig fields; allowed: {sorted(VPConfig.__dataclass_fields__)}")
     return VPConfig(method=prompter, prompt_size=int(P.prompt_sizes[prompter]), epochs=P.epochs,
                     batch_size=P.batch_size, lr=P.lr, warmup=P.warmup, init=P.init, select=P.select, seed=seed,
-                    num_workers=P.num_workers)
+                    num_workers=P.num_workers, **extra)
 
 
 def _listed(selection, spec: str, name: str) -> bool:

@@ -47,7 +47,7 @@ from vlmlab.data.catalog import ALEXNET_FILE, INCEPTION_FILE   # the weight file
 from vlmlab.features import arrays_to_input
 from vlmlab.metrics import frechet_distance, perceptual_distance
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.runtime import autocast, get_logger, progress
+from vlmlab.runtime import get_logger, progress
 
 __all__ = ["GapFeatures", "EncoderFeatures", "InceptionFeatures", "LpipsNet", "LpipsGap", "to_uint8",
            "gap_features", "fid", "lpips", "INCEPTION_FILE", "ALEXNET_FILE"]
@@ -150,7 +150,7 @@ class EncoderFeatures:
         pooled, maps = [], [[] for _ in self._modules]
         dev = self.bundle.device
         try:
-            with torch.inference_mode(), autocast(dev):
+            with torch.inference_mode(), self.bundle.autocast():
                 for i in range(0, len(images), self.batch_size):
                     batch = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size])).to(dev)
                     store.clear()

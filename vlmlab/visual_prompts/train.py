@@ -9,8 +9,8 @@ Bahng et al., arXiv:2203.17274; reference checked: hjbahng/visual_prompting 679e
     lr(step) = lr · (step + 1) / warmup                       for step < warmup (1000 steps, never capped)
              = lr · (1 + cos(pi (step - warmup) / (total - warmup))) / 2   after (per step)
 Departures: the text features are computed once (the reference recomputes them every step through
-the frozen encoder: the same numbers); mixed precision is bfloat16 autocast on CUDA without a
-GradScaler (the reference: fp16 + GradScaler); the reported VP accuracy is the last epoch's, or the
+the frozen encoder: the same numbers). Precision is the bundle's (``precision``: the paper profile
+uses the reference's fp16 autocast, with a GradScaler as the reference; CPU runs are fp32); the reported VP accuracy is the last epoch's, or the
 best epoch on a *validation* split with ``select="val"`` (the reference keeps the best epoch on the
 test set, which vlmlab does not do). Epochs, batch size and warm-up are parameters: the embedded
 profile scales them down (a few epochs over 16 shots per class), the paper profile keeps them.
@@ -36,7 +36,7 @@ from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import LinearProbe
 from vlmlab.prompts import zero_shot_weights
-from vlmlab.runtime import autocast, get_logger, progress
+from vlmlab.runtime import get_logger, progress
 from vlmlab.visual_prompts.prompters import Prompter, build_prompter
 
 __all__ = ["VPConfig", "VPResult", "lr_at", "refine_classname", "TextHead", "LinearHead", "clip_head",
@@ -193,7 +193,7 @@ def encode(bundle: ClipBundle, data: Dataset, prompter: Prompter | None = None, 
     """Unit image features (N, D) of ``data`` (from ``model_inputs``), prompted or not, and labels (N,)."""
     feats, labels = [], []
     dev = bundle.device
-    with frozen(bundle.model), autocast(dev):
+    with frozen(bundle.model), bundle.autocast():
         loader = _loader(data, batch_size, num_workers)
         for x, y in progress(loader, desc=desc or "encode", total=len(loader), leave=False):
             x = x.to(dev)
@@ -211,18 +211,19 @@ def predict(bundle: ClipBundle, head: nn.Module, data: Dataset, prompter: Prompt
     return logits.clone(), labels
 
 
-def _epoch(bundle, head, prompter, loader, opt, cfg, step0, total) -> tuple[int, float, float]:
+def _epoch(bundle, head, prompter, loader, opt, cfg, step0, total, scaler) -> tuple[int, float, float]:
     dev, losses, hits, seen, step = bundle.device, 0.0, 0, 0, step0
     for x, y in loader:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, _warmup(cfg, total), total)
         x, y = x.to(dev), y.to(dev)
-        with autocast(dev):
+        with bundle.autocast():
             logits = head(bundle.encode_images(prompter(x))).float()  # (B, C)
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         losses += float(loss.detach()) * len(y)
         hits += int((logits.argmax(1) == y).sum())
         seen += len(y)
@@ -260,9 +261,11 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
                     "as in the reference (cap_warmup=True caps it)", cfg.warmup, total, cfg.lr)
     result, best, step = VPResult(prompter), (-1.0, None), 0
     head = head.to(bundle.device)
+    # the reference's GradScaler, for fp16 on CUDA; a pass-through otherwise
+    scaler = torch.amp.GradScaler("cuda", enabled=bundle.device.type == "cuda" and bundle.precision == "fp16")
     with frozen(bundle.model):
         for epoch in progress(range(cfg.epochs), desc=desc, total=cfg.epochs):
-            step, loss, train_acc = _epoch(bundle, head, prompter, loader, opt, cfg, step, total)
+            step, loss, train_acc = _epoch(bundle, head, prompter, loader, opt, cfg, step, total, scaler)
             row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1, cfg.lr, _warmup(cfg, total), total),
                    "loss": loss, "train_acc": train_acc}
             if val is not None and (cfg.select == "val" or epoch + 1 == cfg.epochs):
