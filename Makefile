@@ -37,7 +37,7 @@ ifeq ($(PARALLEL),)
 .NOTPARALLEL:
 endif
 
-.PHONY: help setup test reproduce claims lab clean-results clean-cache train-embedded train-embedded-vlm evaluate-embedded sweep collect
+.PHONY: help setup test reproduce claims lab clean-results clean-cache train-embedded train-embedded-vlm evaluate-embedded sweep collect bench
 
 help:  ## list the targets
 	@echo "vlmlab (PROFILE=$(PROFILE), DEVICE=$(DEVICE))"
@@ -141,6 +141,9 @@ verify: | $(SETUP)  ## compare PROFILE's headline numbers with params/expected/P
 SWEEP ?= params/sweeps/embedded_small.yaml
 sweep: | $(SETUP)  ## run a parameter sweep: SWEEP=params/sweeps/<name>.yaml (SWEEP_ARGS="--workers 4" or "--executor slurm")
 	$(RUN_ENV) $(PY) -m vlmlab.cli sweep $(SWEEP) $(SWEEP_ARGS)
+
+bench: | $(SETUP)  ## run every benchmarks/ script (documented settings) -> results/bench/<name>.csv + summary.md
+	$(RUN_ENV) $(PY) benchmarks/run_all.py --out $(RESULTS_DIR)/bench $(BENCH_ARGS)
 
 collect: | $(SETUP)  ## merge a sweep's tables into one CSV: SWEEP=... (COLLECT_ARGS="--table tta")
 	$(PY) -m vlmlab.cli collect $(SWEEP) $(COLLECT_ARGS)

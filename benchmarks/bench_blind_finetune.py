@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 
+import pandas as pd
 import torch
 
 from vlmlab.blind.experiment import finetune_variants, predictions, prepare_tasks
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=2, help="torch threads of this process")
+    ap.add_argument("--csv", default="", help="write workers, seconds, speedup here")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -48,6 +50,8 @@ def main() -> None:
     first = tables[0][0].accuracy.to_numpy()
     diff = max(float(abs(t[0].accuracy.to_numpy() - first).max()) for t in tables)
     print(tables[0][0].to_string(index=False))
+    if args.csv:
+        pd.DataFrame(rows).assign(steps=args.steps, max_accuracy_difference=diff).to_csv(args.csv, index=False)
     print(json.dumps({"tasks": args.tasks, "steps": args.steps, "threads": args.threads, "runs": rows,
                       "max_accuracy_difference": diff}, indent=1))
 

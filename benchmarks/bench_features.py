@@ -2,6 +2,7 @@
 
     python benchmarks/bench_features.py                       # small random-init model, CPU, < 1 min
     python benchmarks/bench_features.py --model ViT-B-16 --n 2048 --batch-size 256 --device cuda
+    python benchmarks/bench_features.py --csv features.csv    # also write the table (path, seconds, images/s)
 
 ``--model`` is an open_clip architecture (random init, nothing downloaded) or ``bench-small``,
 a built-in small config (embed 128, ViT 4x128 on 64 px with patch 8, text 4x128).
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -57,6 +59,7 @@ def main(argv=None) -> None:
     ap.add_argument("--image-size", type=int, default=96, help="side of the uint8 input images (resized to the model's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-pil", action="store_true", help="skip the PIL-per-image reference path")
+    ap.add_argument("--csv", default="", help="write path, seconds, images_per_s here")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="vlmlab-bench-"))
     try:
@@ -87,10 +90,15 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"extract_arrays cold cache: {t_cold:8.3f} s  {args.n / t_cold:10.1f} images/s")
     print(f"extract_arrays warm cache: {t_warm:8.3f} s  {args.n / t_warm:10.1f} images/s")
     print(f"warm / cold speed-up:      {t_cold / t_warm:8.1f}x")
+    rows = [("cold", t_cold), ("warm", t_warm)]
     if not args.no_pil:
         _, t_pil = _timed(lambda: extract(bundle, _PIL(images), batch_size=args.batch_size, key="bench-pil"))
         print(f"extract (PIL per image):   {t_pil:8.3f} s  {args.n / t_pil:10.1f} images/s  "
               f"(fast path {t_pil / t_cold:.2f}x)")
+        rows.append(("pil", t_pil))
+    if args.csv:
+        pd.DataFrame([{"path": k, "model": args.model, "n": args.n, "seconds": t, "images_per_s": args.n / t}
+                      for k, t in rows]).to_csv(args.csv, index=False)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def main(argv=None) -> None:
     ap.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--json", default="", help="also write the table here")
+    ap.add_argument("--csv", default="", help="also write the table here, as CSV")
     ap.add_argument("--params", default="auto", help="method settings of notebook 02's profile: embedded | paper | "
                     "none (the papers' defaults); auto = embedded for the embedded model, else paper")
     args = ap.parse_args(argv)
@@ -81,6 +82,8 @@ def main(argv=None) -> None:
     table = pd.concat([bench(args.model, d, args.methods, args.n, args.n_multiview, args.shots, overrides)
                        for d in args.devices])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(table.to_dict(orient="records"), fh, indent=1)

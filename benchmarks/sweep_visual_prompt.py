@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_visual_prompt.py                    # padding, the embedded profile's 11 datasets
     python benchmarks/sweep_visual_prompt.py --lrs 40 10 --out sweep.csv
+    python benchmarks/sweep_visual_prompt.py --quick            # 3 datasets, lr 40 and 10, randn init (make bench)
 
 The paper trains 1,000 epochs on whole training sets with SGD at lr 40 from a Gaussian prompt; the
 embedded profile has 16 shots per class and 8 epochs, so those two constants are the ones the world
@@ -36,7 +37,10 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--shots", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="")
+    ap.add_argument("--quick", action="store_true", help="objects, digits, terrain; lr 40 and 10; randn init")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.datasets, args.lrs, args.inits = ["world:objects", "world:digits", "world:terrain"], [40.0, 10.0], ["randn"]
     torch.set_num_threads(args.threads)
     bundle = load_clip("embedded")
     rows = []

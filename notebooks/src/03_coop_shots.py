@@ -10,7 +10,8 @@
 # (CSC) context, context length M, class token at the end or in the middle, and random vs
 # "a photo of a" initialisation, with zero-shot CLIP (the dataset's hand-written prompt) and a
 # linear probe as references; then domain generalization (train on the source, test on shifted
-# sets) and the nearest vocabulary words of learned context vectors.
+# sets) and the nearest vocabulary words of learned context vectors. The last section checks each of
+# CoOp's findings on this run's tables (the claims ledger, `tables/claims.csv`).
 #
 # * **embedded**: the world CLIP on world datasets near to the training captions (objects,
 #   colours, textures, styles) and far from them (digits, terrain), where zero-shot is near chance.
@@ -23,49 +24,52 @@
 #
 # Training follows CoOp's configs (SGD lr 0.002, cosine, one warm-up epoch at 1e-5, batch 32,
 # 50/100/100/200/200 epochs for 1/2/4/8/16 shots). `mode="cached"` encodes `n_views` augmented
-# views per image once and samples one per step (the image tower is frozen, so this changes cost,
-# not the method); `mode="exact"` encodes fresh augmentations every step (`benchmarks/bench_coop.py`
+# views per image once and samples one per step (a departure: each image is seen through V fixed
+# crops; -0.27 points on objects, docs/fidelity.md); `mode="exact"`, the paper profile's, encodes fresh
+# augmentations every step (`benchmarks/bench_coop.py`
 # compares the two).
 
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
+precision = "fp32"  # fp32 | fp16 | bf16: autocast dtype on CUDA (the CPU always runs fp32); paper: fp16 (CoOp's PREC)
 out_dir = ""  # empty: results/<profile>/03_coop_shots/
-seed = 0  # world seed (which images the datasets hold)
+seed = 0  # type: int; world seed (which images the datasets hold)
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "RN50"
 pretrained = None  # open_clip tag or local weight file (None for the embedded model)
 data_root = ""  # root of CoOp's datasets (paper profile); empty: $VLMLAB_DATA
-datasets = ["world:objects", "world:colours", "world:textures", "world:styles", "world:digits", "world:terrain"]
+datasets = ["world:objects", "world:colours", "world:textures", "world:styles", "world:digits", "world:terrain"]  # type: list[str]; non-empty
 far_datasets = ["digits", "terrain", "thermal"]  # datasets counted as far from the training distribution
-n_train_per_class = 32  # world train pool per class (the shots are drawn from it)
-n_test = 1000  # type: int | None; test images per dataset (None: the whole test split)
-shots = [1, 2, 4, 8, 16]
-seeds = [1, 2, 3]  # CoOp's seeds: few-shot draw, context init, sample order, view sampling
+n_train_per_class = 32  # type: int; range 1..; world train pool per class (the shots are drawn from it)
+n_test = 1000  # type: int | None; range 1..; test images per dataset (None: the whole test split)
+shots = [1, 2, 4, 8, 16]  # type: list[int]; range 1..; non-empty
+seeds = [1, 2, 3]  # type: list[int]; non-empty; CoOp's seeds: few-shot draw, context init, sample order, view sampling
 variants = ["M16_end", "M16_middle", "M16_end_csc", "M16_middle_csc", "M4_end@16", "M8_end@16", "M4_end_photo@16"]
 mode = "cached"  # cached | exact
-n_views = 16  # augmented views per image in the cached mode
+n_views = 16  # type: int; range 1..; augmented views per image in the cached mode
 epochs = {1: 25, 2: 50, 4: 50, 8: 50, 16: 50}  # epochs per shot count (CoOp: {1: 50, 2: 100, 4: 100, 8: 200, 16: 200})
 epochs_by_dataset = {}  # exceptions, e.g. {"ImageNet": {1: 50}} (CoOp trains ImageNet 50 epochs for every K)
 coop = {"crop_scale": [0.5, 1.0]}  # other CoOpConfig overrides (CoOp: crop_scale [0.08, 1.0]), e.g. {"lr": 0.002}
 lp_refine = 8  # bisection rounds of the linear probe's C search (CoOp: 8)
-workers = 2  # CPU processes for the CoOp runs (1: in this process; GPU runs use 1)
-threads = 1  # torch threads per worker
+workers = 2  # type: int; range 1..; CPU processes for the CoOp runs (1: in this process; GPU runs use 1)
+threads = 1  # type: int; range 0..; torch threads per worker (0: $VLMLAB_THREADS or torch's default)
+batch_runs = True  # train a dataset's cached-mode runs of one prompt design together (same results, faster)
 dg_source = "world:objects"  # domain generalization: source dataset (must be in `datasets`)
 dg_targets = ["world:renditions", "world:thermal", "world:objects@gaussian_noise:3", "world:objects@fog:3"]
-dg_shots = 16
+dg_shots = 16  # type: int; range 1..
 words_variant = "M16_end"  # nearest words of this unified context ...
 words_dataset = "objects"  # ... learned on this dataset at max(shots), seed seeds[0]
-words_k = 3
+words_k = 3  # type: int; range 1..
 compare_published = False  # print CoOp's verified numbers beside ours (paper profile)
-check_phenomenon = True  # fail the run unless 16-shot CoOp beats zero-shot on average and on the far sets
 
 # %%
 import vlmlab
 import vlmlab.coop
+import vlmlab.coop.claims
 
 P = vlmlab.params.resolve("03_coop_shots", globals())
 run = vlmlab.results.Run("03_coop_shots", P)
-bundle = vlmlab.models.load_clip(P.model, P.pretrained, device=P.device)
+bundle = vlmlab.models.load_clip(P.model, P.pretrained, device=P.device, precision=P.precision)
 cache = vlmlab.features.FeatureCache()
 P
 
@@ -83,7 +87,8 @@ splits = [vlmlab.coop.load_splits(s, root=P.data_root or None, n_train_per_class
 # %%
 cfg = vlmlab.coop.CoOpConfig(mode=P.mode, n_views=P.n_views, epochs=P.epochs).replace(**P.coop)
 sweep = vlmlab.coop.run_sweep(bundle, splits, P.shots, P.seeds, P.variants, cfg, epochs_by_dataset=P.epochs_by_dataset,
-                              lp_refine=P.lp_refine, workers=P.workers, threads=P.threads, cache=cache)
+                              lp_refine=P.lp_refine, workers=P.workers, threads=P.threads, cache=cache,
+                              batch_runs=P.batch_runs)
 run.save_table(sweep.table, "coop")
 run.save_table(sweep.runs, "coop_runs")
 run.log_metric(**{f"sweep/{k}": v for k, v in sweep.timing.items()}, coop_runs=len(sweep.runs))
@@ -113,10 +118,10 @@ run.save_figure(fig, "coop_curves")
 # ## What the curves say at 16 shots: CoOp vs zero-shot (all, far, near sets), UC vs CSC, M, position, init
 
 # %%
-claims = vlmlab.coop.report.findings(sweep.table, far=P.far_datasets, shots=max(P.shots))
-run.save_table(claims, "findings", floatfmt=".2f")
-run.log_metric(**{f"diff/{r.comparison}": r.difference for r in claims.itertuples()})
-claims.round(2)
+findings = vlmlab.coop.report.findings(sweep.table, far=P.far_datasets, shots=max(P.shots))
+run.save_table(findings, "findings", floatfmt=".2f")
+run.log_metric(**{f"diff/{r.comparison}": r.difference for r in findings.itertuples()})
+findings.round(2)
 
 # %% [markdown]
 # ## Domain generalization: trained on the source, tested on shifted sets with the same classes
@@ -155,11 +160,26 @@ if side is not None:
 side if side is not None else published
 
 # %% [markdown]
-# ## Check and finish
+# ## Structural check
+# Every accuracy of the sweep and of domain generalization is a number: a NaN is a defect of the run, not a
+# finding, so it fails the run. CoOp's findings are claims below.
 
 # %%
-gain = {r.datasets: r.difference for r in claims.itertuples() if r.comparison.startswith("CoOp vs zero-shot")}
-if P.check_phenomenon:
-    assert gain.get("all", float("nan")) > 0, f"16-shot CoOp does not beat zero-shot on average: {gain}"
-    assert gain.get("far", float("nan")) > 0, f"16-shot CoOp does not beat zero-shot on the far sets: {gain}"
+nan_rows = sweep.table[sweep.table["accuracy"].isna()]
+assert nan_rows.empty, f"tables/coop.csv has NaN accuracy in {nan_rows[['dataset', 'method', 'shots', 'seed']].values.tolist()}"
+assert not dg["accuracy"].isna().any(), "tables/domain_generalization.csv has NaN accuracy"
+
+# %% [markdown]
+# ## Claims
+# CoOp's findings (`vlmlab/coop/claims.py`), each checked on this run's saved tables: `holds`, `fails`
+# (a finding, reported here, never a failed run) or `not_measured` (this profile lacks what the claim
+# needs, e.g. 16 shots or a variant), with the numbers compared. Written to `tables/claims.csv` and
+# `claims.md`; `make claims` merges every notebook's.
+
+# %%
+ledger = vlmlab.claims.evaluate(vlmlab.coop.claims.CLAIMS, vlmlab.claims.Evidence.load(run.dir, P))
+vlmlab.claims.save(run, ledger)
+ledger[["claim_id", "verdict", "paper_value", "ours", "note"]]
+
+# %%
 run.finish()

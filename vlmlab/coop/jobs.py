@@ -4,6 +4,9 @@ A :class:`Job` carries everything one run needs (shots, cached views or images, 
 config), so a worker only has to load the model once (``load_clip(bundle.name, bundle.pretrained)``,
 checked against the parent's weights id). Processes start with ``spawn`` (safe with OpenMP and in
 Jupyter). Results come back in job order and do not depend on the number of workers.
+A :class:`BatchJob` is several cached-mode jobs of one dataset and prompt design trained together
+(``vlmlab.coop.batched``); ``batch_jobs`` forms them, at most ``max_rows`` prompts (runs x classes)
+per step, and ``run_units`` returns one result per original job, in job order.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from vlmlab.coop.train import CoOpConfig, TrainSet, coop_logits, train_coop
+from vlmlab.coop.batched import group_key, train_coop_batched
+from vlmlab.coop.train import CoOpConfig, CoOpResult, TrainSet, coop_logits, train_coop
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import fit_linear_probe
@@ -45,14 +49,38 @@ class Job:
         cpu = time.process_time()
         res = train_coop(bundle, self.classnames, self.train, self.cfg, seed=self.seed, shots=self.shots,
                          epochs=self.epochs)
+        return self.result(res, cpu)
+
+    def result(self, res: CoOpResult, cpu_start: float, cpu_share: float = 1.0) -> dict:
+        """The result dict of a trained run, evaluated on the test features; CPU time since ``cpu_start``
+        times ``cpu_share`` (a batched run's share of its group)."""
         acc = accuracy(coop_logits(res.learner, self.test_feats), self.test_labels)
-        return {"accuracy": acc, "seconds": res.seconds, "cpu_seconds": time.process_time() - cpu, "steps": res.steps,
-                "final_loss": res.history[-1]["loss"] if res.history else float("nan"),
+        return {"accuracy": acc, "seconds": res.seconds, "cpu_seconds": cpu_share * (time.process_time() - cpu_start),
+                "steps": res.steps, "final_loss": res.history[-1]["loss"] if res.history else float("nan"),
                 "ctx": res.learner.ctx.detach().cpu().clone(), "n_ctx": res.learner.n_ctx}
 
     def cost(self) -> float:
         steps = max(1, len(self.train.labels) // self.cfg.batch_size)
         return self.epochs * steps * len(self.classnames) * (self.cfg.n_ctx + 6)
+
+
+@dataclass
+class BatchJob:
+    """Cached-mode CoOp jobs of one dataset and prompt design, trained at once (``train_coop_batched``)."""
+
+    jobs: list[Job]
+
+    def run(self, bundle: ClipBundle) -> list[dict]:
+        """One result dict per job (as ``Job.run``); seconds and CPU seconds are shared by steps."""
+        cpu = time.process_time()
+        js = self.jobs
+        trained = train_coop_batched(bundle, js[0].classnames, [j.train for j in js], [j.cfg for j in js],
+                                     [j.seed for j in js], [j.shots for j in js], [j.epochs for j in js])
+        total = max(1, sum(r.steps for r in trained))
+        return [j.result(r, cpu, r.steps / total) for j, r in zip(js, trained)]
+
+    def cost(self) -> float:
+        return sum(j.cost() for j in self.jobs)
 
 
 @dataclass
@@ -81,6 +109,48 @@ class ProbeJob:
         return 50.0 * len(self.train[1]) * (7 + 2 * self.refine)
 
 
+def batch_jobs(jobs: Sequence, max_rows: int = 4096) -> list[tuple[list[int], Job | ProbeJob | BatchJob]]:
+    """Group the cached-mode CoOp jobs by (dataset, classes, ``group_key``) into ``BatchJob``s.
+
+    A group is cut into batches of at most ``max_rows // C`` runs (at least one), so one step holds
+    at most ``max_rows`` prompts. Exact-mode CoOp jobs and probes stay single.
+    Returns (positions in ``jobs``, unit) pairs, in the order of each unit's first job.
+    """
+    groups: dict[tuple, list[int]] = {}
+    units: list[tuple[list[int], object]] = []
+    for i, job in enumerate(jobs):
+        if isinstance(job, Job) and job.cfg.mode == "cached":
+            key = (job.dataset, tuple(job.classnames), group_key(job.cfg))
+            if key not in groups:
+                groups[key] = []
+                units.append((groups[key], None))
+            groups[key].append(i)
+        else:
+            units.append(([i], job))
+    out = []
+    for pos, job in units:
+        if job is not None:
+            out.append((pos, job))
+            continue
+        size = max(1, max_rows // len(jobs[pos[0]].classnames))
+        out += [(pos[s:s + size], BatchJob([jobs[i] for i in pos[s:s + size]])) for s in range(0, len(pos), size)]
+    return out
+
+
+def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: int = 4096, workers: int = 1,
+              threads: int | None = None) -> list[dict]:
+    """``run_jobs`` with the cached CoOp jobs batched (``batch``); one result per job, in job order."""
+    if not batch:
+        return run_jobs(bundle, jobs, workers=workers, threads=threads)
+    units = batch_jobs(jobs, max_rows)
+    results = run_jobs(bundle, [u for _, u in units], workers=workers, threads=threads)
+    out: list = [None] * len(jobs)
+    for (pos, unit), res in zip(units, results):
+        for i, r in zip(pos, res if isinstance(unit, BatchJob) else [res]):
+            out[i] = r
+    return out
+
+
 def run_job(bundle: ClipBundle, job) -> dict:
     return job.run(bundle)
 
@@ -99,7 +169,7 @@ def _worker_job(source: tuple[str, str | None, str], job) -> dict:
     return job.run(_WORKER_BUNDLE)
 
 
-def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob], workers: int = 1, threads: int | None = None) -> list[dict]:
+def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob | BatchJob], workers: int = 1, threads: int | None = None) -> list[dict]:
     """Run ``jobs`` in order; ``workers > 1`` uses that many processes (CPU bundles with weights from a file or tag).
 
     ``threads``: torch threads per process (in this process only while the jobs run); ``None`` keeps the

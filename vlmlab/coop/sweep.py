@@ -14,7 +14,10 @@ Departures: the linear probe uses the *same* shots as CoOp (CoOp's lpclip draws 
 and unit-norm features (lpclip uses raw ``visual()`` outputs); zero-shot rows repeat per seed (one
 deterministic value) so every method has the same keys.
 CoOp runs are independent: ``workers > 1`` trains them in that many processes (CPU), each with
-``threads`` torch threads; results do not depend on ``workers``.
+``threads`` torch threads; results do not depend on ``workers``. With ``batch_runs`` (default) the
+cached-mode runs of a dataset with the same prompt design (M, position, CSC, init) are trained together,
+one text-tower pass per step for all of them (``vlmlab.coop.batched``; the same contexts and accuracies
+as one run at a time, to float rounding); exact-mode runs stay one at a time.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch
 
 from vlmlab.coop.augment import eval_features, view_features
 from vlmlab.coop.data import Splits
-from vlmlab.coop.jobs import Job, ProbeJob, run_jobs
+from vlmlab.coop.jobs import Job, ProbeJob, run_units
 from vlmlab.coop.train import CoOpConfig, TrainSet
 from vlmlab.coop.variants import Variant, parse_variant
 from vlmlab.data.fewshot import sample_few_shot
@@ -124,7 +127,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
               variants: Sequence[Variant | str | dict], cfg: CoOpConfig = CoOpConfig(), *,
               methods: Sequence[str] = ("zero_shot", "linear_probe", "coop"), epochs_by_dataset: dict | None = None,
               lp_refine: int = 8, workers: int = 1, threads: int | None = None,
-              cache: FeatureCache | None = None) -> Sweep:
+              cache: FeatureCache | None = None, batch_runs: bool = True) -> Sweep:
     """Run the grid (see the module docstring).
 
     Args:
@@ -136,6 +139,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         epochs_by_dataset: {dataset name: {K: epochs}} exceptions (CoOp: ImageNet 50 for every K).
         lp_refine: bisection rounds of the probe's C search. workers, threads: processes for the runs.
         cache: the shared feature cache.
+        batch_runs: train the cached-mode CoOp runs of a dataset and prompt design together (same results).
     """
     bad = sorted(set(methods) - {"zero_shot", "linear_probe", "coop"})
     if bad:
@@ -154,10 +158,11 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         for seed in seeds:
             jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache)
     t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
-    results = run_jobs(bundle, jobs, workers=workers, threads=threads)
+    results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads)
     rows += _collect(out, jobs, results)
     out.timing = {"wall_s": time.perf_counter() - t0, "prep_wall_s": t_prep, "prep_cpu_s": cpu_prep,
-                  "jobs_cpu_s": sum(r["cpu_seconds"] for r in results), "jobs": len(jobs), "workers": workers}
+                  "jobs_cpu_s": sum(r["cpu_seconds"] for r in results), "jobs": len(jobs), "workers": workers,
+                  "batch_runs": bool(batch_runs)}
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {s.name: i for i, s in enumerate(splits)}
     rank = {"zero_shot": 0, "linear_probe": 1, "coop": 2}

@@ -1,0 +1,134 @@
+"""Batched CoOp (``vlmlab.coop.batched``) against one-run-at-a-time ``train_coop``."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, run_sweep, train_coop, train_coop_batched
+from vlmlab.coop.batched import _sgd
+from vlmlab.coop.data import Splits
+from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs
+from vlmlab.coop.text_batch import splice, supports_prefix_groups, text_features
+from vlmlab.coop.train import build_learner
+from vlmlab.metrics import accuracy
+
+NAMES = ["cat", "dog", "sports car", "tree", "boat"]
+
+
+@pytest.fixture(scope="module")
+def bundle(make_tiny_clip):
+    """Two text layers: the shared-prefix path runs a full block and then the readout-only last block."""
+    return make_tiny_clip("vlmlab-test-coop-batched", context_length=24, text_layers=2)
+
+
+def _train(bundle, shots: int, seed: int, n_views: int = 3) -> TrainSet:
+    g = torch.Generator().manual_seed(100 + seed)
+    y = torch.arange(len(NAMES)).repeat(shots)
+    return TrainSet(y, view_feats=F.normalize(torch.randn(len(y), n_views, bundle.embed_dim, generator=g), dim=-1))
+
+
+VARIANTS = {"UC end": {}, "UC middle": {"position": "middle"}, "CSC end": {"csc": True},
+            "UC front": {"position": "front"}, "UC phrase": {"ctx_init": "a photo of a"}}
+
+
+@pytest.mark.parametrize("variant", ["UC end", "UC middle", "CSC end"])
+def test_batched_group_equals_sequential_runs(bundle, variant):
+    # 3 runs: different seeds, shots 1 / 2 / 4 -> 1, 1, 2 steps per epoch and 3, 4, 4 epochs (8 steps at most)
+    cfg = CoOpConfig(n_ctx=4, n_views=3, batch_size=8, epochs={1: 3, 2: 4}, **VARIANTS[variant])
+    shots, seeds = [1, 2, 4], [1, 2, 3]
+    trains = [_train(bundle, k, s) for k, s in zip(shots, seeds)]
+    seq = [train_coop(bundle, NAMES, t, cfg, seed=s, shots=k) for t, s, k in zip(trains, seeds, shots)]
+    bat = train_coop_batched(bundle, NAMES, trains, cfg, seeds, shots)
+    test = F.normalize(torch.randn(60, bundle.embed_dim, generator=torch.Generator().manual_seed(7)), dim=-1)
+    labels = torch.arange(60) % len(NAMES)
+    assert [r.steps for r in bat] == [r.steps for r in seq] == [3, 4, 8]
+    for a, b in zip(seq, bat):
+        assert (a.learner.ctx - a.learner.ctx_initial).abs().max() > 1e-3            # trained, not the init
+        torch.testing.assert_close(b.learner.ctx, a.learner.ctx, rtol=1e-4, atol=1e-5)
+        assert [h["epoch"] for h in b.history] == [h["epoch"] for h in a.history]
+        assert [h["lr"] for h in b.history] == [h["lr"] for h in a.history]
+        assert [h["loss"] for h in b.history] == pytest.approx([h["loss"] for h in a.history], rel=1e-4)
+        assert accuracy(coop_logits(b.learner, test), labels) == accuracy(coop_logits(a.learner, test), labels)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_batched_text_features_equal_the_learners_forward(bundle, variant):
+    cfg = CoOpConfig(n_ctx=4, **VARIANTS[variant])
+    learners = [build_learner(bundle, NAMES, cfg, seed=s) for s in (1, 2)]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for l in learners:                                            # non-identity: far from the init
+            l.ctx.add_(torch.randn(l.ctx.shape, generator=g))
+    ctx = torch.stack([l.ctx.detach() for l in learners])
+    torch.testing.assert_close(splice(learners[0], ctx), torch.stack([l.prompts() for l in learners]))
+    with torch.no_grad():
+        ref = torch.stack([l(normalize=True) for l in learners])    # (R, C, D)
+        torch.testing.assert_close(text_features(learners[0], ctx), ref, rtol=1e-4, atol=1e-5)
+    # the unified context with a shared prefix of >= 2 positions takes the grouped path
+    assert supports_prefix_groups(learners[0]) == (variant in ("UC end", "UC middle", "UC phrase"))
+
+
+def test_sgd_rows_follow_torch_sgd_and_others_stay():
+    g = torch.Generator().manual_seed(0)
+    p0, grads = torch.randn(3, 2, 4, generator=g), [torch.randn(3, 2, 4, generator=g) for _ in range(3)]
+    lr, mom, wd = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.9, 0.5, 0.0]), torch.tensor([5e-4, 0.0, 1e-2])
+    ctx, buf = p0.clone(), torch.zeros_like(p0)
+    a = torch.tensor([0, 2])                                          # row 1 is done: never touched
+    for gr in grads:
+        _sgd(ctx, gr[a], buf, a, lr[a], mom[a], wd[a])
+    for r in (0, 2):
+        p = torch.nn.Parameter(p0[r].clone())
+        opt = torch.optim.SGD([p], lr=float(lr[r]), momentum=float(mom[r]), weight_decay=float(wd[r]))
+        for gr in grads:
+            p.grad = gr[r].clone()
+            opt.step()
+        torch.testing.assert_close(ctx[r], p.detach())
+    assert torch.equal(ctx[1], p0[1]) and torch.equal(buf[1], torch.zeros_like(buf[1]))
+
+
+def test_mixed_prompt_designs_and_exact_mode_are_refused(bundle):
+    trains = [_train(bundle, 1, s) for s in (1, 2)]
+    with pytest.raises(ValueError, match="n_ctx"):
+        train_coop_batched(bundle, NAMES, trains, [CoOpConfig(n_ctx=4), CoOpConfig(n_ctx=2)], [1, 2])
+    with pytest.raises(ValueError, match="mode='cached'"):
+        train_coop_batched(bundle, NAMES, trains, CoOpConfig(n_ctx=4, mode="exact"), [1, 2])
+
+
+def _job(dataset, n_ctx, seed, mode="cached", names=NAMES):
+    cfg = CoOpConfig(n_ctx=n_ctx, mode=mode)
+    return Job(dataset, None, 1, seed, list(names), TrainSet(torch.zeros(1)), torch.zeros(1), torch.zeros(1), cfg, 1)
+
+
+def test_batch_jobs_groups_by_dataset_and_design_and_caps_rows():
+    probe = ProbeJob("a", 1, 0, 5, (torch.zeros(1), torch.zeros(1)), (torch.zeros(1), torch.zeros(1)),
+                     torch.zeros(1), torch.zeros(1))
+    jobs = [_job("a", 4, 1), _job("a", 8, 1), probe, _job("a", 4, 2), _job("b", 4, 1), _job("a", 4, 3, "exact"),
+            _job("a", 4, 3)]
+    units = batch_jobs(jobs)
+    assert [pos for pos, _ in units] == [[0, 3, 6], [1], [2], [4], [5]]
+    assert [type(u).__name__ for _, u in units] == ["BatchJob", "BatchJob", "ProbeJob", "BatchJob", "Job"]
+    capped = batch_jobs(jobs, max_rows=2 * len(NAMES))                # 2 runs of 5 classes per step at most
+    assert [pos for pos, _ in capped] == [[0, 3], [6], [1], [2], [4], [5]]
+    assert all(isinstance(u, BatchJob) for pos, u in capped if len(pos) > 1)
+
+
+def test_sweep_tables_equal_with_and_without_batching(bundle):
+    from vlmlab import world
+    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", 30)
+    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
+                   test.template)
+    cfg = CoOpConfig(n_views=2, epochs={1: 2, 2: 3})
+    kw = dict(shots=[1, 2], seeds=[1, 2], variants=["M4_end", "M2_middle_csc@2"], cfg=cfg,
+              methods=("zero_shot", "coop"))
+    one, many = run_sweep(bundle, [split], batch_runs=False, **kw), run_sweep(bundle, [split], batch_runs=True, **kw)
+    assert list(many.table.columns) == list(one.table.columns) and list(many.runs.columns) == list(one.runs.columns)
+    keys = ["dataset", "variant", "shots", "seed", "epochs", "steps"]
+    pd.testing.assert_frame_equal(many.runs[keys], one.runs[keys])
+    assert many.table["accuracy"].tolist() == pytest.approx(one.table["accuracy"].tolist(), abs=1e-9)
+    assert many.runs["final_loss"].tolist() == pytest.approx(one.runs["final_loss"].tolist(), rel=1e-4)
+    assert sorted(many.contexts) == sorted(one.contexts)
+    for k, ctx in one.contexts.items():
+        torch.testing.assert_close(many.contexts[k], ctx, rtol=1e-4, atol=1e-5)

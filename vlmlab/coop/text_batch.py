@@ -1,0 +1,135 @@
+"""Class text features of R CoOp contexts in one pass of the frozen text tower (batched CoOp).
+
+For R runs with the same classes, prompt r of class c is t_rc = [prefix_r | suffix_rc]: with a unified
+context the first P positions (SOS + the context before the class name) are the same for every class
+of run r. Under the causal mask those positions only attend to each other, so (exactly):
+
+    prefix_r runs through the tower once per run (batch R, as ``vlmlab.prompts.encode_shared_prefix``);
+    each block's keys/values of the prefix, K_r = LN(x_r) W_k, V_r = LN(x_r) W_v, are computed once per
+    run and shared by its C class rows (not recomputed per row); scores = [q K_r^T | q K_rc^T + causal];
+    the last block is evaluated at the readout (EOS) token only, the one position ``ln_final`` pools.
+
+The attention is written out (softmax(q k^T / sqrt(d_h)) v per head), the same formula as
+``nn.MultiheadAttention`` with open_clip's ``ResidualAttentionBlock`` around it; results equal
+``PromptLearner.forward`` up to float rounding (``tests/test_coop_batched.py``). Towers this does not
+cover (class-specific context, no causal mask, custom blocks) take the plain full forward over the
+R x C prompts. The prefix-K/V sharing and the readout-only last block would serve one run as well;
+they live here until ``vlmlab.prompts`` adopts them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlmlab.prompts import PromptLearner, _cast_dtype, encode_token_embeddings, frozen, supports_shared_prefix
+
+
+def splice(learner: PromptLearner, ctx: Tensor) -> Tensor:
+    """``learner.prompts()`` for R contexts at once: ctx (R, M, W) or (R, C, M, W) -> (R, C, L, W)."""
+    r, c = ctx.shape[0], learner.n_cls
+    ctx = (ctx if ctx.dim() == 4 else ctx.unsqueeze(1).expand(-1, c, -1, -1)).to(learner.token_prefix.dtype)
+    pre = learner.token_prefix.unsqueeze(0).expand(r, -1, -1, -1)                    # (R, C, 1, W)
+    suf = learner.token_suffix.unsqueeze(0).expand(r, -1, -1, -1)                    # (R, C, S, W)
+    if learner.position == "end":
+        return torch.cat([pre, ctx, suf], dim=2)
+    half, rows = learner.n_ctx // 2, []
+    for i, n in enumerate(learner.name_lens):
+        p, x, name, rest = pre[:, i:i + 1], ctx[:, i:i + 1], suf[:, i:i + 1, :n], suf[:, i:i + 1, n:]
+        parts = [p, x[:, :, :half], name, x[:, :, half:], rest] if learner.position == "middle" else [p, name, x, rest]
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows, dim=1)
+
+
+def supports_prefix_groups(learner: PromptLearner) -> bool:
+    """Shared prefix (unified context, >= 2 positions) on plain blocks with packed q/k/v projections."""
+    if not (learner.fast and learner.shared_prefix >= 2 and supports_shared_prefix(learner.tower)):
+        return False
+    return all(b.attn._qkv_same_embed_dim and b.attn.bias_k is None and not b.attn.add_zero_attn
+               for b in learner.tower.transformer.resblocks)
+
+
+def _split_heads(x: Tensor, h: int) -> Tensor:
+    """(..., T, W) -> (..., H, T, W/H)."""
+    return x.unflatten(-1, (h, x.shape[-1] // h)).transpose(-3, -2)
+
+
+def _qkv(attn: nn.MultiheadAttention, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+
+
+def _attend(attn: nn.MultiheadAttention, q: Tensor, kp: Tensor, vp: Tensor, ks: Tensor, vs: Tensor,
+            mask: Tensor) -> Tensor:
+    """Attention of the suffix queries to [prefix | suffix] keys, heads split.
+
+    q (R, C, H, T, d); kp, vp (R, H, P, d); ks, vs (R, C, H, S, d); mask broadcastable to (R, C, H, T, S).
+    Returns (R, C, T, W) after the output projection.
+    """
+    q = q / math.sqrt(q.shape[-1])
+    s_p = torch.einsum("rchtd,rhpd->rchtp", q, kp)                                      # (R, C, H, T, P)
+    s_s = q @ ks.transpose(-1, -2) + mask                                               # (R, C, H, T, S)
+    a = torch.softmax(torch.cat([s_p, s_s], dim=-1), dim=-1)
+    p = kp.shape[-2]
+    out = torch.einsum("rchtp,rhpd->rchtd", a[..., :p], vp) + a[..., p:] @ vs          # (R, C, H, T, d)
+    return F.linear(out.transpose(-3, -2).flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, q_at: Tensor | None = None) -> Tensor:
+    """One residual block on the suffixes xs (R, C, S, W) given the prefixes xp (R, P, W).
+
+    ``q_at`` (C,): evaluate only that suffix position per class (the readout), -> (R, C, 1, W).
+    """
+    attn, h = blk.attn, blk.attn.num_heads
+    _, kp, vp = _qkv(attn, blk.ln_1(xp))                                                # (R, P, W)
+    qs, ks, vs = _qkv(attn, blk.ln_1(xs))                                               # (R, C, S, W)
+    if q_at is not None:
+        rows = torch.arange(len(q_at), device=xs.device)
+        xs, qs, mask = xs[:, rows, q_at].unsqueeze(2), qs[:, rows, q_at].unsqueeze(2), mask[q_at].unsqueeze(1)
+        mask = mask.unsqueeze(1)                                                        # (C, 1, 1, S)
+    out = _attend(attn, _split_heads(qs, h), _split_heads(kp, h), _split_heads(vp, h), _split_heads(ks, h),
+                  _split_heads(vs, h), mask)
+    xs = xs + blk.ls_1(out)
+    return xs + blk.ls_2(blk.mlp(blk.ln_2(xs)))
+
+
+def _project(tower, x: Tensor) -> Tensor:
+    proj = tower.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Module) else x @ proj
+
+
+def encode_prefix_groups(learner: PromptLearner, prompts: Tensor) -> Tensor:
+    """Unnormalised features (R, C, D) of prompts (R, C, L, W) whose first P positions are shared per run."""
+    tower, p, tokens = learner.tower, learner.shared_prefix, learner.tokens
+    length = tokens.shape[1]
+    cast = _cast_dtype(tower, prompts)
+    pos = tower.positional_embedding[:length].detach().to(cast)
+    mask = tower.attn_mask[:length, :length]
+    mask = (torch.zeros(mask.shape, dtype=cast, device=mask.device).masked_fill(mask, -math.inf)
+            if mask.dtype == torch.bool else mask.to(cast))                            # True = blocked, as in MHA
+    eos = (tokens.argmax(dim=-1) if tower.pool_type == "argmax" else
+           (tokens == tower.eos_id).int().argmax(dim=-1)) - p                          # (C,) in the suffix
+    blocks = list(tower.transformer.resblocks)
+    with frozen(tower):
+        xp = prompts[:, 0, :p].to(cast) + pos[:p]                                       # (R, P, W)
+        xs = prompts[:, :, p:].to(cast) + pos[p:]                                       # (R, C, S, W)
+        for i, blk in enumerate(blocks):
+            last = i == len(blocks) - 1
+            xs = _block(blk, xp, xs, mask[p:, p:], q_at=eos if last else None)
+            if not last:
+                xp = blk(xp, attn_mask=mask[:p, :p])
+        return _project(tower, tower.ln_final(xs[:, :, 0]))                             # (R, C, D)
+
+
+def text_features(learner: PromptLearner, ctx: Tensor) -> Tensor:
+    """Unit class features (R, C, D) of R contexts: the batched ``learner(normalize=True)``."""
+    r, c = ctx.shape[0], learner.n_cls
+    prompts = splice(learner, ctx)                                                      # (R, C, L, W)
+    if supports_prefix_groups(learner):
+        z = encode_prefix_groups(learner, prompts)
+    else:
+        z = encode_token_embeddings(learner.tower, prompts.flatten(0, 1), learner.tokens.repeat(r, 1))
+    return F.normalize(z.float(), dim=-1).reshape(r, c, -1)
