@@ -142,6 +142,11 @@ SWEEP ?= params/sweeps/embedded_small.yaml
 sweep: | $(SETUP)  ## run a parameter sweep: SWEEP=params/sweeps/<name>.yaml (SWEEP_ARGS="--workers 4" or "--executor slurm")
 	$(RUN_ENV) $(PY) -m vlmlab.cli sweep $(SWEEP) $(SWEEP_ARGS)
 
+# Run first on a new GPU machine (docs/paper_profile.md); no GPU: says so and exits 0.
+.PHONY: gpu-check
+gpu-check: | $(SETUP)  ## time each notebook's paper code path on random weights: images/s, peak GPU memory, est. GPU hours (GPU_CHECK_ARGS="--quick --json f.json")
+	$(RUN_ENV) $(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
 bench: | $(SETUP)  ## run every benchmarks/ script (documented settings) -> results/bench/<name>.csv + summary.md
 	$(RUN_ENV) $(PY) benchmarks/run_all.py --out $(RESULTS_DIR)/bench $(BENCH_ARGS)
 
