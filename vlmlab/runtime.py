@@ -103,6 +103,10 @@ def autocast(device: torch.device, precision: str = "fp32"):
     return torch.autocast("cpu", enabled=False)
 
 
+FETCH_HINT = ("`vlmlab data status --profile paper` lists every missing dataset and weight file; "
+              "`vlmlab data fetch NAME` (or `make data PROFILE=paper`) downloads the public ones")
+
+
 def cache_root() -> Path:
     """Where cached features, corrupted images and world pools live (``$VLMLAB_CACHE``)."""
     root = Path(os.environ.get("VLMLAB_CACHE", REPO_ROOT / ".cache" / "vlmlab")).expanduser()

@@ -43,6 +43,7 @@ def test_imagenet_c_missing_names_path_and_present_corruptions(data_root):
         imagenet_c(data_root, "snow", 5)
     msg = str(err.value)
     assert str(data_root / "imagenet-c" / "snow" / "5") in msg and "fog" in msg and "zenodo" in msg
+    assert "vlmlab data status --profile paper" in msg and "vlmlab data fetch" in msg
 
 
 @pytest.mark.parametrize("loader,which", [(imagenet_a, "a_wnids"), (imagenet_r, "r_wnids")])

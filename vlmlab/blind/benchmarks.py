@@ -29,7 +29,7 @@ from PIL import Image
 
 from vlmlab.blind.tasks import LETTERS, MCTask
 from vlmlab.data.base import DatasetNotFound
-from vlmlab.runtime import data_root
+from vlmlab.runtime import FETCH_HINT, data_root
 
 BLINK_SUBTASKS = {"semantic_correspondence": "Semantic_Correspondence", "visual_correspondence": "Visual_Correspondence",
                   "functional_correspondence": "Functional_Correspondence", "art_style": "Art_Style"}
@@ -80,7 +80,7 @@ def _parquet(folder: Path, pattern: str, dataset: str):
     files = sorted(folder.glob(pattern))
     if not files:
         raise DatasetNotFound(f"no {pattern} under {folder}; get {dataset} with `{HOW_TO_GET[dataset]}` "
-                              "(vlmlab never downloads)")
+                              f"(vlmlab never downloads at run time; {FETCH_HINT})")
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from vlmlab.blind.readouts import tokens_to_grid
+from vlmlab.runtime import FETCH_HINT
 
 PROMPT = "USER: <image>\n{question}\nASSISTANT:"
 
@@ -66,8 +67,8 @@ class LlavaScorer:
             self.model = LlavaForConditionalGeneration.from_pretrained(name_or_path, local_files_only=True, dtype=dtype)
         except OSError as err:
             raise FileNotFoundError(f"{name_or_path!r} is not in the local Hugging Face cache or a local folder; "
-                                    "download it yourself (vlmlab never downloads), e.g. `hf download "
-                                    f"{name_or_path}`, then rerun") from err
+                                    f"vlmlab never downloads at run time: {FETCH_HINT} (`llava-1.5-7b`), or "
+                                    f"`hf download {name_or_path}`, then rerun") from err
         self.model.to(device).eval()
         self.device = torch.device(device)
         self.tokenizer = self.processor.tokenizer

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 
 from vlmlab.data.base import IMAGE_EXTENSIONS, DatasetNotFound, ImageDataset, log
-from vlmlab.runtime import data_root
+from vlmlab.runtime import FETCH_HINT, data_root
 
 IMAGENET_C_CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
@@ -85,7 +85,7 @@ COOP_DATASETS: dict[str, tuple[str, str, str | None]] = {
 
 def _missing(path: Path, what: str, how: str) -> DatasetNotFound:
     return DatasetNotFound(f"{what} not found: looked in {str(path)!r}. To obtain it: {HOW_TO_GET[how]}. "
-                           f"Point vlmlab at your data with data_root= or $VLMLAB_DATA.")
+                           f"Point vlmlab at your data with data_root= or $VLMLAB_DATA; {FETCH_HINT}.")
 
 
 def _first_dir(candidates: list[Path], what: str, how: str) -> Path:
@@ -94,7 +94,7 @@ def _first_dir(candidates: list[Path], what: str, how: str) -> Path:
             return c
     looked = " or ".join(repr(str(c)) for c in candidates)
     raise DatasetNotFound(f"{what} not found: looked in {looked}. To obtain it: {HOW_TO_GET[how]}. "
-                          f"Point vlmlab at your data with data_root= or $VLMLAB_DATA.")
+                          f"Point vlmlab at your data with data_root= or $VLMLAB_DATA; {FETCH_HINT}.")
 
 
 def _is_image(name: str) -> bool:

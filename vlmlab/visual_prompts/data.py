@@ -25,7 +25,7 @@ from vlmlab import world
 from vlmlab.data import DatasetNotFound, ImageDataset, load_source, sample_few_shot
 from vlmlab.data.base import IMAGE_EXTENSIONS
 from vlmlab.data.sources import WORLD_DEFAULT_N, count_or_default
-from vlmlab.runtime import data_root
+from vlmlab.runtime import FETCH_HINT, data_root
 
 __all__ = ["Splits", "load_splits", "load_reference", "resolve_spec", "TORCHVISION", "PAPER_DATASETS"]
 
@@ -101,7 +101,7 @@ def _torchvision(name: str, root: Path, train: bool) -> _Wrapped:
     except (RuntimeError, FileNotFoundError) as err:
         raise DatasetNotFound(f"{name} not found under {str(path)!r} ({err}). vlmlab never downloads: run "
                               f"torchvision.datasets.{cls_name}({str(path)!r}, download=True) once elsewhere and "
-                              f"copy the folder there") from err
+                              f"copy the folder there; {FETCH_HINT}") from err
     labels = next(v for v in (getattr(ds, a, None) for a in ("targets", "labels", "_labels")) if v is not None)
     classnames = list(getattr(ds, "classes", None) or _CLASSNAMES[name])
     return _Wrapped(ds, np.asarray(labels), classnames)

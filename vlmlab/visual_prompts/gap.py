@@ -47,7 +47,7 @@ from vlmlab.data.catalog import ALEXNET_FILE, INCEPTION_FILE   # the weight file
 from vlmlab.features import arrays_to_input
 from vlmlab.metrics import frechet_distance, perceptual_distance
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.runtime import get_logger, progress
+from vlmlab.runtime import FETCH_HINT, get_logger, progress
 
 __all__ = ["GapFeatures", "EncoderFeatures", "InceptionFeatures", "LpipsNet", "LpipsGap", "to_uint8",
            "gap_features", "fid", "lpips", "INCEPTION_FILE", "ALEXNET_FILE"]
@@ -173,7 +173,7 @@ def _hub_file(filename: str, torch_home: str | Path | None, package: str, what: 
         raise FileNotFoundError(f"{what} weights not found: expected {str(path)!r}. vlmlab never downloads; copy "
                                 f"{filename} (as {package} would download it) into {path.parent}/, or point "
                                 f"torch_home= / $TORCH_HOME at a folder holding hub/checkpoints/{filename}. Without "
-                                f"it, use the embedded profile's EncoderFeatures instead.")
+                                f"it, use the embedded profile's EncoderFeatures instead. {FETCH_HINT}.")
     if torch_home:
         torch.hub.set_dir(str(hub))
     return path
