@@ -7,7 +7,6 @@ process that the test then SIGKILLs.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -36,15 +35,6 @@ while params.get("wait") and not (out / "go").exists():
 (out / "tables" / "t.csv").write_text(f"x\n{params['seed']}\n")
 (out / "provenance.json").write_text("{}")
 """
-
-
-def fake_command(self, python=None):
-    return [sys.executable, "-c", FAKE_NOTEBOOK, str(self.dir), json.dumps(self.case.params)]
-
-
-@pytest.fixture
-def fake_notebook(monkeypatch):
-    monkeypatch.setattr(CaseJob, "command", fake_command)
 
 
 def job(tmp_path, params, cid="case-0000abcd"):

@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import stat
-import sys
 import threading
 import time
 
@@ -35,15 +34,6 @@ if params.get("seed") == 2:
 if params.get("finish", True):
     (out / "provenance.json").write_text("{}")
 """
-
-
-def fake_command(self, python=None):
-    return [sys.executable, "-c", FAKE_NOTEBOOK, str(self.dir), json.dumps(self.case.params)]
-
-
-@pytest.fixture
-def fake_notebook(monkeypatch):
-    monkeypatch.setattr(CaseJob, "command", fake_command)
 
 
 def sweep_file(tmp_path, text, name="s"):
