@@ -19,7 +19,6 @@ profile) and stated in the claim.
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from vlmlab.claims import Claim, Evidence, NotMeasured, Verdict, holds_if

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from vlmlab.blind.tasks import LETTERS, options_text
-from vlmlab.blind.vlm import EOS, PAD, TinyVLM, VLMConfig, WordTokenizer, pad_batch
+from vlmlab.blind.vlm import EOS, PAD, TinyVLM, WordTokenizer, pad_batch
 from vlmlab.models.train_embedded import load_checkpoint
 from vlmlab.runtime import REPO_ROOT, get_logger, progress, seed_everything
 from vlmlab.world.captions import caption

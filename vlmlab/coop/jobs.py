@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 

@@ -12,7 +12,7 @@ Task table (``TASKS``): name, label field, class names and the hand-written prom
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
