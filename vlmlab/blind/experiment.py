@@ -19,8 +19,8 @@ from torch import Tensor
 
 from vlmlab.blind.readouts import (correspondence_readout, depth_readout, fit_depth_probe, gram_matrices,
                                    odd_one_out_readout, style_readout, tokens_to_grid)
-from vlmlab.blind.tasks import (LETTERS, MCTask, correspondence_task, depth_task, odd_one_out_task,
-                                style_task)
+from vlmlab.blind.tasks import (CONTROLS, LETTERS, MCTask, control_task, correspondence_task, depth_task,
+                                odd_one_out_task, style_task)
 from vlmlab.blind.vlm import IMAGE, TinyVLM, option_logprobs, pad_batch
 from vlmlab.features import extract_arrays
 from vlmlab.metrics import answer_distribution, total_variation
@@ -86,8 +86,9 @@ def _boxes(task: MCTask) -> Tensor | None:
 def vlm_logprobs(vlm: TinyVLM, task: MCTask, patches: Tensor, n_soft: int = 0, batch_size: int = 64) -> Tensor:
     """(n, K) log-probabilities of the option letters for every question (letter likelihood scoring)."""
     vlm.eval()
-    seg, options = task.segments(), list(LETTERS[:task.n_options])
-    return torch.cat([option_logprobs(vlm, [seg] * len(patches[i:i + batch_size]), list(patches[i:i + batch_size]),
+    options = list(LETTERS[:task.n_options])
+    segs = [task.segments(q) for q in range(len(patches))]         # per-question texts where they differ
+    return torch.cat([option_logprobs(vlm, segs[i:i + batch_size], list(patches[i:i + batch_size]),
                                       options, n_soft) for i in range(0, len(patches), batch_size)])
 
 
@@ -190,6 +191,41 @@ def accuracy_table(tests: dict[str, MCTask], model: str, readout_preds: dict, vl
     return pd.DataFrame([{"task": name, "model": model, "readout_acc": _acc(readout_preds[name], t.answers),
                           "vlm_acc": _acc(vlm_preds[name], t.answers), "chance": 100.0 * t.chance}
                          for name, t in tests.items()])
+
+
+def control_table(vlm: TinyVLM, names, n: int, seed: int, size: int = 64) -> pd.DataFrame:
+    """The control rows (``vlmlab.blind.tasks.control_task``), scored exactly as ``readout_vs_vlm`` scores the
+    VLM (``predictions``): ``task, format_of, n_options, accuracy, chance`` (%). Each control's questions come
+    from their own seed, apart from ``prepare_tasks``' and from the VLM's training pool."""
+    rows = []
+    for i, name in enumerate(progress(names, desc="control questions")):
+        task = control_task(name, n, seed=1000 * seed + 10 * i + 5, size=size)
+        pred = predictions(vlm, task, trunk_patches(vlm, task.images))
+        rows.append({"task": name, "format_of": CONTROLS[name][0], "n_options": task.n_options,
+                     "accuracy": _acc(pred, task.answers), "chance": 100.0 * task.chance})
+    return pd.DataFrame(rows)
+
+
+def controls_beside(readout_table: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
+    """``readout_vs_vlm`` with the control row of the same answer format beside each task:
+    ``task, readout_acc, vlm_acc, chance, control, control_acc`` (no control: empty / NaN)."""
+    c = controls.rename(columns={"task": "control", "accuracy": "control_acc", "format_of": "task"})
+    return readout_table[["task", "readout_acc", "vlm_acc", "chance"]].merge(
+        c[["task", "control", "control_acc"]], on="task", how="left")
+
+
+def control_summary(controls: pd.DataFrame, margin: float) -> str:
+    """One factual sentence on the control rows: how many are more than ``margin`` points above chance."""
+    excess = controls.accuracy - controls.chance
+    above = int((excess > margin).sum())
+    rows = ", ".join(f"{t} {a:.1f} % (chance {c:.0f} %)" for t, a, c in
+                     zip(controls.task, controls.accuracy, controls.chance))
+    verdict = ("so it is competent on the answer formats and the gaps above measure blindness on the "
+               "vision-centric judgement" if above == len(controls) else
+               "so part of each gap above is a failure to answer this format at all, not only blindness on "
+               "the vision-centric judgement")
+    return (f"On questions of the same formats about attributes it was trained on, the VLM answers {rows}: "
+            f"{above} of {len(controls)} more than {margin:g} points above chance, {verdict}.")
 
 
 def blind_test(vlm: TinyVLM, runs: dict[str, TaskRun], model: str,

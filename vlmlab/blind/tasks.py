@@ -13,6 +13,10 @@ Paper analogues (``../shared/papers/hidden_in_plain_sight.md`` §3):
 * ``correspondence_task`` -- BLINK Visual_Correspondence (low-level matching): a reference image with a
   marked point and a second view of the same scene, shifted and under other lighting, with four marked
   candidate points A-D; which one is the reference point? Chance 1/4.
+* ``control_task`` -- the control rows (§1, §4: the paper's VLMs are competent general models): per
+  vision-centric format, 2 (A/B) or 4 (A-D) labelled world images and a letter question about an
+  attribute the embedded VLM was trained on, in ``train_vlm.MULTI_QUESTIONS``' own words ("which image
+  has a red object ?"); exactly one image matches (``CONTROLS``).
 
 Every question is drawn from one ``numpy`` generator seeded by ``seed``, so the same seed gives the
 same pixels; the correct option's position cycles through the options and is then shuffled, so each
@@ -65,15 +69,17 @@ class MCTask:
     kind: str = ""
     boxes: np.ndarray | None = None
 
-    def segments(self) -> list:
-        """The VLM prompt shared by every question: each image (an index) after its label, then the
-        question and its options ("... ? answer A , B , C or D .")."""
+    def segments(self, q: int | None = None) -> list:
+        """The VLM prompt: each image (an index) after its label, then the question and its options
+        ("... ? answer A , B , C or D ."). ``q``: question q's own text where the questions differ
+        (``questions[q]``); otherwise, and by default, the text shared by every question (``question``)."""
         k = self.images.shape[1]
         labels = self.labels or ("",) * k
         out: list = []
         for i, lab in enumerate(labels):
             out += ([lab] if lab else []) + [i]
-        return out + [f"{self.question} {options_text(self.n_options)}"]
+        text = self.question if q is None or self.questions is None else self.questions[q]
+        return out + [f"{text} {options_text(self.n_options)}"]
 
     @property
     def readout_kind(self) -> str:
@@ -245,3 +251,51 @@ def correspondence_task(n: int, seed: int = 0, size: int = 64, max_shift: int = 
     return MCTask("correspondence", marked, answers, 4,
                   "Which point in the second image is the reference point of the first image?",
                   meta, clean=clean, points=points)
+
+
+# name: (the vision-centric task whose answer format it mirrors, options, attribute asked about)
+CONTROLS: dict[str, tuple[str, int, str]] = {
+    "control_depth": ("depth", 2, "colour"),
+    "control_style": ("style", 2, "style"),
+    "control_correspondence": ("correspondence", 4, "background"),
+    "control_odd_one_out": ("odd_one_out", 4, "shape"),
+}
+
+
+def control_task(name: str, n: int, seed: int = 0, size: int = 64) -> MCTask:
+    """``n`` control questions of ``CONTROLS[name]``: k labelled scenes of the training distribution (drawn
+    from ``seed``'s own stream, not the VLM's training pool); one has the asked value, the others not.
+
+    The question is ``train_vlm.MULTI_QUESTIONS[attribute]`` filled with the target value, as in the
+    VLM's multi-image training questions (``Mixture.multi``): the value is uniform over the attribute's
+    vocabulary, the other images are scenes of the training distribution redrawn until theirs differs.
+    """
+    from vlmlab.blind.train_vlm import MULTI_QUESTIONS, answer_word    # train_vlm imports this module
+
+    if name not in CONTROLS:
+        raise KeyError(f"unknown control task {name!r}; choose from {list(CONTROLS)}")
+    _, k, attr = CONTROLS[name]
+    values = _attribute_values(attr)
+    rng = np.random.default_rng(seed)
+    answers = balanced_answers(n, k, rng)
+    images, meta, questions = np.empty((n, k, size, size, 3), np.uint8), [], []
+    for q, ans in enumerate(answers):
+        target = values[int(rng.integers(len(values)))]
+        scenes = []
+        for i in range(k):
+            scene = sample_scene(rng, **{attr: target}) if i == ans else sample_scene(rng)
+            while i != ans and answer_word(scene, attr) == target:
+                scene = sample_scene(rng)
+            scenes.append(scene)
+            images[q, i] = render_scene(scene, rng, size)
+        questions.append(MULTI_QUESTIONS[attr].format(target))
+        meta.append({"attribute": attr, "target": target, "values": [answer_word(s, attr) for s in scenes]})
+    return MCTask(name, images, answers, k, MULTI_QUESTIONS[attr], meta, labels=tuple(LETTERS[:k]),
+                  questions=questions, kind=name)
+
+
+def _attribute_values(attr: str) -> tuple[str, ...]:
+    vocab = {"shape": SHAPES, "colour": tuple(COLOURS), "style": STYLES, "background": BACKGROUNDS}
+    if attr not in vocab:
+        raise KeyError(f"control attribute {attr!r}: choose from {list(vocab)}")
+    return vocab[attr]
