@@ -146,6 +146,9 @@ def test_update_round_trip_keeps_list_and_tolerances(tree, capsys):
     assert after["uniformity.corruption_lowers_accuracy: clean"] == {**kept["uniformity.corruption_lowers_accuracy: clean"], "value": 80.0}
     assert after["uniformity.corruption_lowers_accuracy: corruption mean"]["value"] == 30.0
     assert run_cli(capsys, *args(tree))[0] == 0
+    path.unlink()                                                                      # deleted: derived anew
+    assert run_cli(capsys, *args(tree, "--update"))[0] == 0
+    assert len(json.loads(path.read_text())) > len(kept)
 
 
 def test_update_refuses_when_a_listed_number_is_gone(tree, capsys):

@@ -272,20 +272,20 @@ def verify_profile(results: Path | str, expected_dir: Path | str) -> pd.DataFram
 
 
 def update_profile(results: Path | str, expected_dir: Path | str) -> list[Path]:
-    """Rewrite every expected file of a profile from ``results``; with none yet, one per finished run.
+    """Rewrite every expected file of a profile from ``results``, and derive one for each finished run without one.
 
     Raises:
         MissingResults: a notebook with an expected file has no finished run.
         VerifyError: a listed number can no longer be read (nothing of that notebook is written).
     """
     results, expected_dir = Path(results), Path(expected_dir)
-    names = [f.stem for f in sorted(expected_dir.glob("*.json"))]
+    listed = [f.stem for f in sorted(expected_dir.glob("*.json"))]
+    finished = [d.name for d in sorted(results.glob("[0-9][0-9]_*")) if d.name in HEADLINES and _complete(d)]
+    names = sorted(set(listed) | set(finished))          # a finished run without a file (deleted: derive anew)
     if not names:
-        names = [d.name for d in sorted(results.glob("[0-9][0-9]_*")) if d.name in HEADLINES and _complete(d)]
-        if not names:
-            raise MissingResults(f"no finished run in {results}/ to take numbers from; run `make reproduce "
-                                 f"PROFILE={results.name}` first")
-    missing = [n for n in names if not _complete(results / n)]
+        raise MissingResults(f"no finished run in {results}/ to take numbers from; run `make reproduce "
+                             f"PROFILE={results.name}` first")
+    missing = [n for n in listed if not _complete(results / n)]
     if missing:
         raise MissingResults(f"no finished run (provenance.json) of {missing} in {results}/")
     expected_dir.mkdir(parents=True, exist_ok=True)
