@@ -118,3 +118,17 @@ def test_published_and_side_by_side(tmp_path):
     assert len(results.side_by_side(ours, paper, ["method", "corruption"], "accuracy", how="outer")) == 4
     with pytest.raises(KeyError, match="acc"):
         results.side_by_side(ours, paper, on=["method"], value="acc")
+
+
+def test_read_cached_returns_the_value_or_discards_a_damaged_file(tmp_path, caplog):
+    import logging
+
+    from vlmlab.results import read_cached
+    path = tmp_path / "x.txt"
+    assert read_cached(path, lambda p: p.read_text(), "test") is None               # no file: a miss
+    path.write_text("42")
+    assert read_cached(path, lambda p: int(p.read_text()), "test") == 42
+    path.write_text("not a number")
+    with caplog.at_level(logging.WARNING):
+        assert read_cached(path, lambda p: int(p.read_text()), "test") is None      # damaged: a miss ...
+    assert not path.exists() and str(path) in caplog.text                           # ... deleted, named

@@ -29,13 +29,15 @@ import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import pandas as pd
 
 from vlmlab.runtime import REPO_ROOT, get_logger
 
-__all__ = ["Run", "published", "side_by_side", "atomic_path"]
+__all__ = ["Run", "published", "side_by_side", "atomic_path", "read_cached"]
+
+T = TypeVar("T")
 
 log = get_logger("vlmlab.results")
 
@@ -58,6 +60,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_cached(path: Path, load: Callable[[Path], T], what: str) -> T | None:
+    """``load(path)``, or ``None`` for a miss: no file, or a damaged one.
+
+    The reading side of :func:`atomic_path` for caches: a file that ``load`` cannot read or rejects
+    (it raises: truncated, wrong shape) is logged by name, deleted, and left to the caller to rebuild.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except Exception as err:
+        log.warning("ignoring damaged %s cache file %s (%s: %s); deleting it and building it again",
+                    what, path, type(err).__name__, err)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _safe_name(name: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmlab.results import atomic_path
+from vlmlab.results import atomic_path, read_cached
 from vlmlab.runtime import cache_root, exit_with_parent, get_logger, progress
 
 log = get_logger(__name__)
@@ -106,20 +106,13 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, seed: int = 0, 
 
 
 def _load_cached(path: Path, shape: tuple) -> np.ndarray | None:
-    """A cached ``.npy`` of ``shape`` uint8, or ``None``: a truncated or damaged file is logged by name,
-    deleted, and recomputed by the caller."""
-    if not path.exists():
-        return None
-    try:
-        out = np.load(path)
+    """A cached ``.npy`` of ``shape`` uint8, or ``None`` (missing, or damaged: ``results.read_cached``)."""
+    def load(p: Path) -> np.ndarray:
+        out = np.load(p)
         if out.shape != shape or out.dtype != np.uint8:
             raise ValueError(f"{out.shape} {out.dtype}, expected {shape} uint8")
         return out
-    except Exception as err:
-        log.warning("ignoring damaged corruption cache file %s (%s: %s); deleting it and recomputing",
-                    path, type(err).__name__, err)
-        path.unlink(missing_ok=True)
-        return None
+    return read_cached(path, load, "corruption")
 
 
 def corrupt_dataset(dataset, name: str, severity: int, seed: int = 0, **kw):

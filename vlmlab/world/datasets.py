@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vlmlab.results import atomic_path
+from vlmlab.results import atomic_path, read_cached
 from vlmlab.runtime import cache_root, get_logger, progress
 from vlmlab.world.render import render_digit, render_scene, render_terrain
 from vlmlab.world.scene import (BACKGROUNDS, COLOURS, COUNT_WORDS, DIGITS, POSITIONS, SHAPES, SIZES,
@@ -115,23 +115,17 @@ def _atomic_savez(path: Path, **arrays) -> None:
 def _load_cached(path: Path, shapes: dict[str, tuple]) -> dict[str, np.ndarray] | None:
     """The arrays of a cached ``.npz`` if it is whole and has the expected ``shapes``, else ``None``.
 
-    A truncated or damaged file (a full disk, a copy cut short) is a miss, not a crash: it is logged
-    by name, deleted, and the caller renders the images again.
+    A truncated or damaged file (a full disk, a copy cut short) is a miss, not a crash
+    (``results.read_cached``): the caller renders the images again.
     """
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as data:
+    def load(p: Path) -> dict[str, np.ndarray]:
+        with np.load(p) as data:
             arrays = {k: data[k] for k in shapes}
         bad = {k: a.shape for k, a in arrays.items() if a.shape != shapes[k]}
         if bad:
             raise ValueError(f"shapes {bad}, expected {shapes}")
         return arrays
-    except Exception as err:
-        log.warning("ignoring damaged world cache file %s (%s: %s); deleting it and rendering again",
-                    path, type(err).__name__, err)
-        path.unlink(missing_ok=True)
-        return None
+    return read_cached(path, load, "world")
 
 
 def _generate(task: Task, split: str, n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
