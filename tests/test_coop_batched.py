@@ -10,7 +10,7 @@ from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, run_sweep, train_coop
 from vlmlab.coop.batched import _sgd
 from vlmlab.coop.data import Splits
 from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs
-from vlmlab.coop.text_batch import splice, supports_prefix_groups, text_features
+from vlmlab.coop.text_batch import supports_prefix_groups, text_features
 from vlmlab.coop.train import build_learner
 from vlmlab.metrics import accuracy
 
@@ -62,7 +62,7 @@ def test_batched_text_features_equal_the_learners_forward(bundle, variant):
         for l in learners:                                            # non-identity: far from the init
             l.ctx.add_(torch.randn(l.ctx.shape, generator=g))
     ctx = torch.stack([l.ctx.detach() for l in learners])
-    torch.testing.assert_close(splice(learners[0], ctx), torch.stack([l.prompts() for l in learners]))
+    torch.testing.assert_close(learners[0].prompts(ctx), torch.stack([l.prompts() for l in learners]))
     with torch.no_grad():
         ref = torch.stack([l(normalize=True) for l in learners])    # (R, C, D)
         torch.testing.assert_close(text_features(learners[0], ctx), ref, rtol=1e-4, atol=1e-5)

@@ -351,23 +351,29 @@ class PromptLearner(nn.Module):
         """Restore the initial context (phrase embedding or the seeded random draw)."""
         self.ctx.copy_(self.ctx_initial)
 
-    def prompts(self) -> Tensor:
-        """Token embeddings of the C prompts with the context spliced in: (C, L, W)."""
-        c, ctx = self.n_cls, self.ctx
-        ctx = ctx if ctx.dim() == 3 else ctx.unsqueeze(0).expand(c, -1, -1)               # (C, M, W)
-        ctx = ctx.to(self.token_prefix.dtype)
-        pre, suf = self.token_prefix, self.token_suffix
+    def prompts(self, ctx: Tensor | None = None) -> Tensor:
+        """Token embeddings of the C prompts with the context spliced in: (C, L, W).
+
+        ``ctx``: R contexts at once, (R, M, W) unified or (R, C, M, W) class-specific (batched CoOp),
+        giving (R, C, L, W); ``None`` uses the learner's own context.
+        """
+        single = ctx is None
+        ctx = self.ctx.unsqueeze(0) if single else ctx
+        r, c = ctx.shape[0], self.n_cls
+        ctx = (ctx if ctx.dim() == 4 else ctx.unsqueeze(1).expand(-1, c, -1, -1)).to(self.token_prefix.dtype)
+        pre = self.token_prefix.unsqueeze(0).expand(r, -1, -1, -1)                        # (R, C, 1, W)
+        suf = self.token_suffix.unsqueeze(0).expand(r, -1, -1, -1)                        # (R, C, S, W)
         if self.position == "end":
-            return torch.cat([pre, ctx, suf], dim=1)
-        rows = []
-        half = self.n_ctx // 2
-        for i, n in enumerate(self.name_lens):
-            name, rest = suf[i:i + 1, :n], suf[i:i + 1, n:]
-            if self.position == "middle":
-                rows.append(torch.cat([pre[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest], dim=1))
-            else:
-                rows.append(torch.cat([pre[i:i + 1], name, ctx[i:i + 1], rest], dim=1))
-        return torch.cat(rows, dim=0)
+            out = torch.cat([pre, ctx, suf], dim=2)
+        else:
+            half, rows = self.n_ctx // 2, []
+            for i, n in enumerate(self.name_lens):
+                p, x, name, rest = pre[:, i:i + 1], ctx[:, i:i + 1], suf[:, i:i + 1, :n], suf[:, i:i + 1, n:]
+                parts = ([p, x[:, :, :half], name, x[:, :, half:], rest] if self.position == "middle"
+                         else [p, name, x, rest])
+                rows.append(torch.cat(parts, dim=2))
+            out = torch.cat(rows, dim=1)                                                   # (R, C, L, W)
+        return out[0] if single else out
 
     @property
     def shared_prefix(self) -> int:

@@ -27,22 +27,6 @@ from torch import Tensor, nn
 from vlmlab.prompts import PromptLearner, _cast_dtype, encode_token_embeddings, frozen, supports_shared_prefix
 
 
-def splice(learner: PromptLearner, ctx: Tensor) -> Tensor:
-    """``learner.prompts()`` for R contexts at once: ctx (R, M, W) or (R, C, M, W) -> (R, C, L, W)."""
-    r, c = ctx.shape[0], learner.n_cls
-    ctx = (ctx if ctx.dim() == 4 else ctx.unsqueeze(1).expand(-1, c, -1, -1)).to(learner.token_prefix.dtype)
-    pre = learner.token_prefix.unsqueeze(0).expand(r, -1, -1, -1)                    # (R, C, 1, W)
-    suf = learner.token_suffix.unsqueeze(0).expand(r, -1, -1, -1)                    # (R, C, S, W)
-    if learner.position == "end":
-        return torch.cat([pre, ctx, suf], dim=2)
-    half, rows = learner.n_ctx // 2, []
-    for i, n in enumerate(learner.name_lens):
-        p, x, name, rest = pre[:, i:i + 1], ctx[:, i:i + 1], suf[:, i:i + 1, :n], suf[:, i:i + 1, n:]
-        parts = [p, x[:, :, :half], name, x[:, :, half:], rest] if learner.position == "middle" else [p, name, x, rest]
-        rows.append(torch.cat(parts, dim=2))
-    return torch.cat(rows, dim=1)
-
-
 def supports_prefix_groups(learner: PromptLearner) -> bool:
     """Shared prefix (unified context, >= 2 positions) on plain blocks with packed q/k/v projections."""
     if not (learner.fast and learner.shared_prefix >= 2 and supports_shared_prefix(learner.tower)):
@@ -127,7 +111,7 @@ def encode_prefix_groups(learner: PromptLearner, prompts: Tensor) -> Tensor:
 def text_features(learner: PromptLearner, ctx: Tensor) -> Tensor:
     """Unit class features (R, C, D) of R contexts: the batched ``learner(normalize=True)``."""
     r, c = ctx.shape[0], learner.n_cls
-    prompts = splice(learner, ctx)                                                      # (R, C, L, W)
+    prompts = learner.prompts(ctx)                                                      # (R, C, L, W)
     if supports_prefix_groups(learner):
         z = encode_prefix_groups(learner, prompts)
     else:
