@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlmlab.coop.train import CoOpConfig, CoOpResult, TrainSet, _batch_feats, build_learner, lr_at
+from vlmlab.coop.train import CoOpConfig, CoOpResult, TrainSet, _batch_feats, build_learner, lr_at, run_plan
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.coop.text_batch import text_features
 from vlmlab.prompts import PromptLearner
@@ -91,15 +91,7 @@ def _new_run(train: TrainSet, cfg: CoOpConfig, seed: int, shots: int | None, epo
                          f"train exact-mode runs one at a time with train_coop")
     if train.view_feats is None:
         raise ValueError("CoOp mode 'cached' needs TrainSet.view_feats (vlmlab.coop.augment.view_features)")
-    y = torch.as_tensor(train.labels).long().cpu()
-    n = len(y)
-    if n == 0:
-        raise ValueError("CoOp: empty training set")
-    shots = shots or max(1, round(n / n_cls))
-    total = epochs if epochs is not None else cfg.epochs_for(shots)
-    n_steps = n // cfg.batch_size if n >= cfg.batch_size else 1                     # drop_last iff n >= batch
-    return _Run(train, cfg, y, total, n_steps, torch.Generator().manual_seed(int(seed)),
-                torch.Generator().manual_seed(int(seed) + 1))
+    return _Run(train, cfg, *run_plan(train, n_cls, cfg, seed, shots, epochs))
 
 
 def _check_group(learners: Sequence[PromptLearner], cfgs: Sequence[CoOpConfig]) -> None:

@@ -158,6 +158,24 @@ def _batch_feats(bundle, train: TrainSet, cfg: CoOpConfig, b: Tensor, epoch: int
     return train.view_feats[b, v]                                                      # (B, D)
 
 
+def run_plan(train: TrainSet, n_cls: int, cfg: CoOpConfig, seed: int, shots: int | None = None,
+             epochs: int | None = None) -> tuple[Tensor, int, int, torch.Generator, torch.Generator]:
+    """One run's labels, epochs, steps per epoch and generators (sample order, view draws).
+
+    Shared by ``train_coop`` and the batched trainer, so both draw the same batches: epochs from
+    ``cfg.epochs`` for K = ``shots`` (default: items per class) unless ``epochs`` is given; batch
+    ``cfg.batch_size`` with drop_last only when the set holds at least one full batch.
+    """
+    y = torch.as_tensor(train.labels).long().cpu()
+    n = len(y)
+    if n == 0:
+        raise ValueError("CoOp: empty training set")
+    shots = shots or max(1, round(n / n_cls))
+    total = epochs if epochs is not None else cfg.epochs_for(shots)
+    n_steps = n // cfg.batch_size if n >= cfg.batch_size else 1                     # drop_last iff n >= batch
+    return y, total, n_steps, torch.Generator().manual_seed(int(seed)), torch.Generator().manual_seed(int(seed) + 1)
+
+
 def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig, seed: int = 0,
                shots: int | None = None, epochs: int | None = None) -> CoOpResult:
     """Train one CoOp context.
@@ -171,18 +189,11 @@ def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig,
         ``CoOpResult`` with the learner holding the last epoch's context.
     """
     t0 = time.perf_counter()
-    y = torch.as_tensor(train.labels).long().cpu()
-    n = len(y)
-    if n == 0:
-        raise ValueError("CoOp: empty training set")
-    shots = shots or max(1, round(n / len(classnames)))
-    total = epochs if epochs is not None else cfg.epochs_for(shots)
+    y, total, n_steps, g, g_view = run_plan(train, len(classnames), cfg, seed, shots, epochs)
+    n, bs = len(y), cfg.batch_size
     learner = build_learner(bundle, classnames, cfg, seed)
     opt = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scale = cfg.logit_scale or bundle.logit_scale
-    g, g_view = torch.Generator().manual_seed(int(seed)), torch.Generator().manual_seed(int(seed) + 1)
-    bs = cfg.batch_size
-    n_steps = n // bs if n >= bs else 1                                                # drop_last iff n >= batch
     history, steps = [], 0
     for epoch in range(total):
         lr = lr_at(epoch, total, cfg)
