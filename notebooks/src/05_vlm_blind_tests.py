@@ -17,9 +17,9 @@
 #   renderings; A-D) and rendition **style** (which of two candidates shares the reference's style;
 #   A/B) -- asked to the embedded VLM (`vlmlab.blind.vlm`: the embedded CLIP's frozen image tower, its
 #   `layer3` and upsampled `layer4` maps as 16 tokens per image, an MLP projector, a 4-block Llama
-#   trained by `make train-embedded-vlm` on world captions
-#   and question-answer pairs, never on these tasks). Readouts use the very patch tokens the LM
-#   receives.
+#   trained by `make train-embedded-vlm` as LLaVA is built: language pre-training on text, projector
+#   alignment on captions, instruction tuning on captions and single- and multi-image questions, never
+#   on these tasks). Readouts use the very patch tokens the LM receives.
 # * **paper**: a `transformers` LLaVA-family checkpoint (`vlm`, from local files only) on CV-Bench
 #   Depth, BLINK val (semantic / visual / functional correspondence, art style) and MOCHI (its 3- and
 #   4-image trials as two tasks, `odd_one_out` and `odd_one_out_4`) under `data_root`
@@ -114,7 +114,7 @@ readout_table.round(1)
 # One control per format: 2 labelled world images and "which image has a {colour} object ?" beside depth,
 # "which image is a {style} ?" beside style; 4 images and "which image has a {background} background ?"
 # beside correspondence, "which image shows a {shape} ?" beside odd-one-out (the training questions' own
-# words, `train_vlm.MULTI_QUESTIONS`; exactly one image matches; held-out scenes). Scored like the VLM
+# words, `vlmlab.blind.corpus.MULTI_QUESTIONS`; exactly one image matches; held-out scenes). Scored like the VLM
 # column above; saved as `general_questions`.
 
 # %%

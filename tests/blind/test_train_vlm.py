@@ -10,10 +10,11 @@ from vlmlab.blind.train_vlm import VLMTrainConfig
 
 
 def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch):
-    cfg = VLMTrainConfig(steps=4, projector_steps=2, batch_size=4, pool_size=60, ckpt_every=2, eval_every=100,
-                         warmup=1)
+    cfg = VLMTrainConfig(text_steps=2, align_steps=2, steps=2, batch_size=4, text_batch_size=4, pool_size=60,
+                         ckpt_every=2, eval_every=100, warmup=1, width=32, layers=2, heads=2, mlp=64)
     full = train_vlm.train(cfg, tmp_path / "a.safetensors", tmp_path / "ckpt_a")
-    assert full["history"][-1]["step"] == 6 and "val_letter_acc" in full["history"][-1]
+    assert [r["stage"] for r in full["history"]] == ["language"] * 2 + ["alignment"] * 2 + ["instruction"] * 2
+    assert "val_letter_acc_4" in full["history"][-1] and set(full["control_acc"]) == set(train_vlm.CONTROLS)
 
     draw, calls = train_vlm.Mixture.draw, {"n": 0}
 
@@ -31,3 +32,32 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in full["history"]]
     a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_word_alignment_loss_is_the_relative_error_of_the_mean_token_to_the_mean_word():
+    """Equivalence with a hand computation; zero when the projector's mean token is the target."""
+    import numpy as np
+
+    from vlmlab.blind.corpus import SLOT_ATTRIBUTES, answer_word
+    from vlmlab.blind.train_vlm import word_alignment_loss
+    from vlmlab.blind.vlm import TinyVLM, VLMConfig, WordTokenizer
+    from vlmlab.models import load_clip
+    from vlmlab.world.datasets import sample_scene
+
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng) for _ in range(3)]
+    tok = WordTokenizer.from_texts([answer_word(s, a) for s in scenes for a in SLOT_ATTRIBUTES])
+    torch.manual_seed(0)
+    vlm = TinyVLM(load_clip("embedded", device="cpu"), tok, VLMConfig(width=16, layers=1, heads=2, mlp=16))
+    patches = torch.randn(3, 5, vlm.vision.width)
+    table = vlm.lm.get_input_embeddings().weight.detach()
+    target = torch.stack([table[[tok.token_id(w) for a in SLOT_ATTRIBUTES for w in tok.split(answer_word(s, a))]].mean(0)
+                          for s in scenes])
+    mean = vlm.projector(patches).mean(1)
+    expected = (((mean - target) ** 2).sum(-1) / (target ** 2).sum(-1)).mean()
+    assert torch.allclose(word_alignment_loss(vlm, patches, scenes, tok), expected)
+    with torch.no_grad():                      # a projector that outputs the target for every token
+        last = vlm.projector[-1]
+        last.weight.zero_()
+        last.bias.copy_(target[0])
+    assert word_alignment_loss(vlm, patches[:1], scenes[:1], tok).item() < 1e-10

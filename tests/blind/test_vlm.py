@@ -254,3 +254,26 @@ def test_a_pickled_vlm_answers_exactly_as_the_original(vlm):
     assert not copy.training and copy.soft_prompt.shape == (2, vlm.config.width)
     torch.testing.assert_close(answer_logits(copy, [task.segments()] * 4, patches, n_soft=2),
                                answer_logits(vlm, [task.segments()] * 4, patches, n_soft=2), rtol=0, atol=0)
+
+
+def test_shipped_vlm_answers_multi_image_letter_questions_and_records_its_recipe():
+    """Fails if the shipped VLM cannot answer 4-image letter questions about a trained attribute (the
+    previous VLM sat at chance, 25 %), or if it was trained with settings other than the defaults."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors import safe_open
+
+    from vlmlab.blind.experiment import predictions
+    from vlmlab.blind.tasks import control_task
+    from vlmlab.blind.train_vlm import VLMTrainConfig
+    from vlmlab.blind.vlm import load_vlm
+    from vlmlab.runtime import REPO_ROOT
+
+    with safe_open(str(REPO_ROOT / "vlmlab" / "assets" / "embedded_vlm.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["train_config"]) == asdict(VLMTrainConfig())
+    vlm = load_vlm()
+    task = control_task("control_odd_one_out", 60, seed=321)
+    acc = float(np.mean(predictions(vlm, task, trunk_patches(vlm, task.images)) == task.answers))
+    assert acc > 0.5, f"4-image shape questions: {acc:.2f} (chance 0.25)"

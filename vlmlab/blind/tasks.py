@@ -15,7 +15,7 @@ Paper analogues (``../shared/papers/hidden_in_plain_sight.md`` §3):
   candidate points A-D; which one is the reference point? Chance 1/4.
 * ``control_task`` -- the control rows (§1, §4: the paper's VLMs are competent general models): per
   vision-centric format, 2 (A/B) or 4 (A-D) labelled world images and a letter question about an
-  attribute the embedded VLM was trained on, in ``train_vlm.MULTI_QUESTIONS``' own words ("which image
+  attribute the embedded VLM was trained on, in ``corpus.MULTI_QUESTIONS``' own words ("which image
   has a red object ?"); exactly one image matches (``CONTROLS``).
 
 Every question is drawn from one ``numpy`` generator seeded by ``seed``, so the same seed gives the
@@ -266,11 +266,11 @@ def control_task(name: str, n: int, seed: int = 0, size: int = 64) -> MCTask:
     """``n`` control questions of ``CONTROLS[name]``: k labelled scenes of the training distribution (drawn
     from ``seed``'s own stream, not the VLM's training pool); one has the asked value, the others not.
 
-    The question is ``train_vlm.MULTI_QUESTIONS[attribute]`` filled with the target value, as in the
-    VLM's multi-image training questions (``Mixture.multi``): the value is uniform over the attribute's
+    The question is ``corpus.MULTI_QUESTIONS[attribute]`` filled with the target value, as in the
+    VLM's multi-image training questions (``corpus.Mixture.multi``): the value is uniform over the attribute's
     vocabulary, the other images are scenes of the training distribution redrawn until theirs differs.
     """
-    from vlmlab.blind.train_vlm import MULTI_QUESTIONS, answer_word    # train_vlm imports this module
+    from vlmlab.blind.corpus import MULTI_QUESTIONS, answer_word    # corpus imports this module
 
     if name not in CONTROLS:
         raise KeyError(f"unknown control task {name!r}; choose from {list(CONTROLS)}")

@@ -168,21 +168,27 @@ class TinyVLM(nn.Module):
             tags[:, t] = torch.where(ids[:, t] == IMAGE, current, -1)
         return tags
 
-    def embed(self, ids: Tensor, patches: Tensor | None) -> Tensor:
+    def embed(self, ids: Tensor, patches: Tensor | None, tags: Tensor | None = None) -> Tensor:
         """Input embeddings with image and soft-prompt placeholders replaced; ``patches`` (M, P, C) in order.
 
         An image's tokens are its projected patches plus the embedding of its label word when it has
         one ("A <image>": every token of that image also carries "A"), so the LM can name the image it
         finds (multi-image VLMs add such image-index embeddings; the label is the natural one).
+        ``tags`` (B, L): the label id to add at each position (-1: none); default ``image_labels(ids)``.
+        ``patches`` may also be LM-width tokens (T, width), one per ``<image>`` placeholder, used as they
+        are: language pre-training's images written as mixtures of word embeddings (``vlmlab.blind.corpus``).
         """
         table = self.lm.get_input_embeddings()
         emb = table(ids)
         if patches is not None and len(patches):
-            tokens = self.projector(patches.to(emb.dtype)).reshape(-1, emb.shape[-1])
+            if patches.shape[-1] == emb.shape[-1] and patches.dim() == 2:      # already LM-width tokens
+                tokens = patches.to(emb.dtype)
+            else:
+                tokens = self.projector(patches.to(emb.dtype)).reshape(-1, emb.shape[-1])
             emb = emb.masked_scatter((ids == IMAGE)[..., None], tokens)
-            tags = self.image_labels(ids)
-            if (tags >= 0).any():
-                emb = emb + table(tags.clamp(min=0)) * (tags >= 0)[..., None].to(emb.dtype)
+        tags = self.image_labels(ids) if tags is None else tags
+        if (tags >= 0).any():
+            emb = emb + table(tags.clamp(min=0)) * (tags >= 0)[..., None].to(emb.dtype)
         if self.soft_prompt is not None and (ids == SOFT).any():
             rows = (ids == SOFT).sum(1)
             soft = self.soft_prompt[None].expand(len(ids), -1, -1)
@@ -192,8 +198,8 @@ class TinyVLM(nn.Module):
         return emb
 
     def forward(self, ids: Tensor, patches: Tensor | None, attention_mask: Tensor | None = None,
-                output_hidden_states: bool = False):
-        return self.lm(inputs_embeds=self.embed(ids, patches), attention_mask=attention_mask,
+                output_hidden_states: bool = False, tags: Tensor | None = None):
+        return self.lm(inputs_embeds=self.embed(ids, patches, tags), attention_mask=attention_mask,
                        output_hidden_states=output_hidden_states, use_cache=False)
 
     def set_soft_prompt(self, n: int, init: str = "the") -> None:
