@@ -142,20 +142,25 @@ class Mixture:
         return (self.caption, self.single, self.multi)[kind]()
 
 
+def attribute_word_ids(scene, tokenizer: WordTokenizer) -> list[int]:
+    """Token ids of every attribute word of ``scene`` (shape, colour, texture, count, background, style)."""
+    return [tokenizer.token_id(w) for a in SLOT_ATTRIBUTES for w in tokenizer.split(answer_word(scene, a))]
+
+
 def slot_words(scene, rng: np.random.Generator, tokenizer: WordTokenizer, extra: int = 3) -> list[int]:
     """An image written as words for language pre-training: every attribute word of the scene (shape,
     colour, texture, count, background, style) once, plus 0-``extra`` repeats of them, shuffled; token ids.
     Every word is there, as every attribute is in the image, so a question about the scene is answerable."""
-    words = [w for a in SLOT_ATTRIBUTES for w in tokenizer.split(answer_word(scene, a))]
+    words = attribute_word_ids(scene, tokenizer)
     words += [words[int(j)] for j in rng.integers(len(words), size=int(rng.integers(extra + 1)))]
-    return [tokenizer.token_id(words[int(j)]) for j in rng.permutation(len(words))]
+    return [words[int(j)] for j in rng.permutation(len(words))]
 
 
 def slot_mixture(scene, rng: np.random.Generator, tokenizer: WordTokenizer, n_tokens: int) -> tuple[list[int], np.ndarray]:
     """An image written as ``n_tokens`` *mixtures* of its attribute words' embeddings, for language
     pre-training: (the scene's attribute word ids, (n_tokens, n_words) Dirichlet(1) weights). Image tokens
     carry several attributes at once; so do these, so the LM learns to find a word inside a mixture."""
-    words = [tokenizer.token_id(w) for a in SLOT_ATTRIBUTES for w in tokenizer.split(answer_word(scene, a))]
+    words = attribute_word_ids(scene, tokenizer)
     return words, rng.dirichlet(np.ones(len(words)), size=n_tokens)
 
 

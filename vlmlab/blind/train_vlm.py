@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from vlmlab.blind.corpus import (MULTI_QUESTIONS, SINGLE_QUESTIONS, Dialogue, Mixture, answer_word, collate,
-                                 encode, slot_mixture)
+                                 attribute_word_ids, encode, slot_mixture)
 from vlmlab.blind.tasks import CONTROLS, LETTERS, control_task, options_text
 from vlmlab.blind.vlm import TinyVLM, VLMConfig, WordTokenizer
 from vlmlab.models.train_embedded import load_checkpoint
@@ -117,6 +117,11 @@ def vocabulary_texts(scenes, rng: np.random.Generator, n_captions: int = 20_000)
     return texts
 
 
+def image_order(dialogues: list[Dialogue]) -> list[int]:
+    """The pool indices of the batch's images, in the order their tokens appear."""
+    return [d.images[p] for d in dialogues for p in d.parts if not isinstance(p, str)]
+
+
 def batch_tensors(dialogues: list[Dialogue], tokenizer: WordTokenizer, feats: torch.Tensor | None, scenes,
                   rng: np.random.Generator, slot_tokens: int = 0) -> tuple:
     """ids, tags, labels, mask and the images in order: patches (M, P, C); for words (``feats`` None), the
@@ -124,7 +129,7 @@ def batch_tensors(dialogues: list[Dialogue], tokenizer: WordTokenizer, feats: to
     if feats is None and not slot_tokens:
         rows = [encode(d, tokenizer, scenes=scenes, rng=rng) for d in dialogues]
         return (*collate(rows), None)
-    order = [d.images[p] for d in dialogues for p in d.parts if not isinstance(p, str)]
+    order = image_order(dialogues)
     rows = [encode(d, tokenizer, n_patches=slot_tokens if feats is None else feats.shape[1]) for d in dialogues]
     if feats is None:
         return (*collate(rows), [slot_mixture(scenes[i], rng, tokenizer, slot_tokens) for i in order])
@@ -148,8 +153,7 @@ def word_alignment_loss(vlm: TinyVLM, patches: torch.Tensor, scene_list, tokeniz
     """Stage 2's auxiliary loss: each image's mean projected token against the mean embedding of its
     attribute words (what a slot mixture averages to), squared error relative to the target's norm."""
     table = vlm.lm.get_input_embeddings().weight.detach()
-    target = torch.stack([table[torch.tensor(slot_mixture(s, np.random.default_rng(0), tokenizer, 1)[0])].mean(0)
-                          for s in scene_list])
+    target = torch.stack([table[attribute_word_ids(s, tokenizer)].mean(0) for s in scene_list])
     mean = vlm.projector(patches).mean(1)
     return (((mean - target) ** 2).sum(-1) / (target ** 2).sum(-1)).mean()
 
@@ -284,8 +288,8 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
                                                         train_scenes, rng, cfg.slot_tokens)
         loss = lm_loss(vlm, ids, tags, labels, mask, images)
         if stage == 1 and cfg.word_align:
-            order = [d.images[p] for d in dialogues for p in d.parts if not isinstance(p, str)]
-            loss = loss + cfg.word_align * word_alignment_loss(vlm, images, [train_scenes[i] for i in order], tokenizer)
+            scenes_in_order = [train_scenes[i] for i in image_order(dialogues)]
+            loss = loss + cfg.word_align * word_alignment_loss(vlm, images, scenes_in_order, tokenizer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
