@@ -274,6 +274,6 @@ def test_shipped_vlm_answers_multi_image_letter_questions_and_records_its_recipe
         meta = f.metadata()
     assert json.loads(meta["train_config"]) == asdict(VLMTrainConfig())
     vlm = load_vlm()
-    task = control_task("control_odd_one_out", 60, seed=321)
+    task = control_task("control_correspondence", 60, seed=321)
     acc = float(np.mean(predictions(vlm, task, trunk_patches(vlm, task.images)) == task.answers))
-    assert acc > 0.5, f"4-image shape questions: {acc:.2f} (chance 0.25)"
+    assert acc > 0.5, f"4-image background questions: {acc:.2f} (chance 0.25)"
