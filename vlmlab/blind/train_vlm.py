@@ -267,8 +267,7 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
     for step in bar:
         stage, local, n_steps = cfg.stage_of(step)
         params, base_lr, batch_size, weights = _stage_setup(vlm, cfg, stage)
-        opt_stage_changed = opt_stage != stage
-        if opt_stage_changed:
+        if opt_stage != stage:
             vlm.lm.requires_grad_(stage != 1)
             vlm.projector.requires_grad_(stage != 0)
             opt = torch.optim.AdamW(params, lr=base_lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
@@ -278,7 +277,7 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
         mixture.query_last = stage == 0 and local < cfg.query_last_steps
         if mixture.query_last:                    # the curriculum's first phase: one-turn letter questions only
             mixture.weights, mixture.turns = np.array([0.0, 0.0, 1.0]), (1, 1)
-        elif stage == 0 and local == cfg.query_last_steps or opt_stage_changed:
+        else:
             mixture.weights, mixture.turns = np.asarray(weights) / sum(weights), (1, 3)
         for g in opt.param_groups:
             g["lr"] = _lr(local, n_steps, base_lr, cfg.warmup)
