@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from vlmlab.blind.tasks import LETTERS, options_text
-from vlmlab.blind.vlm import BOS, EOS, IMAGE, PAD, WordTokenizer
+from vlmlab.blind.vlm import BOS, EOS, IMAGE, WordTokenizer, pad_batch
 from vlmlab.world.captions import caption
 from vlmlab.world.scene import COUNT_WORDS
 
@@ -195,13 +195,11 @@ def encode(dialogue: Dialogue, tokenizer: WordTokenizer, scenes=None, n_patches:
 
 
 def collate(rows: list[tuple[list[int], list[int], list[int]]]) -> tuple[torch.Tensor, ...]:
-    """Right-padded ids, tags, labels (-100 on padding) and attention mask, each (B, L)."""
-    length = max(len(r[0]) for r in rows)
-    ids = torch.full((len(rows), length), PAD, dtype=torch.long)
+    """Right-padded ids, tags, labels (-100 on padding) and attention mask, each (B, L); ids and mask
+    as ``vlm.pad_batch`` pads them."""
+    ids, mask, _ = pad_batch([i for i, _, _ in rows])
     tags = torch.full_like(ids, -1)
     labels = torch.full_like(ids, -100)
-    mask = torch.zeros_like(ids)
-    for r, (i, t, lab) in enumerate(rows):
-        ids[r, :len(i)], tags[r, :len(t)], labels[r, :len(lab)] = torch.tensor(i), torch.tensor(t), torch.tensor(lab)
-        mask[r, :len(i)] = 1
+    for r, (_, t, lab) in enumerate(rows):
+        tags[r, :len(t)], labels[r, :len(lab)] = torch.tensor(t), torch.tensor(lab)
     return ids, tags, labels, mask

@@ -67,7 +67,7 @@ STAGES = ("language", "alignment", "instruction")
 
 @dataclass(frozen=True)
 class VLMTrainConfig:
-    text_steps: int = 2500       # stage 1: the LM on dialogues written in words
+    text_steps: int = 2500       # stage 1: the LM on text-only dialogues (images as slots)
     align_steps: int = 1000      # stage 2: the projector alone (LM frozen) ...
     align_questions: bool = True  # ... on captions and questions; False: captions only, as LLaVA's stage 1
     slot_tokens: int = 8         # stage 1 writes an image as this many word-embedding mixtures (0: as words)
@@ -301,7 +301,7 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
             rec["val_letter_acc_2"] = letter_accuracy(vlm, val_mix, None if words else val_feats, k=2,
                                                       slot_tokens=cfg.slot_tokens)
             log.info("step %d (%s%s) loss %.3f held-out letter accuracy: 4 images %.1f%%, 2 images %.1f%%",
-                     step + 1, STAGES[stage], ", in words" if words else "", rec["loss"],
+                     step + 1, STAGES[stage], ", text only" if words else "", rec["loss"],
                      rec["val_letter_acc_4"], rec["val_letter_acc_2"])
         history.append(rec)
         if hasattr(bar, "set_postfix"):
