@@ -61,3 +61,18 @@ def test_word_alignment_loss_is_the_relative_error_of_the_mean_token_to_the_mean
         last.weight.zero_()
         last.bias.copy_(target[0])
     assert word_alignment_loss(vlm, patches[:1], scenes[:1], tok).item() < 1e-10
+
+
+def test_a_checkpoint_trained_on_another_clip_is_not_resumed(tmp_path, caplog):
+    """Retraining the CLIP (a new trunk) must retrain the VLM from scratch, not resume the old run."""
+    from vlmlab.models.embedded import build_embedded
+
+    cfg = VLMTrainConfig(text_steps=1, align_steps=1, steps=1, batch_size=4, text_batch_size=4, pool_size=60,
+                         ckpt_every=1, eval_every=100, warmup=1, width=16, layers=1, heads=2, mlp=32)
+    done = train_vlm.train(cfg, tmp_path / "a.safetensors", tmp_path / "ckpt")
+    other = build_embedded("cpu")                                  # identity "embedded@random-init"
+    with caplog.at_level("WARNING"):
+        again = train_vlm.train(cfg, tmp_path / "b.safetensors", tmp_path / "ckpt", bundle=other)
+    assert "another CLIP" in caplog.text
+    assert len(again["history"]) == cfg.total_steps
+    assert again["history"][-1]["loss"] != done["history"][-1]["loss"]   # trained anew on the other trunk

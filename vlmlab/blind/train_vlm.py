@@ -252,8 +252,8 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
     ckpt = ckpt_dir / "last.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        if state["config"] != asdict(cfg):
-            log.warning("checkpoint %s has another config; starting afresh", ckpt)
+        if state["config"] != asdict(cfg) or state.get("trunk", bundle.identity) != bundle.identity:
+            log.warning("checkpoint %s has another config or was trained on another CLIP; starting afresh", ckpt)
             state = None
         else:
             vlm.projector.load_state_dict(state["projector"]); vlm.lm.load_state_dict(state["lm"])
@@ -312,7 +312,7 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
             torch.save({"projector": vlm.projector.state_dict(), "lm": vlm.lm.state_dict(), "opt": opt.state_dict(),
                         "stage": stage, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "val_rng": val_mix.rng.bit_generator.state,
-                        "history": history, "step": step + 1, "config": asdict(cfg)}, tmp)
+                        "history": history, "step": step + 1, "config": asdict(cfg), "trunk": bundle.identity}, tmp)
             os.replace(tmp, ckpt)
     train_time = history[-1]["time_s"] if history else 0.0
     stage_time = {name: sum(b["time_s"] - a["time_s"] for a, b in zip(history, history[1:]) if b["stage"] == name)
