@@ -147,3 +147,14 @@ def test_mixture_tokens_enter_the_lm_verbatim_at_the_image_positions(world):
     at = (ids[0] == IMAGE).nonzero().flatten()
     assert len(at) == 8
     assert torch.allclose(emb[0, at], tokens + table[tags[0, at]])
+
+
+def test_a_pool_too_small_for_letter_questions_stops_with_a_clear_error():
+    """Every scene has the same style: no image can be 'the other one', so drawing must not loop forever."""
+    from vlmlab.blind.corpus import Mixture
+    from vlmlab.world.datasets import sample_scene
+
+    rng = np.random.default_rng(0)
+    mix = Mixture([sample_scene(rng, style="photo") for _ in range(3)], np.random.default_rng(1))
+    with pytest.raises(ValueError, match="larger pool"):
+        mix.multi(k=2, attrs=["style"])

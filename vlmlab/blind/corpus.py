@@ -114,11 +114,15 @@ class Mixture:
         attr = self._pick(attrs)
         value = self._pick(list(self.by_value[attr]))
         target = self._pick(self.by_value[attr][value])
-        others = []
+        others, tries = [], 0
         while len(others) < k - 1:
             j = int(self.rng.integers(len(self.scenes)))
             if answer_word(self.scenes[j], attr) != value:
                 others.append(j)
+            tries += 1
+            if tries > 100 * k + 10_000:               # a tiny pool where (nearly) every scene has this value
+                raise ValueError(f"Mixture.multi: the {len(self.scenes)} scenes give no image without {attr} "
+                                 f"= {value!r}; use a larger pool (pool_size)")
         pos = int(self.rng.integers(k))
         images = others[:pos] + [target] + others[pos:]
         parts: list = []
