@@ -81,8 +81,12 @@ def test_the_default_recipe_is_the_one_behind_the_shipped_weights():
     from vlmlab.models.train_embedded import TrainConfig
     from vlmlab.runtime import PACKAGE_ROOT
 
+    from vlmlab.world.datasets import WORLD_VERSION
+
     with safe_open(str(PACKAGE_ROOT / "assets" / "embedded.safetensors"), "pt") as f:
         shipped = json.loads(f.metadata()["config"])
+        world_version = f.metadata().get("world_version", "1")
+    assert world_version == str(WORLD_VERSION), "the shipped weights were trained on another world version"
     defaults = asdict(TrainConfig())
     assert {k: defaults[k] for k in shipped} == shipped      # fields added later default to the old behaviour
 
@@ -134,3 +138,37 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     s, r = load_file(str(tmp_path / "s.safetensors")), load_file(str(tmp_path / "r.safetensors"))
     assert all(torch.equal(s[k], r[k]) for k in s)
     assert [h["loss"] for h in straight["history"]] == [h["loss"] for h in resumed["history"]]
+
+
+def _evaluate_script():
+    import importlib.util
+
+    from vlmlab.runtime import REPO_ROOT
+    spec = importlib.util.spec_from_file_location("evaluate_embedded", REPO_ROOT / "scripts" / "evaluate_embedded.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_world_targets_are_judged_from_the_measured_tables():
+    import pandas as pd
+
+    from vlmlab.data.corruptions import COMMON
+    ev = _evaluate_script()
+    ds = pd.DataFrame([
+        {"dataset": "objects", "distance": "near", "chance": 5.0, "zero_shot": 70.0, "linear_probe_full": 79.0},
+        {"dataset": "digits", "distance": "far", "chance": 10.0, "zero_shot": 19.9, "linear_probe_full": 95.0},
+        {"dataset": "terrain", "distance": "far", "chance": 12.5, "zero_shot": 40.0, "linear_probe_full": 59.0},
+    ])
+    cor = pd.DataFrame([{"corruption": "clean", "severity": 0, "accuracy": 70.0}]
+                       + [{"corruption": c, "severity": s, "accuracy": 60.0 - 5 * s - (2 if c == "fog" else 0)}
+                          for c in COMMON for s in (1, 2, 3, 4, 5)])
+    met = ev.targets_table(ds, cor).set_index("target")["met"].to_dict()
+    assert met["objects zero-shot (%)"] and met["objects full probe - zero-shot (points)"]   # 70 in 50-80; 9 >= 8
+    assert not met["digits zero-shot / chance"] and met["digits full probe - zero-shot (points)"]  # 1.99x; 75.1 below
+    assert met["terrain zero-shot / chance"] and not met["terrain full probe - zero-shot (points)"]  # 3.2x; 19 below
+    assert met["lowest severity-5 accuracy / chance (fog)"]                                   # 33 % = 6.6x chance
+    assert met["every corruption lowers accuracy (severity 5 < clean)"]
+    cor.loc[cor.corruption == "fog", "accuracy"] = 4.0
+    met = ev.targets_table(ds, cor).set_index("target")["met"].to_dict()
+    assert not met["lowest severity-5 accuracy / chance (fog)"]
