@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from vlmlab.models.embedded import build_embedded
 from vlmlab.runtime import REPO_ROOT, get_logger, progress, seed_everything
+from vlmlab.world.datasets import WORLD_VERSION
 from vlmlab.world import (BACKGROUNDS, COLOURS, POSITIONS, QUALITY_WORDS, SHAPES, STYLES, TEXTURES, caption, load,
                           training_pool)
 
@@ -181,14 +182,14 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
     ckpt = ckpt_dir / "last.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        if state["config"] == asdict(cfg):
+        if state["config"] == asdict(cfg) and state.get("world_version", 1) == WORLD_VERSION:
             model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
             heads.load_state_dict(state["heads"])
             gen.set_state(state["gen"]); rng.bit_generator.state = state["rng"]
             history, start = state["history"], state["step"]
             log.info("resumed from %s at step %d", ckpt, start)
         else:
-            log.warning("checkpoint %s has another config; starting afresh", ckpt)
+            log.warning("checkpoint %s has another config or world version; starting afresh", ckpt)
     kinds = sorted(k for k in QUALITY_WORDS if k != "impulse" or cfg.impulse)
     t0 = time.time() - (history[-1]["time_s"] if history else 0.0)
     bar = progress(range(start, cfg.steps), desc="train embedded CLIP", total=cfg.steps, initial=start)
@@ -233,11 +234,11 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                         "rng": rng.bit_generator.state, "history": history, "heads": heads.state_dict(), "step": step + 1,
-                        "config": asdict(cfg)}, tmp)
+                        "config": asdict(cfg), "world_version": WORLD_VERSION}, tmp)
             os.replace(tmp, ckpt)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata={"config": json.dumps(asdict(cfg))})
+    save_file(state, str(out), metadata={"config": json.dumps(asdict(cfg)), "world_version": str(WORLD_VERSION)})
     summary = {"config": asdict(cfg), "history": history, "wall_time_s": history[-1]["time_s"],
                "final_val_objects_acc": history[-1].get("val_objects_acc")}
     (ckpt_dir / "train_log.json").write_text(json.dumps(summary, indent=1))
