@@ -43,12 +43,12 @@ def datasets_table(bundle, n_test: int, per_class_train: int, cache, full_per_cl
         c = len(task.classnames)
         test = world.load(name, "test", n=n_test)
         full = world.load(name, "train", n=full_per_class * c)  # image i of a split is the same for every n
-        train = full.subset(range(per_class_train * c))         # labels cycle: the first k*C hold k per class
+        few = per_class_train * c                                # labels cycle: the first k*C hold k per class
         val = world.load(name, "val", n=max(10, per_class_train // 2) * c)
         ft, ffull, fv = feats(bundle, test, cache), feats(bundle, full, cache), feats(bundle, val, cache)
         w_plain = zero_shot_weights(bundle, task.classnames, task.template)
         w_ens = zero_shot_weights(bundle, task.classnames, world.ensemble_templates(task.template))
-        probe = fit_linear_probe(ffull[:per_class_train * c], train.labels, fv, val.labels, refine=2)
+        probe = fit_linear_probe(ffull[:few], full.labels[:few], fv, val.labels, refine=2)
         probe_full = fit_linear_probe(ffull, full.labels, fv, val.labels, refine=2)
         rows.append({"dataset": name, "distance": task.distance, "classes": c, "chance": 100 / c,
                      "zero_shot": accuracy(ft @ w_plain.T, test.labels),
