@@ -32,6 +32,11 @@ def _make(results: Path, kernel: str, notebook: str, *args: str) -> list[str]:
             f"RESULTS_DIR={results}", f"KERNEL={kernel}"]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C acts as in a terminal, even if this process ignores SIGINT (ignoring is inherited)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_until_running(proc: subprocess.Popen, log: Path, limit_s: float = 120,
                         cell: int = 6) -> None:
     """Return once papermill logs that it executes cell ``cell`` (of about 20), well inside the notebook.
@@ -56,7 +61,8 @@ def test_ctrl_c_during_reproduce_leaves_no_target_and_the_rerun_reruns(tmp_path,
     log = tmp_path / "make.log"
     with open(log, "w") as log_file:                    # own group: SIGINT to it is the terminal's Ctrl-C
         proc = subprocess.Popen(_make(results, kernel_name, nb, "reproduce"), cwd=REPO_ROOT, stdout=log_file,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_default_sigint)
         try:
             _wait_until_running(proc, log)
             os.killpg(proc.pid, signal.SIGINT)
