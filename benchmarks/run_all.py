@@ -25,7 +25,7 @@ import pandas as pd
 
 log = logging.getLogger("vlmlab.bench")
 HERE = Path(__file__).resolve().parent
-EMBEDDED_COOP = ["--epochs", "50", "--n-views", "16", "--crop-scale", "0.5", "1"]   # the embedded profile's
+EMBEDDED_COOP = ["--n-views", "16", "--crop-scale", "0.5", "1"]   # the embedded profile's (CoOp's epochs)
 # name -> (script, arguments, output flag)
 BENCHES = {
     "bench_features": ("bench_features.py", [], "--csv"),
