@@ -82,3 +82,27 @@ def test_vectorised_cache_logits_match_the_reference_loop(bundle, text):
             ref = ref - a if neg else ref + a
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5)
     assert isinstance(m, TDA) and len(m.pos) >= 3
+
+
+def test_templates_imagenet7_scores_with_the_reference_ensemble(bundle, text, ctx):
+    """``templates="imagenet7"``: zero-shot logits from the 7 prompts, each normalised, averaged, normalised
+    (TDA's / Tip-Adapter's ``clip_classifier``), computed here prompt by prompt; "run" keeps the run's prompt."""
+    from vlmlab.prompts import IMAGENET_TEMPLATES_7
+
+    per_prompt = torch.stack([F.normalize(bundle.encode_texts([t.format(c) for t in IMAGENET_TEMPLATES_7]), dim=-1)
+                              .mean(0) for c in ctx.classnames])
+    ensemble = F.normalize(per_prompt, dim=-1).cpu()
+    assert not torch.allclose(ensemble, text, atol=1e-3)                     # the switch changes something
+    torch.testing.assert_close(ctx.class_text("imagenet7"), ensemble, atol=1e-5, rtol=1e-5)
+    assert ctx.class_text("run") is ctx.text
+    m = build("tda", neg_alpha=0.0, pos_alpha=0.0, templates="imagenet7")
+    m.setup(ctx)
+    m.reset()
+    f = F.normalize(torch.randn(1, text.shape[1], generator=torch.Generator().manual_seed(0)), dim=-1)
+    torch.testing.assert_close(m.predict(Batch(torch.arange(1), feats=f)), 100.0 * f @ ensemble.T, atol=1e-4, rtol=1e-5)
+    tip = build("tip_adapter", shots=2, augment_epochs=0, search=False, alpha=0.0, templates="imagenet7")
+    tip.setup(ctx)
+    torch.testing.assert_close(tip.predict(Batch(torch.arange(1), feats=f)), 100.0 * f @ ensemble.T, atol=1e-4, rtol=1e-5)
+    import pytest
+    with pytest.raises(ValueError, match="imagenet7"):
+        ctx.class_text("seven")

@@ -153,6 +153,20 @@ class Context:
     def n_classes(self) -> int:
         return len(self.classnames)
 
+    def class_text(self, templates: str = "run") -> Tensor:
+        """(C, D) unit class embeddings for a method's ``templates`` switch.
+
+        ``"run"``: the run's prompt (``text``, every method of the table under one prompt); ``"imagenet7"``:
+        the 7-template ensemble of TDA's and Tip-Adapter's ImageNet code (``clip_classifier``: each prompt's
+        embedding normalised, averaged over the templates, normalised; ``vlmlab.prompts.IMAGENET_TEMPLATES_7``).
+        """
+        if templates == "run":
+            return self.text
+        if templates == "imagenet7":
+            from vlmlab.prompts import IMAGENET_TEMPLATES_7, zero_shot_weights
+            return zero_shot_weights(self.bundle, self.classnames, IMAGENET_TEMPLATES_7, mode="clip").to(self.text)
+        raise ValueError(f"templates={templates!r}; use 'run' (the run's prompt) or 'imagenet7'")
+
 
 @dataclass
 class Stream:

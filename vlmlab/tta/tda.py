@@ -11,7 +11,7 @@ over the whole stream (online) and are emptied per (corruption, severity).
 Defaults: kdiAAA/TDA e697fb0 ``configs/imagenet.yaml`` (the ImageNet "I" setting: one view).
 Kept quirk: the reference divides an entropy in nats by log2(C) (``utils.py get_entropy``); we match
 it so the bands mean the same (for any C the band is the same fraction of ln C).
-Departure: the run's prompt instead of the 7-template ensemble.
+Departure: the run's prompt instead of the 7-template ensemble (``templates="imagenet7"`` restores it).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ class TDAConfig(TTAConfig):
     mask_band: tuple[float, float] = (0.03, 1.0)
     logit_scale: float = 100.0
     batch_size: int = 1                   # the reference streams one image at a time
+    templates: str = "run"                # "run": the run's prompt (departure); "imagenet7": the reference's ensemble
 
 
 class Cache:
@@ -88,11 +89,14 @@ class TDA(TTAMethod):
     regime = "online"
     inputs = ("feats",)
 
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.text = ctx.class_text(self.config.templates).float()                   # (C, D)
+
     def reset(self) -> None:
         c, d = self.ctx.n_classes, self.ctx.text.shape[1]
         self.pos = Cache(self.config.pos_shots, c, d)
         self.neg = Cache(self.config.neg_shots, c, d, extra_dim=c)
-        self.text = self.ctx.text.float()
 
     def step(self, f: Tensor) -> Tensor:
         """One image: f (1, D) -> logits (1, C), after adding it to the caches."""

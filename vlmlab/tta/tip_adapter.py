@@ -9,9 +9,10 @@ alpha/beta: ImageNet init alpha 1.17, beta 1 (``configs/imagenet.yaml``), then a
 (``search_hp``: beta in 200 steps over [0.1, 7), alpha in 20 steps over [0.1, 3), first best kept).
 Reference checked: gaopengcuhk/Tip-Adapter d0e2d6f. Departure: the search runs on the few-shot
 *validation* set (min(K, 4) shots per class), never on test; ``main_imagenet.py`` searches on the
-test set. Text: the run's prompt (the reference uses the 7-template ensemble). Support views are
-crops of the support image as the stream serves it (the 224 centre crop on real data); the
-reference crops the raw training image (RandomResizedCrop 224, bicubic). Tip-Adapter-F
+test set. Text: the run's prompt (the reference uses the 7-template ensemble:
+``templates="imagenet7"``). Support views are crops of the support image as the stream serves it
+(the 224 centre crop on real data); the reference crops the raw training image (RandomResizedCrop
+224, bicubic). Tip-Adapter-F
 (fine-tuned keys) is not included: the poster's row is the training-free adapter.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ class TipAdapterConfig(TTAConfig):
     beta_search: tuple[float, float, int] = (0.1, 7.0, 200)
     alpha_search: tuple[float, float, int] = (0.1, 3.0, 20)
     logit_scale: float = 100.0
+    templates: str = "run"                   # "run": the run's prompt (departure); "imagenet7": the reference's ensemble
 
 
 def grid(lo: float, hi: float, steps: int) -> list[float]:
@@ -57,6 +59,7 @@ class TipAdapter(TTAMethod):
         s, cfg = ctx.support, self.config
         if s.shots != cfg.shots:
             raise ValueError(f"tip_adapter has shots={cfg.shots} but the support set holds {s.shots} per class")
+        self.text = ctx.class_text(cfg.templates)                                  # (C, D)
         self.keys = self._keys(ctx)                                               # (NK, D)
         self.values = F.one_hot(s.labels.long(), ctx.n_classes).float()          # (NK, C)
         self.alpha, self.beta = cfg.alpha, cfg.beta
@@ -90,7 +93,7 @@ class TipAdapter(TTAMethod):
 
     def _search(self, f: Tensor, y: Tensor) -> tuple[float, float, float]:
         cfg = self.config
-        clip = cfg.logit_scale * f @ self.ctx.text.to(f).T
+        clip = cfg.logit_scale * f @ self.text.to(f).T
         best = (-1.0, cfg.alpha, cfg.beta)
         for beta in grid(*cfg.beta_search):
             cache = self.cache_logits(f, beta)
@@ -102,5 +105,5 @@ class TipAdapter(TTAMethod):
 
     def predict(self, batch: Batch) -> Tensor:
         f = batch.feats.float()
-        clip = self.config.logit_scale * f @ self.ctx.text.to(f).T               # (B, C)
+        clip = self.config.logit_scale * f @ self.text.to(f).T               # (B, C)
         return clip + self.alpha * self.cache_logits(f, self.beta)
