@@ -63,6 +63,50 @@ def test_word_alignment_loss_is_the_relative_error_of_the_mean_token_to_the_mean
     assert word_alignment_loss(vlm, patches[:1], scenes[:1], tok).item() < 1e-10
 
 
+def test_word_classification_loss_is_the_mean_per_attribute_cross_entropy():
+    """Equivalence with a hand computation (cosine logits over each attribute's words); near zero when
+    the mean token points at every right word at once and far above it when it points at wrong ones."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from vlmlab.blind.corpus import SLOT_ATTRIBUTES, answer_word
+    from vlmlab.blind.train_vlm import attribute_vocabulary, word_classification_loss
+    from vlmlab.blind.vlm import TinyVLM, VLMConfig, WordTokenizer
+    from vlmlab.models import load_clip
+    from vlmlab.world.datasets import sample_scene
+
+    rng = np.random.default_rng(1)
+    scenes = [sample_scene(rng) for _ in range(12)]
+    vocab = attribute_vocabulary(scenes)
+    assert set(vocab) == set(SLOT_ATTRIBUTES) and all(v == sorted(set(v)) for v in vocab.values())
+    tok = WordTokenizer.from_texts([answer_word(s, a) for s in scenes for a in SLOT_ATTRIBUTES])
+    torch.manual_seed(0)
+    vlm = TinyVLM(load_clip("embedded", device="cpu"), tok, VLMConfig(width=64, layers=1, heads=2, mlp=16))
+    patches = torch.randn(12, 5, vlm.vision.width)
+    table = F.normalize(vlm.lm.get_input_embeddings().weight.detach(), dim=-1)
+    z = F.normalize(vlm.projector(patches).mean(1), dim=-1)
+    expected = []
+    for attr, words in vocab.items():
+        w = table[[tok.token_id(x.split()[0]) for x in words]]
+        for i, s in enumerate(scenes):
+            logits = z[i] @ w.T / 0.07
+            expected.append(-torch.log_softmax(logits, -1)[words.index(answer_word(s, attr))] / len(scenes))
+    expected = torch.stack(expected).sum() / len(vocab)
+    assert torch.allclose(word_classification_loss(vlm, patches, scenes, tok, vocab), expected, atol=1e-5)
+
+    def loss_if_the_mean_token_is(target, scene):      # a projector that outputs ``target`` for every token
+        with torch.no_grad():
+            vlm.projector[-1].weight.zero_()
+            vlm.projector[-1].bias.copy_(target)
+        return word_classification_loss(vlm, patches[:1], [scene], tok, vocab, temperature=0.01).item()
+
+    emb = vlm.lm.get_input_embeddings().weight.detach()
+    right = sum(F.normalize(emb[tok.token_id(answer_word(scenes[0], a).split()[0])], dim=-1) for a in vocab)
+    wrong = sum(F.normalize(emb[tok.token_id(next(w for w in vocab[a] if w != answer_word(scenes[0], a)).split()[0])],
+                            dim=-1) for a in vocab if len(vocab[a]) > 1)
+    assert loss_if_the_mean_token_is(right, scenes[0]) < 0.5 * loss_if_the_mean_token_is(wrong, scenes[0])
+
+
 def test_a_checkpoint_trained_on_another_clip_is_not_resumed(tmp_path, caplog):
     """Retraining the CLIP (a new trunk) must retrain the VLM from scratch, not resume the old run."""
     from vlmlab.models.embedded import build_embedded

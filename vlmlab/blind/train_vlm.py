@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from vlmlab.blind.corpus import (MULTI_QUESTIONS, SINGLE_QUESTIONS, Dialogue, Mixture, answer_word, collate,
-                                 attribute_word_ids, encode, slot_mixture)
+from vlmlab.blind.corpus import (MULTI_QUESTIONS, SINGLE_QUESTIONS, SLOT_ATTRIBUTES, Dialogue, Mixture, answer_word,
+                                 attribute_word_ids, collate, encode, slot_mixture)
 from vlmlab.blind.tasks import CONTROLS, LETTERS, control_task, options_text
 from vlmlab.blind.vlm import TinyVLM, VLMConfig, WordTokenizer
 from vlmlab.models.train_embedded import load_checkpoint
@@ -72,6 +72,7 @@ class VLMTrainConfig:
     align_questions: bool = True  # ... on captions and questions; False: captions only, as LLaVA's stage 1
     slot_tokens: int = 8         # stage 1 writes an image as this many word-embedding mixtures (0: as words)
     word_align: float = 1.0      # stage 2: weight of word_alignment_loss
+    word_classify: float = 0.0   # stage 2: weight of word_classification_loss (0: off, the shipped recipe)
     steps: int = 3000            # stage 3: projector + LM on images
     text_batch_size: int = 64
     batch_size: int = 32
@@ -156,6 +157,28 @@ def word_alignment_loss(vlm: TinyVLM, patches: torch.Tensor, scene_list, tokeniz
     target = torch.stack([table[attribute_word_ids(s, tokenizer)].mean(0) for s in scene_list])
     mean = vlm.projector(patches).mean(1)
     return (((mean - target) ** 2).sum(-1) / (target ** 2).sum(-1)).mean()
+
+
+def attribute_vocabulary(scenes) -> dict[str, list[str]]:
+    """Per attribute of ``SLOT_ATTRIBUTES``, the sorted answer words the scenes use."""
+    return {a: sorted({answer_word(s, a) for s in scenes}) for a in SLOT_ATTRIBUTES}
+
+
+def word_classification_loss(vlm: TinyVLM, patches: torch.Tensor, scene_list, tokenizer: WordTokenizer,
+                             vocab: dict[str, list[str]], temperature: float = 0.07) -> torch.Tensor:
+    """Stage 2's second auxiliary loss: every attribute of each image is classified from its mean projected
+    token among that attribute's words (cosine to the words' input embeddings / ``temperature``, cross-
+    entropy, mean over the attributes), so the projection keeps each attribute, not only those the
+    word-alignment regression fits first (shape and texture: a linear probe on the mean trunk patch gets
+    80 / 86 %, on the mean projected token of the shipped VLM 44 / 43 %)."""
+    table = F.normalize(vlm.lm.get_input_embeddings().weight.detach(), dim=-1)
+    z = F.normalize(vlm.projector(patches).mean(1), dim=-1)                        # (M, W)
+    losses = []
+    for attr, words in vocab.items():
+        ids = torch.tensor([tokenizer.token_id(w.split()[0]) for w in words])
+        y = torch.tensor([words.index(answer_word(s, attr)) for s in scene_list])
+        losses.append(F.cross_entropy(z @ table[ids].T / temperature, y))
+    return torch.stack(losses).mean()
 
 
 @torch.no_grad()
@@ -246,6 +269,7 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
     train_scenes, val_scenes = scenes[:split], scenes[split:]
     val_feats = feats[split:]
     mixture = Mixture(train_scenes, rng)
+    vocab = attribute_vocabulary(scenes)
     val_mix = Mixture(val_scenes, np.random.default_rng(cfg.seed + 1))
 
     history, start, state = [], 0, None
@@ -289,6 +313,9 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
         if stage == 1 and cfg.word_align:
             scenes_in_order = [train_scenes[i] for i in image_order(dialogues)]
             loss = loss + cfg.word_align * word_alignment_loss(vlm, images, scenes_in_order, tokenizer)
+        if stage == 1 and cfg.word_classify:
+            scenes_in_order = [train_scenes[i] for i in image_order(dialogues)]
+            loss = loss + cfg.word_classify * word_classification_loss(vlm, images, scenes_in_order, tokenizer, vocab)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
