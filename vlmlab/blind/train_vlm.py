@@ -9,7 +9,9 @@
 2. *alignment* (LLaVA stage 1): the projector alone, the LM frozen, on captions ("describe the image ."
    -> a world caption) and, unlike LLaVA's captions-only stage (``align_questions=False``), single- and
    multi-image questions, plus ``word_alignment_loss``: each image's mean projected token is pulled
-   to the mean embedding of its attribute words, where stage 1's slots live;
+   to the mean embedding of its attribute words, where stage 1's slots live; and
+   ``word_classification_loss``: each attribute is classified from that token among its words, so the
+   projection keeps shape and texture too (without it they fell to chance on single images);
 3. *instruction tuning* (LLaVA stage 2): projector and LM on images: captions, single-image questions
    and multi-image letter questions (2-4 labelled images, 1-3 turns), in the notebook's answer format.
 
@@ -72,7 +74,7 @@ class VLMTrainConfig:
     align_questions: bool = True  # ... on captions and questions; False: captions only, as LLaVA's stage 1
     slot_tokens: int = 8         # stage 1 writes an image as this many word-embedding mixtures (0: as words)
     word_align: float = 1.0      # stage 2: weight of word_alignment_loss
-    word_classify: float = 0.0   # stage 2: weight of word_classification_loss (0: off, the shipped recipe)
+    word_classify: float = 1.0   # stage 2: weight of word_classification_loss (0: off, the recipe before 2026-12)
     steps: int = 3000            # stage 3: projector + LM on images
     text_batch_size: int = 64
     batch_size: int = 32
