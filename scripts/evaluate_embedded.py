@@ -72,7 +72,8 @@ def targets_table(ds: pd.DataFrame, cor: pd.DataFrame) -> pd.DataFrame:
         rows.append((f"{r.dataset} full probe - zero-shot (points)", below, ">= 20", below >= 20))
     sev5 = cor[(cor.severity == 5) & cor.corruption.isin(COMMON)]
     low = sev5.loc[sev5.accuracy.idxmin()]
-    rows.append((f"lowest severity-5 accuracy / chance ({low.corruption})", low.accuracy / 5.0, ">= 2", low.accuracy / 5.0 >= 2))
+    ratio = low.accuracy / obj.chance                              # the corruptions are of objects
+    rows.append((f"lowest severity-5 accuracy / chance ({low.corruption})", ratio, ">= 2", ratio >= 2))
     clean = float(cor.loc[cor.corruption == "clean", "accuracy"].iloc[0])
     drops = (cor[cor.corruption.isin(COMMON)].groupby("corruption").accuracy.min() < clean).all()
     rows.append(("every corruption lowers accuracy (severity 5 < clean)", float(drops), "1", bool(drops)))

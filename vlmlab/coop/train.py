@@ -15,7 +15,8 @@ Two modes:
 ``cached`` is a departure, not just a cheaper route: each image is seen through V fixed crops where
 CoOp draws a fresh crop every epoch (up to 200 at 16 shots). Measured on the world (objects, 16
 shots, V = 16, crops 50-100 %, 3 seeds; ``benchmarks/bench_coop.py``): 82.20 vs 82.53 % (-0.33
-points) at CoOp's 200 epochs, 75.40 vs 75.67 % at 50 epochs on an earlier model; docs/fidelity.md. The paper profile uses ``exact``. Other departures: fp32
+points) at CoOp's 200 epochs, 75.40 vs 75.67 % at 50 epochs on an earlier model; docs/fidelity.md.
+The paper profile uses ``exact``. Other departures: fp32
 context (CoOp trains it in fp16; the towers run at the bundle's ``precision``); the order of
 samples comes from a torch generator seeded per run, not from Dassl's sampler.
 """
