@@ -112,7 +112,7 @@ clean-cache:  ## delete cached features and rendered data (VLMLAB_CACHE_DIR: $VL
 train-embedded: | $(SETUP)  ## retrain the embedded CLIP into vlmlab/assets/embedded.safetensors (~80 min on 2 CPU cores)
 	$(RUN_ENV) $(PY) -m vlmlab.models.train_embedded $(TRAIN_ARGS)
 
-train-embedded-vlm: | $(SETUP)  ## retrain the embedded VLM of notebook 05 (3 stages) into vlmlab/assets/embedded_vlm.safetensors (~17 min, 2 CPU cores)
+train-embedded-vlm: | $(SETUP)  ## retrain the embedded VLM of notebook 05 (3 stages) into vlmlab/assets/embedded_vlm.safetensors (~18 min, 2 CPU cores)
 	$(RUN_ENV) $(PY) -m vlmlab.blind.train_vlm $(TRAIN_ARGS)
 
 evaluate-embedded: | $(SETUP)  ## measure the embedded CLIP; rewrites the numbers in vlmlab/assets/MODEL_CARD.md

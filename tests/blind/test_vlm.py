@@ -171,6 +171,24 @@ def test_fused_trunk_tokens_are_layer3_beside_upsampled_layer4(bundle):
         VisionTrunk(bundle, "layer3+head")
 
 
+def test_pool_output_is_the_scaled_clip_image_embedding_on_every_token(bundle):
+    from vlmlab.blind.vlm import VisionTrunk
+    from vlmlab.features import arrays_to_input
+
+    images = odd_one_out_task(2).images[0]
+    fused = VisionTrunk(bundle, "layer3+layer4")(images)
+    tokens = VisionTrunk(bundle, "layer3+layer4+pool")(images)
+    with torch.no_grad():
+        embedding = bundle.model.encode_image(arrays_to_input(bundle, torch.as_tensor(images)), normalize=True)
+    embedding = embedding.float() * embedding.shape[-1] ** 0.5                                  # unit RMS
+    assert tokens.shape == (*fused.shape[:2], fused.shape[-1] + embedding.shape[-1])
+    torch.testing.assert_close(tokens[..., :fused.shape[-1]], fused)
+    torch.testing.assert_close(tokens[..., fused.shape[-1]:], embedding[:, None].expand(-1, fused.shape[1], -1),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="not first"):
+        VisionTrunk(bundle, "pool+layer3")
+
+
 def test_shipped_vlm_loads_offline_is_small_and_names_colours():
     """Fails if the shipped weights are lost or mis-loaded: single-image colour questions stay far above chance."""
     from vlmlab.blind.vlm import load_vlm

@@ -88,6 +88,10 @@ class VisionTrunk(nn.Module):
     stage's map is upsampled (nearest) to the earlier one's grid and the channels concatenated, so each
     of the 4x4 tokens carries its cell's local features and the global, shape-level features of layer4
     (in a ViT every patch token has global context; in a ResNet only the last stage does).
+    ``pool`` names the tower's attention-pooled output, the CLIP image embedding, unit-normalised as CLIP
+    compares it and scaled by sqrt(D) (unit RMS per channel, the trunk maps' scale; raw, it is ten times
+    larger and swamps them), broadcast to every cell of the grid: ``"layer3+layer4+pool"`` gives each
+    token the image-level, text-aligned features too (a ViT's patch tokens get them through attention).
     """
 
     def __init__(self, bundle: ClipBundle, layer: str = "layer3+layer4"):
@@ -97,10 +101,11 @@ class VisionTrunk(nn.Module):
             raise TypeError(f"TinyVLM needs a ModifiedResNet image tower, got {type(visual).__name__}")
         stages = ["layer1", "layer2", "layer3", "layer4"]
         self.outputs = layer.split("+")
-        if not set(self.outputs) <= set(stages):
-            raise ValueError(f"layer must name stages of {stages} joined by '+', got {layer!r}")
+        if not set(self.outputs) <= set(stages) | {"pool"} or self.outputs[0] == "pool":
+            raise ValueError(f"layer must name stages of {stages} (and optionally 'pool', not first) "
+                             f"joined by '+', got {layer!r}")
         self.visual = visual
-        self.stages = stages[:max(stages.index(o) for o in self.outputs) + 1]
+        self.stages = stages[:max(stages.index(o) if o != "pool" else 3 for o in self.outputs) + 1]
         self._bundle = [bundle]                              # not a submodule: the text tower stays out
         with torch.no_grad():
             self.width = self.forward(np.zeros((1, bundle.image_size, bundle.image_size, 3), np.uint8)).shape[-1]
@@ -113,6 +118,9 @@ class VisionTrunk(nn.Module):
         for name in self.stages:
             x = getattr(self.visual, name)(x)
             maps[name] = x
+        if "pool" in self.outputs:
+            pooled = self.visual.attnpool(maps["layer4"])                                    # (N, D)
+            maps["pool"] = (F.normalize(pooled, dim=-1) * pooled.shape[-1] ** 0.5)[..., None, None]
         grid = maps[self.outputs[0]].shape[-2:]
         out = torch.cat([F.interpolate(maps[o], size=grid, mode="nearest") for o in self.outputs], 1)
         return out.flatten(2).transpose(1, 2).float()                                # (N, HW, C)
