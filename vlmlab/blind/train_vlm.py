@@ -15,7 +15,8 @@
 3. *instruction tuning* (LLaVA stage 2): projector and LM on images: captions, single-image questions
    and multi-image letter questions (2-4 labelled images, 1-3 turns), in the notebook's answer format,
    with ``word_classification_loss`` still on (``tune_classify``): without it the tuned projector let
-   shape go again (single-image shape 12.0 %, texture 53.2 %, the 4-image shape control 46.5 %; with it 24.8 / 80.9 / 83.3 %).
+   shape go again (single-image shape / texture 12.0 / 53.2 %, the 4-image shape control 46.5 %; with it
+   24.8 / 80.9 / 83.3 %).
 
 Why this recipe (held-out 4-image / 2-image letter questions; ``MODEL_CARD.md`` has the table):
 

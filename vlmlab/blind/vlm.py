@@ -105,7 +105,8 @@ class VisionTrunk(nn.Module):
             raise ValueError(f"layer must name stages of {stages} (and optionally 'pool', not first) "
                              f"joined by '+', got {layer!r}")
         self.visual = visual
-        self.stages = stages[:max(stages.index(o) if o != "pool" else 3 for o in self.outputs) + 1]
+        last = max(stages.index("layer4" if o == "pool" else o) for o in self.outputs)      # pool reads layer4
+        self.stages = stages[:last + 1]
         self._bundle = [bundle]                              # not a submodule: the text tower stays out
         with torch.no_grad():
             self.width = self.forward(np.zeros((1, bundle.image_size, bundle.image_size, 3), np.uint8)).shape[-1]
