@@ -318,11 +318,12 @@ def train(cfg: VLMTrainConfig, out: Path, ckpt_dir: Path, bundle=None) -> dict:
         ids, tags, labels, mask, images = batch_tensors(dialogues, tokenizer, None if stage == 0 else feats,
                                                         train_scenes, rng, cfg.slot_tokens)
         loss = lm_loss(vlm, ids, tags, labels, mask, images)
+        align = cfg.word_align if stage == 1 else 0.0
         classify = {1: cfg.word_classify, 2: cfg.tune_classify}.get(stage, 0.0)
-        if (stage == 1 and cfg.word_align) or classify:
+        if align or classify:
             scenes_in_order = [train_scenes[i] for i in image_order(dialogues)]
-            if stage == 1 and cfg.word_align:
-                loss = loss + cfg.word_align * word_alignment_loss(vlm, images, scenes_in_order, tokenizer)
+            if align:
+                loss = loss + align * word_alignment_loss(vlm, images, scenes_in_order, tokenizer)
             if classify:
                 loss = loss + classify * word_classification_loss(vlm, images, scenes_in_order, tokenizer, vocab)
         opt.zero_grad(set_to_none=True)
