@@ -10,7 +10,7 @@ from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, run_sweep, train_coop
 from vlmlab.coop.batched import _sgd
 from vlmlab.coop.data import Splits
 from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs
-from vlmlab.coop.text_batch import supports_prefix_groups, text_features
+from vlmlab.coop.text_batch import prefix_length, supports_prefix_groups, text_features
 from vlmlab.coop.train import build_learner
 from vlmlab.metrics import accuracy
 
@@ -66,8 +66,9 @@ def test_batched_text_features_equal_the_learners_forward(bundle, variant):
     with torch.no_grad():
         ref = torch.stack([l(normalize=True) for l in learners])    # (R, C, D)
         torch.testing.assert_close(text_features(learners[0], ctx), ref, rtol=1e-4, atol=1e-5)
-    # the unified context with a shared prefix of >= 2 positions takes the grouped path
-    assert supports_prefix_groups(learners[0]) == (variant in ("UC end", "UC middle", "UC phrase"))
+    # every design takes the grouped path on a causal tower; SOS alone is shared by CSC and the front position
+    assert supports_prefix_groups(learners[0])
+    assert prefix_length(learners[0]) == {"UC end": 5, "UC middle": 3, "UC phrase": 5}.get(variant, 1)
 
 
 def test_sgd_rows_follow_torch_sgd_and_others_stay():

@@ -2,7 +2,8 @@
 
 For R runs with the same classes, prompt r of class c is t_rc = [prefix_r | suffix_rc]: with a unified
 context the first P positions (SOS + the context before the class name) are the same for every class
-of run r. Under the causal mask those positions only attend to each other, so (exactly):
+of run r; with a class-specific context (or the class name in front) only SOS is (P = 1). Under the
+causal mask those positions only attend to each other, so (exactly):
 
     prefix_r runs through the tower once per run (batch R, as ``vlmlab.prompts.encode_shared_prefix``);
     each block's keys/values of the prefix, K_r = LN(x_r) W_k, V_r = LN(x_r) W_v, are computed once per
@@ -11,9 +12,10 @@ of run r. Under the causal mask those positions only attend to each other, so (e
 
 The attention is written out (softmax(q k^T / sqrt(d_h)) v per head), the same formula as
 ``nn.MultiheadAttention`` with open_clip's ``ResidualAttentionBlock`` around it; results equal
-``PromptLearner.forward`` up to float rounding (``tests/test_coop_batched.py``). Towers this does not
-cover (class-specific context, no causal mask, custom blocks) take the plain full forward over the
-R x C prompts. The prefix-K/V sharing and the readout-only last block would serve one run as well;
+``PromptLearner.forward`` up to float rounding (``tests/test_coop_batched.py``). The readout-only last
+block is most of the gain for a class-specific context (each row's L positions pass L - 1 blocks fully and
+the last one at its EOS only). Towers this does not cover (no causal mask, custom blocks) take the plain
+full forward over the R x C prompts. The prefix-K/V sharing and the readout-only last block would serve one run as well;
 they live here until ``vlmlab.prompts`` adopts them.
 """
 from __future__ import annotations
@@ -27,9 +29,15 @@ from torch import Tensor, nn
 from vlmlab.prompts import PromptLearner, _cast_dtype, encode_token_embeddings, frozen, supports_shared_prefix
 
 
+def prefix_length(learner: PromptLearner) -> int:
+    """Leading positions shared by every class row of a run: SOS + the context before the class name
+    (unified context), else SOS alone (class-specific context, class token in front)."""
+    return max(1, learner.shared_prefix)
+
+
 def supports_prefix_groups(learner: PromptLearner) -> bool:
-    """Shared prefix (unified context, >= 2 positions) on plain blocks with packed q/k/v projections."""
-    if not (learner.fast and learner.shared_prefix >= 2 and supports_shared_prefix(learner.tower)):
+    """Causal tower, EOS readout, plain blocks with packed q/k/v projections (any prompt design)."""
+    if not (learner.fast and supports_shared_prefix(learner.tower)):
         return False
     return all(b.attn._qkv_same_embed_dim and b.attn.bias_k is None and not b.attn.add_zero_attn
                for b in learner.tower.transformer.resblocks)
@@ -87,7 +95,7 @@ def _project(tower, x: Tensor) -> Tensor:
 
 def encode_prefix_groups(learner: PromptLearner, prompts: Tensor) -> Tensor:
     """Unnormalised features (R, C, D) of prompts (R, C, L, W) whose first P positions are shared per run."""
-    tower, p, tokens = learner.tower, learner.shared_prefix, learner.tokens
+    tower, p, tokens = learner.tower, prefix_length(learner), learner.tokens
     length = tokens.shape[1]
     cast = _cast_dtype(tower, prompts)
     pos = tower.positional_embedding[:length].detach().to(cast)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlmlab.coop.augment import encode_augmented
+from vlmlab.coop.text_batch import text_features
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.prompts import PromptLearner
 from vlmlab.runtime import get_logger
@@ -137,8 +138,12 @@ def build_learner(bundle: ClipBundle, classnames, cfg: CoOpConfig, seed: int = 0
 
 
 def step_loss(learner: PromptLearner, feats: Tensor, labels: Tensor, scale: float) -> Tensor:
-    """CoOp's loss on a batch of unit image features (B, D): CE(s * f @ normalize(g(t))^T, y)."""
-    text = learner(normalize=True)                                                    # (C, D)
+    """CoOp's loss on a batch of unit image features (B, D): CE(s * f @ normalize(g(t))^T, y).
+
+    The class features come from ``vlmlab.coop.text_batch.text_features`` with one context (the batched
+    trainer's path: shared prefix keys/values, readout-only last block; equal to ``learner(normalize=True)``
+    to float rounding)."""
+    text = text_features(learner, learner.ctx.unsqueeze(0))[0]                        # (C, D)
     logits = scale * feats.to(text.device, text.dtype) @ text.T                       # (B, C)
     return F.cross_entropy(logits, labels.to(logits.device))
 
