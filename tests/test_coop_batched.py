@@ -133,3 +133,31 @@ def test_sweep_tables_equal_with_and_without_batching(bundle):
     assert sorted(many.contexts) == sorted(one.contexts)
     for k, ctx in one.contexts.items():
         torch.testing.assert_close(many.contexts[k], ctx, rtol=1e-4, atol=1e-5)
+
+
+def test_trained_runs_are_kept_in_the_cache_and_a_changed_input_retrains(bundle, tmp_path, monkeypatch):
+    from vlmlab import world
+    from vlmlab.coop import jobs as coop_jobs
+    from vlmlab.features import FeatureCache
+    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", 30)
+    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
+                   test.template)
+    cache = FeatureCache(tmp_path)
+    kw = dict(shots=[1, 2], seeds=[1, 2], variants=["M4_end", "M2_middle_csc@2"], methods=("zero_shot", "coop"),
+              cache=cache)
+    cfg = CoOpConfig(n_views=2, epochs={1: 2, 2: 3})
+    first = run_sweep(bundle, [split], cfg=cfg, **kw)
+    assert first.timing["runs_from_cache"] == 0
+    again = run_sweep(bundle, [split], cfg=cfg, **kw)
+    assert again.timing["runs_from_cache"] == len(first.runs) == 6
+    pd.testing.assert_frame_equal(again.table, first.table)
+    pd.testing.assert_frame_equal(again.runs, first.runs)
+    for k, ctx in first.contexts.items():
+        assert torch.equal(again.contexts[k], ctx)
+    # another learning rate, the single-run trainer, no run cache, other training code: all train afresh
+    assert run_sweep(bundle, [split], cfg=cfg.replace(lr=0.01), **kw).timing["runs_from_cache"] == 0
+    assert run_sweep(bundle, [split], cfg=cfg, batch_runs=False, **kw).timing["runs_from_cache"] == 0
+    assert run_sweep(bundle, [split], cfg=cfg, cache_runs=False, **kw).timing["runs_from_cache"] == 0
+    monkeypatch.setattr(coop_jobs, "_code_fingerprint", lambda: "edited")
+    assert run_sweep(bundle, [split], cfg=cfg, **kw).timing["runs_from_cache"] == 0

@@ -7,18 +7,28 @@ Jupyter). Results come back in job order and do not depend on the number of work
 A :class:`BatchJob` is several cached-mode jobs of one dataset and prompt design trained together
 (``vlmlab.coop.batched``); ``batch_jobs`` forms them, at most ``max_rows`` prompts (runs x classes)
 per step, and ``run_units`` returns one result per original job, in job order.
+
+With a ``cache`` (a ``FeatureCache``), ``run_units`` keeps every trained cached-mode run: its context and
+statistics under a key of everything the training reads (``run_key``: model identity, classes, config,
+seed, shots, epochs, a digest of the labels and view features, batched or single, and a fingerprint of
+the training code and torch version). A rerun loads the context and evaluates it on the test features
+instead of training again; ``make clean-cache`` (or ``cache=None``) trains everything afresh.
 """
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from vlmlab.coop.batched import group_key, train_coop_batched
-from vlmlab.coop.train import CoOpConfig, CoOpResult, TrainSet, coop_logits, train_coop
+from vlmlab.coop.train import CoOpConfig, CoOpResult, TrainSet, build_learner, coop_logits, train_coop
+from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import fit_linear_probe
@@ -136,17 +146,83 @@ def batch_jobs(jobs: Sequence, max_rows: int = 4096) -> list[tuple[list[int], Jo
     return out
 
 
+def _code_fingerprint() -> str:
+    """sha1 of the training code's sources (CoOp's step, the batched trainer, the text tower paths) and torch."""
+    import vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.coop.train, vlmlab.prompts  # noqa: E401
+    h = hashlib.sha1(torch.__version__.encode())
+    for mod in (vlmlab.coop.train, vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.prompts):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def _tensor_digest(*tensors: Tensor) -> str:
+    h = hashlib.sha1()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def run_key(bundle: ClipBundle, job: Job, batched: bool, code: str | None = None) -> dict | None:
+    """The cache key of a cached-mode CoOp run (``None`` for other jobs: their inputs are images)."""
+    if not isinstance(job, Job) or job.cfg.mode != "cached" or job.train.view_feats is None:
+        return None
+    return {"kind": "coop-run", "model": bundle.identity, "classnames": list(job.classnames), "cfg": asdict(job.cfg),
+            "seed": int(job.seed), "shots": int(job.shots), "epochs": int(job.epochs), "batched": bool(batched),
+            "train": _tensor_digest(torch.as_tensor(job.train.labels), job.train.view_feats),
+            "code": code or _code_fingerprint()}
+
+
+def _stored(res: dict) -> dict[str, Tensor]:
+    stats = [res["seconds"], res["cpu_seconds"], res["steps"], res["final_loss"]]
+    return {"ctx": res["ctx"], "stats": torch.tensor(stats, dtype=torch.float64)}
+
+
+def _restored(bundle: ClipBundle, job: Job, hit: dict[str, Tensor]) -> dict:
+    """The result dict of a cached run: its context evaluated on the job's test features."""
+    learner = build_learner(bundle, job.classnames, job.cfg, job.seed)
+    with torch.no_grad():
+        learner.ctx.copy_(hit["ctx"].to(learner.ctx.device, learner.ctx.dtype))
+    seconds, cpu_seconds, steps, final_loss = hit["stats"].tolist()
+    return {"accuracy": accuracy(coop_logits(learner, job.test_feats), job.test_labels), "seconds": seconds,
+            "cpu_seconds": cpu_seconds, "steps": int(steps), "final_loss": final_loss,
+            "ctx": learner.ctx.detach().cpu().clone(), "n_ctx": learner.n_ctx, "from_cache": True}
+
+
 def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: int = 4096, workers: int = 1,
-              threads: int | None = None) -> list[dict]:
-    """``run_jobs`` with the cached CoOp jobs batched (``batch``); one result per job, in job order."""
-    if not batch:
-        return run_jobs(bundle, jobs, workers=workers, threads=threads)
-    units = batch_jobs(jobs, max_rows)
-    results = run_jobs(bundle, [u for _, u in units], workers=workers, threads=threads)
+              threads: int | None = None, cache: FeatureCache | None = None) -> list[dict]:
+    """``run_jobs`` with the cached CoOp jobs batched (``batch``); one result per job, in job order.
+
+    ``cache``: cached-mode CoOp runs found there (``run_key``) are evaluated, not trained; the others are
+    trained and stored. Results from the cache carry ``from_cache=True``.
+    """
     out: list = [None] * len(jobs)
-    for (pos, unit), res in zip(units, results):
-        for i, r in zip(pos, res if isinstance(unit, BatchJob) else [res]):
-            out[i] = r
+    keys: list[dict | None] = [None] * len(jobs)
+    if cache is not None:
+        code = _code_fingerprint()
+        for i, job in enumerate(jobs):
+            keys[i] = run_key(bundle, job, batch, code)
+            if keys[i] is not None and (hit := cache.get(keys[i])) is not None:
+                out[i] = _restored(bundle, job, hit)
+        if hits := sum(r is not None for r in out):
+            log.info("CoOp: %d of %d runs loaded from the cache (%s), %d to train", hits,
+                     sum(k is not None for k in keys), cache.root, len(jobs) - hits)
+    todo = [i for i, r in enumerate(out) if r is None]
+    pending = [jobs[i] for i in todo]
+    if not batch:
+        results = run_jobs(bundle, pending, workers=workers, threads=threads)
+    else:
+        units = batch_jobs(pending, max_rows)
+        unit_results = run_jobs(bundle, [u for _, u in units], workers=workers, threads=threads)
+        results = [None] * len(pending)
+        for (pos, unit), res in zip(units, unit_results):
+            for i, r in zip(pos, res if isinstance(unit, BatchJob) else [res]):
+                results[i] = r
+    for i, r in zip(todo, results):
+        out[i] = r
+        if cache is not None and keys[i] is not None:
+            cache.put(keys[i], _stored(r))
     return out
 
 

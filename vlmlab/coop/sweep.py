@@ -17,7 +17,9 @@ CoOp runs are independent: ``workers > 1`` trains them in that many processes (C
 ``threads`` torch threads; results do not depend on ``workers``. With ``batch_runs`` (default) the
 cached-mode runs of a dataset with the same prompt design (M, position, CSC, init) are trained together,
 one text-tower pass per step for all of them (``vlmlab.coop.batched``; the same contexts and accuracies
-as one run at a time, to float rounding); exact-mode runs stay one at a time.
+as one run at a time, to float rounding); exact-mode runs stay one at a time. With a ``cache``, trained
+cached-mode runs are kept there and a rerun with the same inputs and training code loads them
+(``cache_runs``; ``timing["runs_from_cache"]`` counts them).
 """
 from __future__ import annotations
 
@@ -127,7 +129,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
               variants: Sequence[Variant | str | dict], cfg: CoOpConfig = CoOpConfig(), *,
               methods: Sequence[str] = ("zero_shot", "linear_probe", "coop"), epochs_by_dataset: dict | None = None,
               lp_refine: int = 8, workers: int = 1, threads: int | None = None,
-              cache: FeatureCache | None = None, batch_runs: bool = True) -> Sweep:
+              cache: FeatureCache | None = None, batch_runs: bool = True, cache_runs: bool = True) -> Sweep:
     """Run the grid (see the module docstring).
 
     Args:
@@ -140,6 +142,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         lp_refine: bisection rounds of the probe's C search. workers, threads: processes for the runs.
         cache: the shared feature cache.
         batch_runs: train the cached-mode CoOp runs of a dataset and prompt design together (same results).
+        cache_runs: keep trained cached-mode runs in ``cache`` and load them on a rerun instead of training
+            (``vlmlab.coop.jobs.run_key``; any change to the inputs or the training code retrains).
     """
     bad = sorted(set(methods) - {"zero_shot", "linear_probe", "coop"})
     if bad:
@@ -158,10 +162,12 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         for seed in seeds:
             jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache)
     t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
-    results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads)
+    results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads,
+                        cache=cache if cache_runs else None)
     rows += _collect(out, jobs, results)
     out.timing = {"wall_s": time.perf_counter() - t0, "prep_wall_s": t_prep, "prep_cpu_s": cpu_prep,
-                  "jobs_cpu_s": sum(r["cpu_seconds"] for r in results), "jobs": len(jobs), "workers": workers,
+                  "jobs_cpu_s": sum(r["cpu_seconds"] for r in results if not r.get("from_cache")), "jobs": len(jobs),
+                  "runs_from_cache": sum(bool(r.get("from_cache")) for r in results), "workers": workers,
                   "batch_runs": bool(batch_runs)}
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {s.name: i for i, s in enumerate(splits)}
