@@ -37,6 +37,7 @@ BENCHES = {
     "bench_blind_finetune": ("bench_blind_finetune.py", [], "--csv"),
     "sweep_uniinfo": ("sweep_uniinfo.py", ["--quick"], "--out"),
     "sweep_visual_prompt": ("sweep_visual_prompt.py", ["--quick"], "--out"),
+    "estimate_coop_gpu_hours": ("estimate_coop_gpu_hours.py", [], "--csv"),                  # FLOPs, no timing
 }
 
 
@@ -95,6 +96,10 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
         rows.append(("TTA ms per image (CPU)", ", ".join(f"{r.method} {r.ms_per_image:.1f}" for r in t.itertuples())))
     if (b := _read(out, "bench_blind_finetune")) is not None:
         rows.append(("notebook 05 fine-tuning, 2 workers vs 1", f"{b['speedup'].iloc[-1]:.2f}x"))
+    if (e := _read(out, "estimate_coop_gpu_hours")) is not None:
+        official, ours = e["text_official_pflop"].sum(), e["text_ours_pflop"].sum()
+        rows.append(("CoOp paper grid, text-tower FLOPs: CoOp's code vs vlmlab (counted, RN50)",
+                     f"{official / ours:.1f}x ({official / 1e3:.1f} -> {ours / 1e3:.1f} EFLOP)"))
     return rows
 
 
