@@ -97,7 +97,7 @@ gaps.round(4)
 # Every run starts from the same frozen model and the same fixed text classifier; only the prompt learns.
 
 # %%
-vpr = VP.run_visual_prompting(P, bundle)
+vpr = VP.run_visual_prompting(P, bundle, cache=vlmlab.features.FeatureCache())
 run.save_table(vpr.table, "visual_prompting_runs")
 run.save_table(vpr.history, "training_history")
 table = VP.assemble(vpr.table, gaps)

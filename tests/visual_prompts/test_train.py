@@ -1,6 +1,7 @@
 """Visual-prompt training: schedule closed forms, zero prompt = zero-shot, learning a planted cue, heads."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -154,3 +155,28 @@ def test_vp_config_takes_vpconfig_overrides_and_names_unknown_ones():
     assert (cfg.patch_positions, cfg.cap_warmup, cfg.seed, cfg.prompt_size) == ("all", True, 3, 8)
     with pytest.raises(KeyError, match="'positions'"):
         vp_config(_P(base, vp={"positions": "all"}), "random_patch", 0)
+
+
+@pytest.mark.parametrize("method,select", [("random_patch", "last"), ("padding", "val")])
+def test_cached_training_returns_the_trained_prompt_and_later_draws_repeat(tmp_path, monkeypatch, method, select):
+    from vlmlab.features import FeatureCache
+    from vlmlab.visual_prompts import evaluate as E
+    bundle, data = toy_bundle(), planted_cue()
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    cfg = VPConfig(method=method, prompt_size=2, epochs=4, batch_size=8, warmup=2, seed=3, select=select)
+    cache = FeatureCache(tmp_path)
+    calls = []
+    real = E.train_prompt
+    monkeypatch.setattr(E, "train_prompt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = E.train_prompt_cached(bundle, head, data, cfg, data, cache)
+    logits_first = predict(bundle, head, data, first.prompter)[0]       # random patches: draws after training
+    again = E.train_prompt_cached(bundle, head, data, cfg, data, cache)
+    assert len(calls) == 1                                              # the second call trained nothing
+    assert again.history == first.history and again.best_epoch == first.best_epoch
+    for (k, a), (_, b) in zip(first.prompter.state_dict().items(), again.prompter.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert torch.equal(predict(bundle, head, data, again.prompter)[0], logits_first)
+    E.train_prompt_cached(bundle, head, data, dataclasses.replace(cfg, lr=1.0), data, cache)
+    assert len(calls) == 2                                              # another config trains
+    E.train_prompt_cached(bundle, head, planted_cue(8), cfg, data, cache)
+    assert len(calls) == 3                                              # other training data trains

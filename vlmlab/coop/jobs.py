@@ -16,10 +16,8 @@ instead of training again; ``make clean-cache`` (or ``cache=None``) trains every
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -32,6 +30,7 @@ from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import fit_linear_probe
+from vlmlab.runcache import code_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger, process_map
 
 log = get_logger("vlmlab.coop")
@@ -147,21 +146,9 @@ def batch_jobs(jobs: Sequence, max_rows: int = 4096) -> list[tuple[list[int], Jo
 
 
 def _code_fingerprint() -> str:
-    """sha1 of the training code's sources (CoOp's step, the batched trainer, the text tower paths) and torch."""
+    """The training code's fingerprint: CoOp's step, the batched trainer, the text tower paths."""
     import vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.coop.train, vlmlab.prompts  # noqa: E401
-    h = hashlib.sha1(torch.__version__.encode())
-    for mod in (vlmlab.coop.train, vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.prompts):
-        h.update(Path(mod.__file__).read_bytes())
-    return h.hexdigest()
-
-
-def _tensor_digest(*tensors: Tensor) -> str:
-    h = hashlib.sha1()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return code_fingerprint(vlmlab.coop.train, vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.prompts)
 
 
 def run_key(bundle: ClipBundle, job: Job, batched: bool, code: str | None = None) -> dict | None:
@@ -170,7 +157,7 @@ def run_key(bundle: ClipBundle, job: Job, batched: bool, code: str | None = None
         return None
     return {"kind": "coop-run", "model": bundle.identity, "classnames": list(job.classnames), "cfg": asdict(job.cfg),
             "seed": int(job.seed), "shots": int(job.shots), "epochs": int(job.epochs), "batched": bool(batched),
-            "train": _tensor_digest(torch.as_tensor(job.train.labels), job.train.view_feats),
+            "train": tensor_digest(torch.as_tensor(job.train.labels), job.train.view_feats),
             "code": code or _code_fingerprint()}
 
 

@@ -10,21 +10,26 @@ Methods: ``train.py`` (prompt training), ``gap.py`` (distances), ``data.py`` (sp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.stats
+import torch
 from torch import Tensor
+from torch.utils.data import TensorDataset
 
+from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import fit_linear_probe
+from vlmlab.runcache import code_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger
 from vlmlab.visual_prompts.data import load_reference, load_splits
 from vlmlab.visual_prompts.gap import EncoderFeatures, InceptionFeatures, LpipsNet, fid, gap_features, lpips
-from vlmlab.visual_prompts.train import (VPConfig, clip_head, encode, model_inputs, predict, train_prompt,
-                                         vision_head)
+from vlmlab.visual_prompts.train import (VPConfig, VPResult, clip_head, encode, model_inputs, new_prompter, predict,
+                                         train_prompt, vision_head)
 
 __all__ = ["COLUMNS", "CORRELATION_COLUMNS", "VPRun", "vp_config", "run_visual_prompting", "measure_gaps",
            "assemble", "correlation", "gain_summary"]
@@ -87,16 +92,57 @@ def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int) -> f
     return accuracy(probe.logits(x_te), y_te)
 
 
-def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in, tag: dict):
+HISTORY = ("epoch", "step", "lr", "loss", "train_acc", "val_acc")
+
+
+def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in) -> dict | None:
+    """Cache key of one prompt training (``vlmlab.runcache``): ``None`` unless the inputs are in-memory tensors."""
+    if not isinstance(train_in, TensorDataset) or not (val_in is None or isinstance(val_in, TensorDataset)):
+        return None
+    import vlmlab.visual_prompts.prompters as prompters, vlmlab.visual_prompts.train as train  # noqa: E401
+    return {"kind": "vp-run", "model": bundle.identity, "cfg": asdict(cfg),
+            "head": tensor_digest(*head.state_dict().values()),
+            "train": tensor_digest(*train_in.tensors), "val": tensor_digest(*(val_in.tensors if val_in else [None])),
+            "code": code_fingerprint(train, prompters)}
+
+
+def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_in=None, cache: FeatureCache | None = None,
+                        desc: str = "visual prompt") -> VPResult:
+    """``train_prompt``, or the result stored in ``cache`` under ``vp_run_key`` (the trained prompt's
+    weights, history, selected epoch and, for random patches, the location generator's state after
+    training, so the test draws repeat); a trained result is stored there."""
+    key = vp_run_key(bundle, head, cfg, train_in, val_in) if cache is not None else None
+    if key is not None and (hit := cache.get(key)) is not None:
+        prompter = new_prompter(bundle, cfg)
+        prompter.load_state_dict({k[2:]: v for k, v in hit.items() if k.startswith("p.")})
+        if "generator" in hit:                       # random patches: the location stream continues from there
+            prompter.generator.set_state(hit["generator"])
+        history = [{c: (int(v) if c in ("epoch", "step") else v) for c, v in zip(HISTORY, row) if not math.isnan(v)}
+                   for row in hit["history"].tolist()]
+        return VPResult(prompter, history, int(hit["best_epoch"]))
+    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc)
+    if key is not None:
+        hist = torch.tensor([[float(r.get(c, math.nan)) for c in HISTORY] for r in res.history], dtype=torch.float64)
+        gen = getattr(res.prompter, "generator", None)
+        cache.put(key, {**{f"p.{k}": v for k, v in res.prompter.state_dict().items()}, "history": hist,
+                        "best_epoch": torch.tensor(res.best_epoch),
+                        **({"generator": gen.get_state()} if gen is not None else {})})
+    return res
+
+
+def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in, tag: dict, cache=None):
     cfg = vp_config(P, prompter, seed)
-    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=f"VP {tag['dataset']}/{prompter}/s{seed}")
+    res = train_prompt_cached(bundle, head, train_in, cfg, val_in, cache, desc=f"VP {tag['dataset']}/{prompter}/s{seed}")
     vp_acc = accuracy(*predict(bundle, head, test_in, res.prompter))
     hist = [dict(tag, prompter=prompter, seed=seed, **row) for row in res.history]
     return res, vp_acc, hist
 
 
-def run_visual_prompting(P, bundle: ClipBundle) -> VPRun:
-    """Every dataset x prompter x seed of the notebook parameters ``P`` (see the notebook)."""
+def run_visual_prompting(P, bundle: ClipBundle, cache: FeatureCache | None = None) -> VPRun:
+    """Every dataset x prompter x seed of the notebook parameters ``P`` (see the notebook).
+
+    ``cache``: trained prompts are kept there and a rerun with the same inputs and training code loads
+    them (``train_prompt_cached``)."""
     rows, hist, prompts, vo_rows = [], [], {}, []
     probe_src = _source_probe(P, bundle) if P.vision_only_source else None
     for spec in P.datasets:
@@ -110,7 +156,7 @@ def run_visual_prompting(P, bundle: ClipBundle) -> VPRun:
         for prompter in kinds:
             for seed in P.seeds:
                 res, vp_acc, h = _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in,
-                                                  {"dataset": sp.name, "model": "clip"})
+                                                  {"dataset": sp.name, "model": "clip"}, cache)
                 hist += h
                 rows.append({"dataset": sp.name, "prompter": prompter, "seed": seed, "zero_shot_acc": zs_acc,
                              "vp_acc": vp_acc, "linear_probe_acc": lp_acc, "gain": vp_acc - zs_acc,
@@ -120,11 +166,11 @@ def run_visual_prompting(P, bundle: ClipBundle) -> VPRun:
                 if prompter == P.prompters[0] and seed == P.seeds[0]:
                     prompts[sp.name] = (res.prompter.prompt().detach().cpu()[0], test_in[0][0].cpu())
         if probe_src is not None and _listed(P.vision_only_datasets, spec, sp.name):
-            vo_rows += _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist)
+            vo_rows += _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist, cache)
     return VPRun(pd.DataFrame(rows), pd.DataFrame(hist), prompts, pd.DataFrame(vo_rows))
 
 
-def _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist) -> list[dict]:
+def _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist, cache=None) -> list[dict]:
     c = len(sp.classnames)
     if c > probe_src.n_classes:
         log.warning("vision-only row skipped for %s: %d classes > %d source-head outputs (hard-coded mapping)",
@@ -136,7 +182,7 @@ def _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist
     clip = [r for r in rows if r["dataset"] == sp.name and r["prompter"] == prompter]
     for seed in P.seeds:
         _, vp_acc, h = _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in,
-                                        {"dataset": sp.name, "model": "vision_only"})
+                                        {"dataset": sp.name, "model": "vision_only"}, cache)
         hist += h
         out.append({"dataset": sp.name, "model": "vision_only", "prompter": prompter, "seed": seed,
                     "base_acc": base, "vp_acc": vp_acc, "gain": vp_acc - base})

@@ -231,6 +231,14 @@ def _epoch(bundle, head, prompter, loader, opt, cfg, step0, total, scaler) -> tu
     return step, losses / max(seen, 1), 100.0 * hits / max(seen, 1)
 
 
+def new_prompter(bundle: ClipBundle, cfg: VPConfig) -> Prompter:
+    """The untrained prompter of ``cfg`` (its init drawn from ``cfg.seed``), on the bundle's device."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    extra = {"positions": cfg.patch_positions} if cfg.method == "random_patch" else {}
+    prompter = build_prompter(cfg.method, cfg.prompt_size, bundle.image_size, init=cfg.init, generator=gen, **extra)
+    return prompter.to(bundle.device)
+
+
 def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPConfig = VPConfig(),
                  val: Dataset | None = None, desc: str = "visual prompt") -> VPResult:
     """Learn one prompt for ``train`` through the frozen model and the fixed ``head``.
@@ -249,10 +257,7 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
         raise ValueError(f"VPConfig.select={cfg.select!r}; use one of {SELECTS}")
     if cfg.select == "val" and val is None:
         raise ValueError("VPConfig.select='val' needs a validation split: pass val=model_inputs(bundle, val_set)")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    extra = {"positions": cfg.patch_positions} if cfg.method == "random_patch" else {}
-    prompter = build_prompter(cfg.method, cfg.prompt_size, bundle.image_size, init=cfg.init, generator=gen, **extra)
-    prompter.to(bundle.device)
+    prompter = new_prompter(bundle, cfg)
     opt = torch.optim.SGD(prompter.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loader = _loader(train, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed)
     total = len(loader) * cfg.epochs
