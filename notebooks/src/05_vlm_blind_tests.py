@@ -167,7 +167,7 @@ if LLAVA:
                                                         P.components, ft_config)
 else:
     finetune_table, tv = BX.finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components,
-                                              ft_config, workers=P.workers)
+                                              ft_config, workers=P.workers, cache=vlmlab.features.FeatureCache())
 run.save_table(finetune_table, "finetune", floatfmt=".1f")
 run.save_table(tv, "tv", floatfmt=".3f")
 run.save_figure(BF.finetune_bars(finetune_table, readout_table), "finetune")

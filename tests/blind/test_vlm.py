@@ -295,3 +295,25 @@ def test_shipped_vlm_answers_multi_image_letter_questions_and_records_its_recipe
     task = control_task("control_correspondence", 60, seed=321)
     acc = float(np.mean(predictions(vlm, task, trunk_patches(vlm, task.images)) == task.answers))
     assert acc > 0.5, f"4-image background questions: {acc:.2f} (chance 0.25)"
+
+
+def test_finetune_predictions_come_from_the_cache_on_a_rerun(vlm, tmp_path, monkeypatch):
+    import vlmlab.blind.experiment as BX
+    from vlmlab.features import FeatureCache
+
+    runs = BX.prepare_tasks(vlm, ["odd_one_out"], n_train=8, n_test=6, seed=0)
+    preds = {n: BX.predictions(vlm, r.test, r.test_patches) for n, r in runs.items()}
+    kw = dict(soft_tokens=[1], components=["lora"], config=FinetuneConfig(steps=2, batch_size=4), cache=FeatureCache(tmp_path))
+    calls, real = [], BX._tuned_predictions
+    monkeypatch.setattr(BX, "_tuned_predictions", lambda ctx, job: calls.append(job) or real(ctx, job))
+    first = BX.finetune_variants(vlm, runs, "tiny", preds, **kw)
+    assert len(calls) == 2                                              # prompt x1, lora
+    again = BX.finetune_variants(vlm, runs, "tiny", preds, **kw)
+    assert len(calls) == 2                                              # nothing trained
+    for a, b in zip(first, again):
+        assert a.equals(b)
+    BX.finetune_variants(vlm, runs, "tiny", preds, **{**kw, "config": FinetuneConfig(steps=3, batch_size=4)})
+    assert len(calls) == 4                                              # another config trains both again
+    other = BX.prepare_tasks(vlm, ["odd_one_out"], n_train=8, n_test=6, seed=1)
+    BX.finetune_variants(vlm, other, "tiny", {n: BX.predictions(vlm, r.test, r.test_patches) for n, r in other.items()}, **kw)
+    assert len(calls) == 6                                              # other questions train

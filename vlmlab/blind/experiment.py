@@ -10,6 +10,9 @@ distribution by total variation, TV(P, Q) = 1/2 sum_i |P_i - Q_i| (§10).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import pickle
+import sys
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,7 @@ from vlmlab.blind.tasks import (CONTROLS, LETTERS, MCTask, control_task, corresp
 from vlmlab.blind.vlm import IMAGE, TinyVLM, option_logprobs, pad_batch
 from vlmlab.features import extract_arrays
 from vlmlab.metrics import answer_distribution, total_variation
+from vlmlab.runcache import code_fingerprint, tensor_digest
 from vlmlab.runtime import process_map, progress
 
 TASKS = {"depth": depth_task, "correspondence": correspondence_task, "odd_one_out": odd_one_out_task,
@@ -269,7 +273,7 @@ def layer_probe(vlm: TinyVLM, runs: dict[str, TaskRun], model: str) -> pd.DataFr
 
 def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_preds: dict, soft_tokens=(1, 5, 10),
                       lora_rank: int = 8, components=("lora", "projector", "vision"),
-                      config=None, workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      config=None, workers: int = 1, cache=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fine-tune each variant on each task's training questions; evaluate on its test questions.
 
     ``image_preds``: the original model's test predictions per task (``readout_vs_vlm``). Returns
@@ -278,6 +282,8 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
     the true letter distributions). ``workers > 1`` trains that many variants at once in CPU processes
     (``vlmlab.runtime.process_map``); every variant is seeded alone, so the tables change only through
     floating-point summation order where a worker has fewer torch threads than this process.
+    ``cache`` (a ``FeatureCache``): each variant's test predictions are kept there and a rerun with the
+    same model, data, config and fine-tuning code loads them (``finetune_key``) instead of training.
     """
     from vlmlab.blind.finetune import FinetuneConfig
 
@@ -285,10 +291,35 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
 
     def tune(plan: list[tuple[str, str, int]]) -> list[np.ndarray]:
         data = {name: (r.train, r.train_patches, r.test, r.test_patches) for name, r in runs.items()}
-        return process_map(_tuned_predictions, plan, context=(vlm, config, data), workers=workers,
-                           desc="fine-tune variants")                  # the tasks go once to each worker
+        keys = [None] * len(plan)
+        if cache is not None:
+            model_id, digests = tensor_digest(*vlm.state_dict().values()), {n: _data_digest(d) for n, d in data.items()}
+            keys = [finetune_key(model_id, config, digests[job[0]], job) for job in plan]
+        out = [None if k is None or (hit := cache.get(k)) is None else hit["pred"].numpy() for k in keys]
+        todo = [i for i, o in enumerate(out) if o is None]
+        done = process_map(_tuned_predictions, [plan[i] for i in todo], context=(vlm, config, data), workers=workers,
+                           desc="fine-tune variants") if todo else []   # the tasks go once to each worker
+        for i, pred in zip(todo, done):
+            out[i] = pred
+            if keys[i] is not None:
+                cache.put(keys[i], {"pred": torch.as_tensor(pred)})
+        return out
 
     return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tune)
+
+
+def _data_digest(data: tuple) -> str:
+    """sha1 of a task's (train, train_patches, test, test_patches): the question sets pickled, the patches' bytes."""
+    train, train_patches, test, test_patches = data
+    return hashlib.sha1(pickle.dumps((train, test), protocol=4)).hexdigest() + tensor_digest(train_patches, test_patches)
+
+
+def finetune_key(model_id: str, config, data_digest: str, job: tuple) -> dict:
+    """Cache key of one fine-tuning job (``vlmlab.runcache``): model weights, config, the task's data, the
+    variant, and the fine-tuning code."""
+    import vlmlab.blind.finetune as finetune, vlmlab.blind.vlm as vlm_module  # noqa: E401
+    return {"kind": "vlm-finetune", "model": model_id, "config": dataclasses.asdict(config), "data": data_digest,
+            "job": list(job), "code": code_fingerprint(finetune, vlm_module, sys.modules[__name__])}
 
 
 def _tuned_predictions(context, job) -> np.ndarray:
