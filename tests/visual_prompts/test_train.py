@@ -180,3 +180,19 @@ def test_cached_training_returns_the_trained_prompt_and_later_draws_repeat(tmp_p
     assert len(calls) == 2                                              # another config trains
     E.train_prompt_cached(bundle, head, planted_cue(8), cfg, data, cache)
     assert len(calls) == 3                                              # other training data trains
+
+
+def test_probe_features_through_the_cache_equal_encode_and_are_computed_once(tmp_path, monkeypatch):
+    from vlmlab.features import FeatureCache
+    from vlmlab.visual_prompts import evaluate as E
+    bundle, data = toy_bundle(), planted_cue()
+    calls, real = [], E.encode
+    monkeypatch.setattr(E, "encode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = FeatureCache(tmp_path)
+    ref = real(bundle, data)
+    for _ in range(2):
+        x, y = E._features(bundle, data, cache, "probe")
+        assert torch.equal(x, ref[0]) and torch.equal(y, ref[1])
+    assert len(calls) == 1
+    E._features(bundle, planted_cue(8), cache, "probe")               # other inputs: encoded
+    assert len(calls) == 2

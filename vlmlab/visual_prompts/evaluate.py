@@ -84,10 +84,21 @@ def _source_probe(P, bundle: ClipBundle):
     return fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=len(src.classnames), seed=P.seed)
 
 
-def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int) -> float:
-    x_tr, y_tr = encode(bundle, train_in, desc="probe features")
-    x_va, y_va = encode(bundle, val_in, desc="probe features")
-    x_te, y_te = encode(bundle, test_in, desc="probe features")
+def _features(bundle: ClipBundle, data, cache: FeatureCache | None, desc: str) -> tuple[Tensor, Tensor]:
+    """``encode`` without a prompt, through ``cache`` when the inputs are in-memory tensors (keyed by their digest)."""
+    if cache is None or not isinstance(data, TensorDataset):
+        return encode(bundle, data, desc=desc)
+    key = {"kind": "vp-features", "model": bundle.identity, "inputs": tensor_digest(*data.tensors)}
+    if (hit := cache.get(key)) is None:
+        hit = dict(zip(("feats", "labels"), encode(bundle, data, desc=desc)))
+        cache.put(key, hit)
+    return hit["feats"], hit["labels"]
+
+
+def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int, cache=None) -> float:
+    x_tr, y_tr = _features(bundle, train_in, cache, "probe features")
+    x_va, y_va = _features(bundle, val_in, cache, "probe features")
+    x_te, y_te = _features(bundle, test_in, cache, "probe features")
     probe = fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=n_classes, seed=P.seed)
     return accuracy(probe.logits(x_te), y_te)
 
@@ -150,7 +161,7 @@ def run_visual_prompting(P, bundle: ClipBundle, cache: FeatureCache | None = Non
         head = clip_head(bundle, sp.classnames, P.template or sp.template)
         train_in, val_in, test_in = (model_inputs(bundle, d) for d in (sp.train, sp.val, sp.test))
         zs_acc = accuracy(*predict(bundle, head, test_in))
-        lp_acc = _linear_probe_acc(P, bundle, train_in, val_in, test_in, len(sp.classnames)) if P.linear_probe \
+        lp_acc = _linear_probe_acc(P, bundle, train_in, val_in, test_in, len(sp.classnames), cache) if P.linear_probe \
             else float("nan")
         kinds = [k for k in P.prompters if k == P.prompters[0] or _listed(P.compare_on, spec, sp.name)]
         for prompter in kinds:
