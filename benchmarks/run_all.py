@@ -34,7 +34,8 @@ BENCHES = {
     "bench_coop": ("bench_coop.py", EMBEDDED_COOP + ["--batched"], "--csv"),                # 16 shots x 3 seeds
     "bench_coop_grid": ("bench_coop.py", EMBEDDED_COOP + ["--shots", "1", "2", "4", "8", "16", "--batched",
                                                           "--no-exact"], "--csv"),         # notebook 03's group
-    "bench_blind_finetune": ("bench_blind_finetune.py", [], "--csv"),
+    "bench_blind_finetune": ("bench_blind_finetune.py", ["--tasks", "depth", "correspondence", "odd_one_out", "style",
+                                                         "--steps", "100"], "--csv"),             # notebook 05's setting
     "sweep_uniinfo": ("sweep_uniinfo.py", ["--quick"], "--out"),
     "sweep_visual_prompt": ("sweep_visual_prompt.py", ["--quick"], "--out"),
     "estimate_coop_gpu_hours": ("estimate_coop_gpu_hours.py", [], "--csv"),                  # FLOPs, no timing
