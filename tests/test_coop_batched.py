@@ -161,3 +161,27 @@ def test_trained_runs_are_kept_in_the_cache_and_a_changed_input_retrains(bundle,
     assert run_sweep(bundle, [split], cfg=cfg, cache_runs=False, **kw).timing["runs_from_cache"] == 0
     monkeypatch.setattr(coop_jobs, "_code_fingerprint", lambda: "edited")
     assert run_sweep(bundle, [split], cfg=cfg, **kw).timing["runs_from_cache"] == 0
+
+
+def test_an_interrupted_sweep_keeps_the_runs_that_finished(bundle, tmp_path, monkeypatch):
+    from vlmlab import world
+    from vlmlab.features import FeatureCache
+    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", 30)
+    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
+                   test.template)
+    kw = dict(shots=[1, 2], seeds=[1], variants=["M4_end", "M2_middle_csc"], methods=("coop",),
+              cache=FeatureCache(tmp_path), cfg=CoOpConfig(n_views=2, epochs={1: 2, 2: 3}))
+    real, calls = BatchJob.run, []
+
+    def second_fails(self, b):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, b)
+
+    monkeypatch.setattr(BatchJob, "run", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(bundle, [split], **kw)
+    monkeypatch.setattr(BatchJob, "run", real)
+    assert run_sweep(bundle, [split], **kw).timing["runs_from_cache"] == 2    # the first group's 2 runs

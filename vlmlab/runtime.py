@@ -156,7 +156,8 @@ def _call(fn: Callable, item: Any) -> Any:
 
 
 def process_map(fn: Callable[[Any, Any], T], items: Sequence, context: Any = None, workers: int = 1,
-                threads: int | None = None, desc: str = "", cost: Callable[[Any], float] | None = None) -> list[T]:
+                threads: int | None = None, desc: str = "", cost: Callable[[Any], float] | None = None,
+                on_result: Callable[[int, T], None] | None = None) -> list[T]:
     """``[fn(context, item) for item in items]``, in ``workers`` spawned CPU processes when ``workers > 1``.
 
     ``fn`` must be a module-level function; ``context`` (a model, say) is sent once to each worker,
@@ -164,16 +165,22 @@ def process_map(fn: Callable[[Any, Any], T], items: Sequence, context: Any = Non
     process's threads split between the workers); with one worker, this process's threads while the
     items run (default: unchanged). ``cost(item)``: workers take the costliest items first (less idle
     time at the end). Results come back in ``items``' order, so they do not depend on the number of
-    workers as long as ``fn`` seeds what it draws.
+    workers as long as ``fn`` seeds what it draws. ``on_result(i, result)`` is called in this process as each
+    item finishes (to keep results as they come: an interrupted map loses only the unfinished items).
     """
     items = list(items)
+    keep = on_result or (lambda i, r: None)
     workers = min(workers, len(items))
     if workers <= 1:
         before = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
         try:
-            return [fn(context, x) for x in progress(items, desc=desc, total=len(items))]
+            out = []
+            for i, x in enumerate(progress(items, desc=desc, total=len(items))):
+                out.append(fn(context, x))
+                keep(i, out[-1])
+            return out
         finally:
             torch.set_num_threads(before)
     threads = threads or max(1, torch.get_num_threads() // workers)
@@ -184,4 +191,5 @@ def process_map(fn: Callable[[Any, Any], T], items: Sequence, context: Any = Non
         futures = {pool.submit(_call, fn, items[i]): i for i in order}
         for fut in progress(cf.as_completed(futures), desc=f"{desc} ({workers} workers)", total=len(items)):
             out[futures[fut]] = fut.result()
+            keep(futures[fut], out[futures[fut]])
     return out

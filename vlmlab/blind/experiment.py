@@ -297,12 +297,14 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
             keys = [finetune_key(model_id, config, digests[job[0]], job) for job in plan]
         out = [None if k is None or (hit := cache.get(k)) is None else hit["pred"].numpy() for k in keys]
         todo = [i for i, o in enumerate(out) if o is None]
-        done = process_map(_tuned_predictions, [plan[i] for i in todo], context=(vlm, config, data), workers=workers,
-                           desc="fine-tune variants") if todo else []   # the tasks go once to each worker
-        for i, pred in zip(todo, done):
-            out[i] = pred
-            if keys[i] is not None:
-                cache.put(keys[i], {"pred": torch.as_tensor(pred)})
+
+        def keep(j: int, pred: np.ndarray) -> None:                  # as each variant finishes
+            out[todo[j]] = pred
+            if keys[todo[j]] is not None:
+                cache.put(keys[todo[j]], {"pred": torch.as_tensor(pred)})
+
+        process_map(_tuned_predictions, [plan[i] for i in todo], context=(vlm, config, data), workers=workers,
+                    desc="fine-tune variants", on_result=keep)        # the tasks go once to each worker
         return out
 
     return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tune)

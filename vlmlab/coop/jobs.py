@@ -197,19 +197,17 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
                      sum(k is not None for k in keys), cache.root, len(jobs) - hits)
     todo = [i for i, r in enumerate(out) if r is None]
     pending = [jobs[i] for i in todo]
-    if not batch:
-        results = run_jobs(bundle, pending, workers=workers, threads=threads)
-    else:
-        units = batch_jobs(pending, max_rows)
-        unit_results = run_jobs(bundle, [u for _, u in units], workers=workers, threads=threads)
-        results = [None] * len(pending)
-        for (pos, unit), res in zip(units, unit_results):
-            for i, r in zip(pos, res if isinstance(unit, BatchJob) else [res]):
-                results[i] = r
-    for i, r in zip(todo, results):
-        out[i] = r
-        if cache is not None and keys[i] is not None:
-            cache.put(keys[i], _stored(r))
+    units = batch_jobs(pending, max_rows) if batch else [([j], job) for j, job in enumerate(pending)]
+
+    def keep(u: int, res) -> None:                   # as each unit finishes: an interruption loses only the rest
+        pos, unit = units[u]
+        for j, r in zip(pos, res if isinstance(unit, BatchJob) else [res]):
+            i = todo[j]
+            out[i] = r
+            if cache is not None and keys[i] is not None:
+                cache.put(keys[i], _stored(r))
+
+    run_jobs(bundle, [u for _, u in units], workers=workers, threads=threads, on_result=keep)
     return out
 
 
@@ -231,11 +229,12 @@ def _worker_job(source: tuple[str, str | None, str], job) -> dict:
     return job.run(_WORKER_BUNDLE)
 
 
-def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob | BatchJob], workers: int = 1, threads: int | None = None) -> list[dict]:
+def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob | BatchJob], workers: int = 1, threads: int | None = None,
+             on_result=None) -> list[dict]:
     """Run ``jobs`` in order; ``workers > 1`` uses that many processes (CPU bundles with weights from a file or tag).
 
     ``threads``: torch threads per process (in this process only while the jobs run); ``None`` keeps the
-    current setting here and splits it between workers.
+    current setting here and splits it between workers. ``on_result(i, result)``: called as job i finishes.
     """
     if not jobs:
         return []
@@ -244,6 +243,6 @@ def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob | BatchJob], work
                     "(device %s, pretrained %r); running in this process", workers, bundle.device, bundle.pretrained)
         workers = 1
     if workers <= 1:                                  # threads: tiny matrices, extra intra-op threads only add sync cost
-        return process_map(run_job, jobs, context=bundle, threads=threads, desc="CoOp runs")
+        return process_map(run_job, jobs, context=bundle, threads=threads, desc="CoOp runs", on_result=on_result)
     return process_map(_worker_job, jobs, context=(bundle.name, bundle.pretrained, bundle.identity), workers=workers,
-                       threads=threads, desc="CoOp runs", cost=lambda j: j.cost())
+                       threads=threads, desc="CoOp runs", cost=lambda j: j.cost(), on_result=on_result)
