@@ -132,7 +132,7 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
                    for row in hit["history"].tolist()]
         return VPResult(prompter, history, int(hit["best_epoch"]))
     res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc)
-    if key is not None:
+    if key is not None and all(set(row) <= set(HISTORY) for row in res.history):   # else it could not be restored whole
         hist = torch.tensor([[float(r.get(c, math.nan)) for c in HISTORY] for r in res.history], dtype=torch.float64)
         gen = getattr(res.prompter, "generator", None)
         cache.put(key, {**{f"p.{k}": v for k, v in res.prompter.state_dict().items()}, "history": hist,
