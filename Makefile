@@ -79,7 +79,7 @@ $(EXECUTED): $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.
 	@mv -f $(@D)/$(PARTIAL) $@
 
 claims: | $(SETUP)  ## merge every notebook's claims of PROFILE into results/PROFILE/claims.md (after make reproduce)
-	$(PY) -m vlmlab.cli claims --profile $(PROFILE)
+	$(PY) -m vlmlab.cli claims --profile $(PROFILE) --results-root $(RESULTS_DIR)
 
 lab: setup  ## open JupyterLab (kernel "Python (vlmlab)")
 	HF_HUB_OFFLINE=1 $(PY) -m jupyter lab
