@@ -45,3 +45,26 @@ def test_fit_linear_probe_uses_the_searched_C_and_its_validation_accuracy():
     acc = lambda c: float((LogisticRegression(C=c, max_iter=1000, random_state=0).fit(x, y).predict(xv) == yv).mean() * 100)
     c, _ = search_C(acc, 3)
     assert probe.C == c and probe.val_acc == acc(c)
+
+
+def test_each_fit_runs_with_the_asked_blas_threads(monkeypatch):
+    import sklearn.linear_model
+    import torch
+    from threadpoolctl import threadpool_info
+    import vlmlab.probe as probe
+
+    seen = []
+    real_fit = sklearn.linear_model.LogisticRegression.fit
+
+    def fit(self, x, y):
+        seen.append(max((i["num_threads"] for i in threadpool_info()), default=1))
+        return real_fit(self, x, y)
+
+    monkeypatch.setattr(sklearn.linear_model.LogisticRegression, "fit", fit)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 8, generator=g), torch.arange(40) % 4
+    probe.fit_linear_probe(x, y, x, y, refine=1)
+    assert seen and set(seen) == {1}
+    seen.clear()
+    probe.fit_linear_probe(x, y, C=1.0, threads=None)                # the process's setting, untouched
+    assert seen == [max((i["num_threads"] for i in threadpool_info()), default=1)]

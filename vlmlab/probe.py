@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 COARSE_C = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 
@@ -50,8 +51,11 @@ def _np(x) -> np.ndarray:
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
 
 
-def _fit(x, y, C, max_iter, seed):
-    return LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(x, y)
+def _fit(x, y, C, max_iter, seed, threads: int | None = 1):
+    """One lbfgs fit with at most ``threads`` BLAS threads (``None``: the process's setting). These problems
+    are small: on 2 cores a 640 x 128 x 20-class search took 8.2 s with the default threads, 0.34 s with one."""
+    with threadpool_limits(threads):
+        return LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(x, y)
 
 
 def search_C(score: Callable[[float], float], refine: int = 8) -> tuple[float, list[tuple[float, float]]]:
@@ -81,7 +85,7 @@ def search_C(score: Callable[[float], float], refine: int = 8) -> tuple[float, l
 
 def fit_linear_probe(train_feats, train_labels, val_feats=None, val_labels=None, *, C: float | None = None,
                      refine: int = 8, max_iter: int = 1000, seed: int = 0,
-                     n_classes: int | None = None) -> LinearProbe:
+                     n_classes: int | None = None, threads: int | None = 1) -> LinearProbe:
     """Fit a logistic-regression probe, searching C on (val_feats, val_labels) as lpclip does.
 
     Args:
@@ -90,18 +94,20 @@ def fit_linear_probe(train_feats, train_labels, val_feats=None, val_labels=None,
         C: fixed inverse regularisation (skips the search).
         refine: rounds of the end-point search after the coarse grid (lpclip: 8; 0 keeps the grid's C).
         n_classes: total classes (so logits have a column for classes absent from training).
+        threads: BLAS threads of each fit (default 1: faster on these small problems; ``None`` leaves the
+            process's setting, e.g. for a probe on a full training set).
     """
     x, y = _np(train_feats), _np(train_labels).astype(int)
     n_classes = n_classes or int(y.max()) + 1
     if C is not None:
-        return LinearProbe(_fit(x, y, C, max_iter, seed), C, float("nan"), n_classes)
+        return LinearProbe(_fit(x, y, C, max_iter, seed, threads), C, float("nan"), n_classes)
     if val_feats is None or val_labels is None:
         raise ValueError("fit_linear_probe needs val_feats/val_labels to search C (or pass C=...)")
     xv, yv = _np(val_feats), _np(val_labels).astype(int)
     fitted: dict[float, tuple[float, LogisticRegression]] = {}
 
     def score(c: float) -> float:
-        clf = _fit(x, y, c, max_iter, seed)
+        clf = _fit(x, y, c, max_iter, seed, threads)
         fitted[c] = (float((clf.predict(xv) == yv).mean() * 100), clf)
         return fitted[c][0]
 

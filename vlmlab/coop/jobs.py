@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from vlmlab.coop.batched import group_key, train_coop_batched
@@ -107,9 +106,7 @@ class ProbeJob:
 
     def run(self, bundle: ClipBundle | None = None) -> dict:
         t0, cpu = time.perf_counter(), time.process_time()
-        with threadpool_limits(1):                     # small lbfgs problems: BLAS threads only add sync cost (6x)
-            probe = fit_linear_probe(*self.train, *self.val, refine=self.refine, seed=self.seed,
-                                     n_classes=self.n_classes)
+        probe = fit_linear_probe(*self.train, *self.val, refine=self.refine, seed=self.seed, n_classes=self.n_classes)
         return {"accuracy": accuracy(probe.logits(self.test_feats), self.test_labels), "probe": probe,
                 "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu}
 
