@@ -1,4 +1,4 @@
-"""Keys for caching trained runs (CoOp contexts, visual prompts) beside the features.
+"""Keys for caching trained runs (CoOp contexts, visual prompts, VLM fine-tuning predictions) beside the features.
 
 A trained run is a deterministic function of its inputs and of the code that trains it; a rerun with
 the same of both can load the result instead of training again (``make reproduce`` with warm caches).

@@ -313,7 +313,8 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
 def _data_digest(data: tuple) -> str:
     """sha1 of a task's (train, train_patches, test, test_patches): the question sets pickled, the patches' bytes."""
     train, train_patches, test, test_patches = data
-    return hashlib.sha1(pickle.dumps((train, test), protocol=4)).hexdigest() + tensor_digest(train_patches, test_patches)
+    questions = hashlib.sha1(pickle.dumps((train, test), protocol=4)).hexdigest()
+    return questions + tensor_digest(train_patches, test_patches)
 
 
 def finetune_key(model_id: str, config, data_digest: str, job: tuple) -> dict:

@@ -15,9 +15,9 @@ The attention is written out (softmax(q k^T / sqrt(d_h)) v per head), the same f
 ``PromptLearner.forward`` up to float rounding (``tests/test_coop_batched.py``). The readout-only last
 block is most of the gain for a class-specific context (each row's L positions pass L - 1 blocks fully and
 the last one at its EOS only). Towers this does not cover (no causal mask, custom blocks) take the plain
-full forward over the R x C prompts. ``train_coop``'s step calls it with one context (R = 1), so a run trained alone and the
-same run trained in a group take the same arithmetic; ``PromptLearner.forward`` (evaluation, TPT) keeps
-the plainer ``encode_shared_prefix`` path.
+full forward over the R x C prompts. ``train_coop``'s step calls it with one context (R = 1), so a run
+trained alone and the same run trained in a group take the same arithmetic; ``PromptLearner.forward``
+(evaluation, TPT) keeps the plainer ``encode_shared_prefix`` path.
 """
 from __future__ import annotations
 

@@ -117,8 +117,8 @@ def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in) -> dic
             "code": code_fingerprint(train, prompters)}
 
 
-def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_in=None, cache: FeatureCache | None = None,
-                        desc: str = "visual prompt") -> VPResult:
+def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_in=None,
+                        cache: FeatureCache | None = None, desc: str = "visual prompt") -> VPResult:
     """``train_prompt``, or the result stored in ``cache`` under ``vp_run_key`` (the trained prompt's
     weights, history, selected epoch and, for random patches, the location generator's state after
     training, so the test draws repeat); a trained result is stored there."""
@@ -143,7 +143,8 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
 
 def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in, tag: dict, cache=None):
     cfg = vp_config(P, prompter, seed)
-    res = train_prompt_cached(bundle, head, train_in, cfg, val_in, cache, desc=f"VP {tag['dataset']}/{prompter}/s{seed}")
+    res = train_prompt_cached(bundle, head, train_in, cfg, val_in, cache,
+                              desc=f"VP {tag['dataset']}/{prompter}/s{seed}")
     vp_acc = accuracy(*predict(bundle, head, test_in, res.prompter))
     hist = [dict(tag, prompter=prompter, seed=seed, **row) for row in res.history]
     return res, vp_acc, hist
