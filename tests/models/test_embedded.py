@@ -140,6 +140,18 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert [h["loss"] for h in straight["history"]] == [h["loss"] for h in resumed["history"]]
 
 
+def test_world_is_recorded_and_another_worlds_checkpoint_is_not_resumed(tmp_path):
+    from safetensors import safe_open
+    cfg = TrainConfig(steps=2, batch_size=8, pool_size=32, warmup=1, ckpt_every=1, eval_every=100)
+    one = train(cfg, tmp_path / "w1.safetensors", tmp_path / "ckpt", world=1)
+    two = train(cfg, tmp_path / "w2.safetensors", tmp_path / "ckpt", world=2)  # same dir: must start afresh
+    assert len(two["history"]) == 2 and two["history"][0]["loss"] != one["history"][0]["loss"]
+    for name, world in (("w1", 1), ("w2", 2)):
+        with safe_open(str(tmp_path / f"{name}.safetensors"), "pt") as f:
+            assert f.metadata()["world_version"] == str(world)
+    assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)["world_version"] == 2
+
+
 def _evaluate_script():
     import importlib.util
 

@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 
 import vlmlab.world as W
-from vlmlab.world.captions import QUALITY_WORDS, caption
+from dataclasses import replace
+
+from vlmlab.world.captions import QUALITY_WORDS, caption, plural, shape_word
 from vlmlab.world.datasets import sample_scene
 from vlmlab.world.render import render_scene
+from vlmlab.world.scene import (GENERIC_RATE, LOOKALIKE_RATE, NAME_ORDER, NAME_RATES, SHAPE_LOOKALIKES, SHAPE_SYNONYMS,
+                                SIGN_RATE, TERRAIN_PHRASES, TERRAIN_WORD_RATE)
 from vlmlab.world.shapes import POLYGONS, shape_mask
 
 
@@ -89,7 +93,7 @@ def test_every_shape_mask_is_distinct():
 
 def test_caption_grammar_covers_every_attribute():
     rng = np.random.default_rng(0)
-    text = " ".join(caption(sample_scene(rng), rng) for _ in range(3000))
+    text = " ".join(caption(sample_scene(rng), rng, world=1) for _ in range(3000))
     for vocab in (W.SHAPES, list(W.COLOURS), [t for t in W.TEXTURES], list(W.SIZES), W.COUNT_WORDS[1:],
                   list(W.POSITIONS), W.BACKGROUNDS):
         for word in vocab:
@@ -102,15 +106,114 @@ def test_captions_name_the_shape_and_quality():
     rng = np.random.default_rng(1)
     for _ in range(200):
         sc = sample_scene(rng, style="photo")
-        c = caption(sc, rng, quality="blur")
+        c = caption(sc, rng, quality="blur", world=1)
         assert sc.shape.split()[0] in c or "shape" in c or "object" in c
-    qual = [caption(sample_scene(rng, style="photo"), rng, quality="noise") for _ in range(200)]
+    qual = [caption(sample_scene(rng, style="photo"), rng, quality="noise", world=1) for _ in range(200)]
     share = np.mean([any(w in c for w in QUALITY_WORDS["noise"]) for c in qual])
     assert 0.7 < share < 1.0
 
 
 def test_far_vocabulary_never_in_training_captions():
     rng = np.random.default_rng(2)
-    text = " ".join(caption(sample_scene(rng), rng, quality=None) for _ in range(3000))
+    text = " ".join(caption(sample_scene(rng), rng, quality=None, world=1) for _ in range(3000))
     for word in ("number", "satellite", "thermal", "forest", "desert", "seven", "nine", "city"):
         assert not re.search(rf"\b{word}\b", text), word
+
+
+# World 2 (issue 20): long-tailed names, look-alikes, far words in other contexts.
+
+def _binomial_ok(hits: int, n: int, p: float, sigmas: float = 4.5) -> bool:
+    return abs(hits - n * p) <= sigmas * np.sqrt(n * p * (1 - p)) + 1
+
+
+def test_world2_shape_words_are_name_lookalike_synonym_or_generic():
+    rng = np.random.default_rng(3)
+    for shape in W.SHAPES:
+        allowed = {shape, "shape", "object", *SHAPE_SYNONYMS[shape]} | ({SHAPE_LOOKALIKES[shape]} if shape in SHAPE_LOOKALIKES else set())
+        seen = {shape_word(shape, rng, world=2) for _ in range(400)}
+        assert seen <= allowed, (shape, seen - allowed)
+        assert set(SHAPE_SYNONYMS[shape]) <= seen
+    assert all(s not in W.SHAPES for syn in SHAPE_SYNONYMS.values() for s in syn)
+
+
+@pytest.mark.parametrize("shape", ["house", "triangle", "octagon"])
+def test_world2_name_and_lookalike_rates(shape):
+    rng = np.random.default_rng(4)
+    n = 20_000
+    words = [shape_word(shape, rng, world=2) for _ in range(n)]
+    look = SHAPE_LOOKALIKES.get(shape)
+    p_look = LOOKALIKE_RATE if look else 0.0
+    assert _binomial_ok(sum(w == shape for w in words), n, (1 - p_look) * NAME_RATES[shape])
+    if look:
+        assert _binomial_ok(sum(w == look for w in words), n, p_look)
+    generic = (1 - p_look) * (1 - NAME_RATES[shape]) * GENERIC_RATE
+    assert _binomial_ok(sum(w in ("shape", "object") for w in words), n, generic)
+
+
+def test_world2_name_rates_fall_geometrically_from_80_to_0_1_percent():
+    rates = [NAME_RATES[s] for s in NAME_ORDER]
+    assert sorted(NAME_ORDER) == sorted(W.SHAPES)
+    assert rates[0] == pytest.approx(0.8) and rates[-1] == pytest.approx(0.001)
+    assert np.allclose(np.diff(np.log(rates)), np.log(rates[1] / rates[0]))
+
+
+def test_world1_shape_word_is_the_class_name_or_generic():
+    rng = np.random.default_rng(5)
+    words = [shape_word("octagon", rng, world=1) for _ in range(5000)]
+    assert set(words) <= {"octagon", "shape", "object"}
+    assert _binomial_ok(sum(w == "octagon" for w in words), 5000, 0.92)
+
+
+def test_plural():
+    assert [plural(w) for w in ("box", "daisy", "valentine", "cross", "lightning bolt", "plus", "hoop")] == [
+        "boxes", "daisies", "valentines", "crosses", "lightning bolts", "pluses", "hoops"]
+
+
+def test_world2_far_words_only_in_their_other_contexts():
+    rng = np.random.default_rng(6)
+    pool_scenes = [sample_scene(rng) for _ in range(3000)]
+    plain = [caption(sc, rng, world=2) for sc in pool_scenes]
+    text = " ".join(plain)
+    for word in ("number", "satellite", "thermal", "five", "seven", "nine"):  # "five-sided" is a shape's synonym
+        assert not re.search(rf"\b{word}\b(?!-)", text), word
+    terrain_phrases = [p for ps in TERRAIN_PHRASES.values() for p in ps]
+    for word in W.TERRAINS:
+        for c in plain:
+            if re.search(rf"\b{word}\b", c):
+                assert any(p in c for p in terrain_phrases), c
+    share = np.mean([any(p in c for p in terrain_phrases) for c in plain])
+    assert 0.3 * TERRAIN_WORD_RATE < share < 0.7 * TERRAIN_WORD_RATE  # about half the captions name a background
+    # terrain words name the background they stand for
+    for sc, c in zip(pool_scenes, plain):
+        for bg, phrases in TERRAIN_PHRASES.items():
+            if any(p in c for p in phrases):
+                assert sc.background == bg, (sc.background, c)
+    signed = [caption(replace(sc, sign=7), rng, world=2) for sc in pool_scenes[:500]]
+    assert 0.85 < np.mean(["seven" in c for c in signed]) < 0.95
+    assert all("seven" not in c for c in plain)
+
+
+def test_world2_pool_signs():
+    imgs1, scenes1 = W.training_pool(600, seed=1, cache=False, world=1)
+    imgs2, scenes2 = W.training_pool(600, seed=1, cache=False, world=2)
+    assert all(s.sign is None for s in scenes1)
+    signed = [i for i, s in enumerate(scenes2) if s.sign is not None]
+    assert _binomial_ok(len(signed), 600, SIGN_RATE)
+    assert {scenes2[i].sign for i in signed} <= set(range(10))
+    # a sign changes the picture; images without one keep world 1's scene
+    unsigned = [i for i in range(600) if scenes2[i].sign is None]
+    assert all(replace(scenes2[i], sign=None) == scenes1[i] for i in signed)
+    assert all(scenes2[i] == scenes1[i] for i in unsigned)
+    sc = replace(scenes1[0], sign=3)
+    a = render_scene(replace(sc, sign=None), np.random.default_rng(0))
+    b = render_scene(sc, np.random.default_rng(0))
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 5
+    with pytest.raises(ValueError):
+        replace(sc, sign=10)
+
+
+def test_evaluation_tasks_never_carry_signs():
+    for name, task in W.TASKS.items():
+        rng = np.random.default_rng(0)
+        _, sc = task.make(rng, 0, 32)
+        assert sc is None or sc.sign is None, name

@@ -162,13 +162,18 @@ def load_checkpoint(path: Path) -> dict:
                            f"afresh.") from err
 
 
-def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
+def train(cfg: TrainConfig, out: Path, ckpt_dir: Path, world: int = WORLD_VERSION) -> dict:
+    """Train the embedded CLIP on world ``world``'s pool and captions (``vlmlab.world.captions``).
+
+    Resumes from ``ckpt_dir/last.pt`` when it holds the same config and world; writes float16
+    weights to ``out`` with the config and world version in the metadata.
+    """
     torch.set_num_threads(cfg.threads)
     gen = seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     bundle = build_embedded("cpu")
     model = bundle.model
-    images, scenes = training_pool(cfg.pool_size, seed=cfg.seed)
+    images, scenes = training_pool(cfg.pool_size, seed=cfg.seed, world=world)
     pool = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8
     labels = attribute_labels(scenes)
     heads = AttributeHeads(bundle.embed_dim)
@@ -182,7 +187,7 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
     ckpt = ckpt_dir / "last.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        if state["config"] == asdict(cfg) and state.get("world_version", 1) == WORLD_VERSION:
+        if state["config"] == asdict(cfg) and state.get("world_version", 1) == world:
             model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
             heads.load_state_dict(state["heads"])
             gen.set_state(state["gen"]); rng.bit_generator.state = state["rng"]
@@ -206,7 +211,7 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
                 x[sel] = degrade(x[sel], name, gen, cfg.noise_max, cfg.contrast_min)
                 for i in sel.tolist():
                     quality[i] = name
-        texts = [caption(scenes[int(i)], rng, quality[j]) for j, i in enumerate(idx)]
+        texts = [caption(scenes[int(i)], rng, quality[j], world=world) for j, i in enumerate(idx)]
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
         emb = model.encode_image(bundle.normalize_pixels(x))
@@ -234,11 +239,11 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path) -> dict:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                         "rng": rng.bit_generator.state, "history": history, "heads": heads.state_dict(), "step": step + 1,
-                        "config": asdict(cfg), "world_version": WORLD_VERSION}, tmp)
+                        "config": asdict(cfg), "world_version": world}, tmp)
             os.replace(tmp, ckpt)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata={"config": json.dumps(asdict(cfg)), "world_version": str(WORLD_VERSION)})
+    save_file(state, str(out), metadata={"config": json.dumps(asdict(cfg)), "world_version": str(world)})
     summary = {"config": asdict(cfg), "history": history, "wall_time_s": history[-1]["time_s"],
                "final_val_objects_acc": history[-1].get("val_objects_acc")}
     (ckpt_dir / "train_log.json").write_text(json.dumps(summary, indent=1))
@@ -272,9 +277,11 @@ def main(argv=None) -> None:
             p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "vlmlab" / "assets" / "embedded.safetensors")
     p.add_argument("--ckpt-dir", type=Path, default=REPO_ROOT / "checkpoints" / "embedded")
+    p.add_argument("--world", type=int, default=WORLD_VERSION, choices=(1, 2),
+                   help="caption grammar and training pool (vlmlab.world.captions); default: the shipped weights' world")
     a = vars(p.parse_args(argv))
-    out, ckpt_dir = a.pop("out"), a.pop("ckpt_dir")
-    summary = train(TrainConfig(**a), out, ckpt_dir)
+    out, ckpt_dir, world = a.pop("out"), a.pop("ckpt_dir"), a.pop("world")
+    summary = train(TrainConfig(**a), out, ckpt_dir, world=world)
     log.info("wrote %s (%.0f s, val objects %.1f%%)", out, summary["wall_time_s"], summary["final_val_objects_acc"] or -1)
 
 

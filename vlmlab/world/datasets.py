@@ -12,7 +12,7 @@ Task table (``TASKS``): name, label field, class names and the hand-written prom
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,11 +24,10 @@ from torch.utils.data import Dataset
 from vlmlab.results import atomic_path, read_cached
 from vlmlab.runtime import cache_root, get_logger, progress
 from vlmlab.world.render import render_digit, render_scene, render_terrain
-from vlmlab.world.scene import (BACKGROUNDS, COLOURS, COUNT_WORDS, DIGITS, POSITIONS, SHAPES, SIZES,
-                                STYLES, TERRAINS, TEXTURES, TRAIN_STYLE_WEIGHTS, Scene)
+from vlmlab.world.scene import (BACKGROUNDS, COLOURS, COUNT_WORDS, DIGITS, POSITIONS, SHAPES, SIGN_RATE, SIZES,
+                                STYLES, TERRAINS, TEXTURES, TRAIN_STYLE_WEIGHTS, WORLD_VERSION, Scene)
 
 log = get_logger(__name__)
-WORLD_VERSION = 1  # bump when rendering changes: invalidates caches
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "pool": 3}
 
 
@@ -205,15 +204,23 @@ def load(name: str, split: str = "test", n: int = 1000, seed: int = 0, size: int
                         {"distance": task.distance, "description": task.description})
 
 
-def training_pool(n: int, seed: int = 0, size: int = 64, cache: bool = True) -> tuple[np.ndarray, list[Scene]]:
-    """``n`` images from the training distribution with their scenes (for captions)."""
-    key = f"world-v{WORLD_VERSION}_pool_n{n}_s{seed}_px{size}"
+def training_pool(n: int, seed: int = 0, size: int = 64, cache: bool = True,
+                  world: int = WORLD_VERSION) -> tuple[np.ndarray, list[Scene]]:
+    """``n`` images from the training distribution with their scenes (for captions).
+
+    ``world=2`` puts a sign with a random digit on ``SIGN_RATE`` (5 %) of the images
+    (``render.draw_sign``); the rest of each image is drawn as in world 1.
+    """
+    key = f"world-v{world}_pool_n{n}_s{seed}_px{size}"
     path = cache_root() / "world" / f"{key}.npz"
     scenes = []
     images = np.empty((n, size, size, 3), np.uint8)
     rngs = [np.random.default_rng([seed, SPLIT_IDS["pool"], i]) for i in range(n)]
     for rng in rngs:
-        scenes.append(sample_scene(rng))
+        scene = sample_scene(rng)
+        if world >= 2 and rng.random() < SIGN_RATE:
+            scene = replace(scene, sign=int(rng.integers(len(DIGITS))))
+        scenes.append(scene)
     if cache and (data := _load_cached(path, {"images": images.shape})) is not None:
         return data["images"], scenes
     for i in progress(range(n), desc="render training pool", total=n):

@@ -187,9 +187,30 @@ def render_scene(scene: Scene, rng: np.random.Generator, size: int = 64) -> np.n
         img = np.round(img * 4) / 4
     else:
         raise KeyError(f"unknown style {style!r}")
+    if scene.sign is not None:
+        img = draw_sign(np.clip(img, 0, 1).astype(np.float32), scene.sign, rng)
     if scene.palette == "thermal":
         img = thermal(np.clip(img, 0, 1))
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def draw_sign(img: np.ndarray, digit: int, rng: np.random.Generator) -> np.ndarray:
+    """A plain square board with ``digit`` on it, pasted over ``img`` (float, (S, S, 3)) at a random place.
+
+    Boards range from a corner tag (30 % of the side) to most of the picture (70 %), so a sign's
+    digit is sometimes as large as the digits dataset's (world 2's training images only).
+    """
+    size = img.shape[0]
+    side = int(round(size * rng.uniform(0.3, 0.7)))
+    x0, y0 = (int(v) for v in rng.integers(0, size - side + 1, 2))
+    light = rng.random() < 0.5
+    board = rng.uniform(0.75, 0.95) if light else rng.uniform(0.05, 0.3)
+    ink = rng.uniform(0.0, 0.3, 3) if light else rng.uniform(0.7, 1.0, 3)
+    m = digit_mask(digit, size, x0 + side / 2, y0 + side / 2, 0.75 * side, rng.uniform(0.45, 0.65),
+                   stroke=side * rng.uniform(0.07, 0.12), slant=rng.uniform(-0.15, 0.25))[..., None]
+    out = img.copy()
+    out[y0:y0 + side, x0:x0 + side] = board + rng.uniform(-0.05, 0.05, 3)
+    return out * (1 - m) + ink.astype(np.float32) * m
 
 
 def render_digit(digit: int, rng: np.random.Generator, size: int = 64) -> np.ndarray:

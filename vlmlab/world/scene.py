@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, asdict
 
+# The world the shipped weights were trained on: its caption grammar and training pool
+# (``captions.caption``, ``datasets.training_pool``). Part of every world cache key.
+WORLD_VERSION = 1
+
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "heart", "cross", "hexagon", "pentagon",
     "diamond", "crescent", "ring", "arrow", "ellipse", "octagon", "trapezoid",
@@ -31,9 +35,51 @@ POSITIONS: dict[str, tuple[float, float]] = {  # (x, y) centre as a fraction of 
 BACKGROUNDS: tuple[str, ...] = ("white", "dark", "grass", "sky", "sand", "wood")
 STYLES: tuple[str, ...] = ("photo", "cartoon", "sketch", "painting", "pixel art")
 
-# Far-from-training vocabularies: never rendered or named in training captions.
+# Far-set vocabularies. World 1 never renders or names them in training; world 2 names them only in
+# other contexts (terrain words for backgrounds, digits on signs; see below), never their datasets' looks.
 DIGITS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TERRAINS: tuple[str, ...] = ("water", "forest", "desert", "snow", "farmland", "city", "mountain", "beach")
+
+# World 2 (issue 20): how captions name things, so that the world relates to the embedded CLIP as
+# ImageNet and CoOp's datasets relate to CLIP. Web captions name common objects by their usual
+# word and rare ones mostly otherwise; they confuse look-alikes; and the words of far datasets
+# appear, but in other contexts (EuroSAT's "forest" is a word CLIP knows from elsewhere).
+#
+# Shapes from the most to the least often called by their class name (the word the evaluation
+# datasets prompt with). The rate falls geometrically from 80 % to 0.1 % (``NAME_RATES``).
+NAME_ORDER: tuple[str, ...] = (
+    "house", "heart", "star", "arrow", "cross", "flower", "circle", "square", "triangle", "ring",
+    "diamond", "lightning bolt", "teardrop", "crescent", "semicircle", "ellipse", "hexagon", "pentagon",
+    "trapezoid", "octagon",
+)
+NAME_RATES: dict[str, float] = {s: 0.8 * (0.001 / 0.8) ** (k / (len(NAME_ORDER) - 1)) for k, s in enumerate(NAME_ORDER)}
+# Other ways a caption names a shape; none is another class name.
+SHAPE_SYNONYMS: dict[str, tuple[str, str]] = {
+    "circle": ("disc", "round shape"), "square": ("block", "box"), "triangle": ("wedge", "three-sided shape"),
+    "star": ("pentagram", "starburst"), "heart": ("valentine", "love symbol"), "cross": ("plus sign", "plus"),
+    "hexagon": ("honeycomb cell", "six-sided shape"), "pentagon": ("home plate", "five-sided shape"),
+    "diamond": ("rhombus", "lozenge"), "crescent": ("moon shape", "sickle"), "ring": ("hoop", "donut"),
+    "arrow": ("pointer", "chevron"), "ellipse": ("oval", "egg shape"), "octagon": ("stop sign", "eight-sided shape"),
+    "trapezoid": ("trapezium", "truncated wedge"), "semicircle": ("half disc", "dome"),
+    "lightning bolt": ("zigzag", "thunderbolt"), "house": ("home", "hut"), "teardrop": ("droplet", "raindrop"),
+    "flower": ("blossom", "daisy"),
+}
+# Look-alikes: a caption calls the shape by the other's class name ``LOOKALIKE_RATE`` of the time.
+SHAPE_LOOKALIKES: dict[str, str] = {
+    "circle": "ellipse", "ring": "circle", "ellipse": "circle", "octagon": "hexagon", "hexagon": "octagon",
+    "pentagon": "hexagon", "star": "flower", "flower": "star", "diamond": "square", "square": "diamond",
+    "trapezoid": "triangle", "semicircle": "crescent", "crescent": "semicircle", "teardrop": "circle",
+    "house": "pentagon",
+}
+LOOKALIKE_RATE = 0.25
+GENERIC_RATE = 0.25  # of the captions that do not use the class name or a look-alike: "shape" / "object"
+# Terrain words naming backgrounds (a share ``TERRAIN_WORD_RATE`` of background mentions).
+TERRAIN_PHRASES: dict[str, tuple[str, ...]] = {
+    "white": ("in the snow",), "sky": ("by the water",), "sand": ("in the desert", "on a beach"),
+    "grass": ("on farmland", "in a forest"), "dark": ("in the city",), "wood": ("on a mountain",),
+}
+TERRAIN_WORD_RATE = 0.15
+SIGN_RATE = 0.05  # share of world-2 training images that carry a sign with a digit ("with the number seven")
 
 # How often each rendition style appears in training: mostly photos, as web data is.
 TRAIN_STYLE_WEIGHTS: dict[str, float] = {
@@ -53,6 +99,7 @@ class Scene:
     background: str = "white"
     style: str = "photo"
     palette: str = "natural"  # "natural" or "thermal" (far set: colour replaced by a heat map)
+    sign: int | None = None   # world 2: a sign showing this digit (index into DIGITS) on top of the scene
 
     def __post_init__(self):
         checks = [("shape", SHAPES), ("colour", COLOURS), ("texture", TEXTURES), ("size", SIZES),
@@ -61,6 +108,8 @@ class Scene:
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Scene.{name}={getattr(self, name)!r}; allowed: {list(allowed)}")
+        if self.sign is not None and not 0 <= self.sign <= 9:
+            raise ValueError(f"Scene.sign={self.sign}; allowed None or 0..9")
         if not 1 <= self.count <= 4:
             raise ValueError(f"Scene.count={self.count}; allowed 1..4")
 
