@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import vlmlab.world as W
@@ -101,6 +102,26 @@ def test_attribute_labels_index_the_vocabularies():
                 assert i == -1
             else:
                 assert values[i] == getattr(s, name)
+
+
+def test_sign_head_only_in_world_2_and_batches_without_signs_cost_nothing():
+    from dataclasses import replace
+
+    from vlmlab.models.train_embedded import AttributeHeads
+    torch.manual_seed(0)
+    one, two = AttributeHeads(8, world=1), AttributeHeads(8, world=2)
+    assert list(one.heads) == list(ATTRIBUTES) and list(two.heads) == [*ATTRIBUTES, "sign"]
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng) for _ in range(6)]
+    labels = attribute_labels(scenes)
+    assert labels["sign"].tolist() == [-1] * 6
+    z = torch.randn(6, 8)
+    two.heads.load_state_dict(one.heads.state_dict(), strict=False)
+    assert torch.equal(one.loss(z, labels), two.loss(z, labels))  # no signed image: the sign head adds nothing
+    signed = attribute_labels([replace(scenes[0], sign=4)] + scenes[1:])
+    assert signed["sign"].tolist() == [4] + [-1] * 5
+    extra = F.cross_entropy(two.heads["sign"](z[:1]), torch.tensor([4]))
+    torch.testing.assert_close(two.loss(z, signed), one.loss(z, signed) + extra)
 
 
 def test_training_is_deterministic_and_resumes(tmp_path):

@@ -150,6 +150,12 @@ def test_world2_name_and_lookalike_rates(shape):
     assert _binomial_ok(sum(w in ("shape", "object") for w in words), n, generic)
 
 
+def test_world2_lookalikes_lend_commoner_names_once():
+    assert all(NAME_RATES[look] > NAME_RATES[shape] for shape, look in SHAPE_LOOKALIKES.items())
+    assert len(set(SHAPE_LOOKALIKES.values())) == len(SHAPE_LOOKALIKES)
+    assert not set(SHAPE_LOOKALIKES.values()) & set(SHAPE_LOOKALIKES)
+
+
 def test_world2_name_rates_fall_geometrically_from_80_to_0_1_percent():
     rates = [NAME_RATES[s] for s in NAME_ORDER]
     assert sorted(NAME_ORDER) == sorted(W.SHAPES)

@@ -113,24 +113,39 @@ ATTRIBUTES = {"shape": SHAPES, "colour": list(COLOURS), "texture": TEXTURES, "co
 
 
 def attribute_labels(scenes) -> dict[str, torch.Tensor]:
-    """Integer label per attribute for each scene; position is -1 (ignored) when count > 1."""
+    """Integer label per attribute for each scene; position is -1 (ignored) when count > 1.
+
+    ``sign`` is the digit on the scene's sign (world 2), -1 when it has none.
+    """
     out = {}
     for name, values in ATTRIBUTES.items():
         index = {v: i for i, v in enumerate(values)}
         out[name] = torch.tensor([index[getattr(s, name)] for s in scenes])
     out["position"] = torch.where(torch.tensor([s.count for s in scenes]) == 1, out["position"], -1)
+    out["sign"] = torch.tensor([-1 if s.sign is None else s.sign for s in scenes])
     return out
 
 
 class AttributeHeads(torch.nn.Module):
-    """Linear read-outs of the world attributes from the image embedding (training aid only; not shipped)."""
+    """Linear read-outs of the world attributes from the image embedding (training aid only; not shipped).
 
-    def __init__(self, dim: int):
+    World 2 adds a head for the digit on a sign, as the shape head exists: the contrastive loss
+    alone rarely needs the digit to tell a batch's captions apart, so a small CLIP would not learn
+    to read it (the world's analogue of the OCR that real CLIP learns from web scale).
+    """
+
+    def __init__(self, dim: int, world: int = 1):
         super().__init__()
-        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, len(v)) for k, v in ATTRIBUTES.items()})
+        sizes = {k: len(v) for k, v in ATTRIBUTES.items()} | ({"sign": 10} if world >= 2 else {})
+        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, n) for k, n in sizes.items()})
 
     def loss(self, z: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum(F.cross_entropy(h(z), labels[k], ignore_index=-1) for k, h in self.heads.items())
+        total = 0
+        for k, h in self.heads.items():
+            if k == "sign" and not bool((labels[k] >= 0).any()):
+                continue  # no signed image in this batch
+            total = total + F.cross_entropy(h(z), labels[k], ignore_index=-1)
+        return total
 
 
 def _lr(step: int, cfg: TrainConfig) -> float:
@@ -176,7 +191,7 @@ def train(cfg: TrainConfig, out: Path, ckpt_dir: Path, world: int = WORLD_VERSIO
     images, scenes = training_pool(cfg.pool_size, seed=cfg.seed, world=world)
     pool = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8
     labels = attribute_labels(scenes)
-    heads = AttributeHeads(bundle.embed_dim)
+    heads = AttributeHeads(bundle.embed_dim, world)
     val = load("objects", "val", n=400, seed=cfg.seed)
     named = list(model.named_parameters()) + list(heads.named_parameters(prefix="aux"))
     decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]

@@ -65,11 +65,13 @@ SHAPE_SYNONYMS: dict[str, tuple[str, str]] = {
     "flower": ("blossom", "daisy"),
 }
 # Look-alikes: a caption calls the shape by the other's class name ``LOOKALIKE_RATE`` of the time.
+# One way only, from the rarer name to the commoner one, and each name lends itself once (an
+# ellipse is called a circle; a circle is not called an ellipse). Mutual pairs made both classes
+# swap their names in zero-shot (a first world-2 run: circle/ellipse, star/flower, square/diamond
+# at 0 %, objects 40 %).
 SHAPE_LOOKALIKES: dict[str, str] = {
-    "circle": "ellipse", "ring": "circle", "ellipse": "circle", "octagon": "hexagon", "hexagon": "octagon",
-    "pentagon": "hexagon", "star": "flower", "flower": "star", "diamond": "square", "square": "diamond",
-    "trapezoid": "triangle", "semicircle": "crescent", "crescent": "semicircle", "teardrop": "circle",
-    "house": "pentagon",
+    "ellipse": "circle", "octagon": "hexagon", "pentagon": "house", "flower": "star", "diamond": "square",
+    "semicircle": "crescent", "trapezoid": "triangle", "lightning bolt": "arrow",
 }
 LOOKALIKE_RATE = 0.25
 GENERIC_RATE = 0.25  # of the captions that do not use the class name or a look-alike: "shape" / "object"
