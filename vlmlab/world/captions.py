@@ -8,7 +8,8 @@ and a quality word is added for images the training loop degraded.
 ``world=1``: the shape is called by its class name (8 % "shape"/"object"); words of the far sets
 (digits, terrain, thermal) never appear. ``world=2`` (issue 20) names shapes as web captions name
 ImageNet's classes: by the class name at a long-tailed rate (``scene.NAME_RATES``, 80 % down to
-0.1 %), otherwise by a synonym or "shape"/"object", and 25 % of the time by a look-alike's name;
+0.1 %), otherwise by a synonym or "shape"/"object"; eight rare shapes are called by a commoner
+look-alike's name 25 % of the time (``scene.SHAPE_LOOKALIKES``, one way only);
 backgrounds are sometimes called by terrain words ("in the desert"), and signs by their digit
 ("with the number seven"): the far sets' words, in other contexts.
 """
