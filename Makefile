@@ -109,7 +109,7 @@ clean-cache:  ## delete cached features and rendered data (VLMLAB_CACHE_DIR: $VL
 # ---------------------------------------------------------------------------------------
 # The embedded model: retrain (deterministic, resumable: rerun after an interruption) and measure.
 # ---------------------------------------------------------------------------------------
-train-embedded: | $(SETUP)  ## retrain the embedded CLIP into vlmlab/assets/embedded.safetensors (~80 min on 2 CPU cores)
+train-embedded: | $(SETUP)  ## retrain the embedded CLIP into vlmlab/assets/embedded.safetensors (~35 min on 2 CPU cores, resumable)
 	$(RUN_ENV) $(PY) -m vlmlab.models.train_embedded $(TRAIN_ARGS)
 
 train-embedded-vlm: | $(SETUP)  ## retrain the embedded VLM of notebook 05 (3 stages) into vlmlab/assets/embedded_vlm.safetensors (~18 min, 2 CPU cores)

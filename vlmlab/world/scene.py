@@ -10,7 +10,7 @@ from dataclasses import dataclass, asdict
 
 # The world the shipped weights were trained on: its caption grammar and training pool
 # (``captions.caption``, ``datasets.training_pool``). Part of every world cache key.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "heart", "cross", "hexagon", "pentagon",
