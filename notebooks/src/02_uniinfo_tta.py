@@ -50,7 +50,7 @@ tpt = {}  # TPTConfig overrides, e.g. {"n_views": 32}
 zero = {}  # ZeroConfig overrides
 mta = {}  # MTAConfig overrides
 tda = {}  # TDAConfig overrides
-uniinfo = {"lora_extra": "bn", "info_threshold": 10.0, "info_threshold_classes": None, "lr": 1e-2,
+uniinfo = {"lora_extra": "bn", "info_threshold": 6.0, "info_threshold_classes": None, "lr": 1e-2,
            "ema_momentum": 0.1058}  # UniInfoConfig overrides: the world's values (benchmarks/sweep_uniinfo.py); paper: {}
 n_cost_images = 64  # type: int; range 0..; images timed per single-view / online method for tables/cost.csv (0: skip)
 n_cost_images_multiview = 4  # type: int; range 0..; images timed per 64-view method
