@@ -7,10 +7,10 @@ a truncated or damaged cache file is a miss (logged by name, deleted, rendered a
 
 Task table (``TASKS``): name, label field, class names and the hand-written prompt template.
 ``objects`` is the ImageNet analogue, ``renditions`` the ImageNet-R analogue, and ``digits``,
-``terrain`` and ``thermal`` are far sets. In world 2 (``WORLD_VERSION``) the far sets are far but
-not unknown, as EuroSAT's classes are to CLIP: digits appear only on signs in 5 % of the training
-pool, terrain words only as rare names of backgrounds, thermal colour maps never; their looks
-(digit glyphs as whole images, terrain tiles, thermal maps) never do.
+``terrain`` and ``thermal`` are far sets. In world 2 (``WORLD_VERSION``) they are far but not
+unknown, as EuroSAT's classes are to CLIP: digits appear only on signs in 5 % of the training pool,
+terrain words only as rare names of backgrounds; terrain tiles and thermal colour maps never appear
+in training, nor does a digit filling the whole image.
 """
 from __future__ import annotations
 
