@@ -91,13 +91,17 @@ class PadPrompter(Prompter):
 
 
 class FixedPatchPrompter(Prompter):
-    """A learned ``size`` x ``size`` square at the top-left corner."""
+    """A learned ``size`` x ``size`` square at the top-left corner.
+
+    ``generator`` and ``positions`` are the random patch's (``RandomPatchPrompter``, which moves this
+    square); here ``positions`` only sets ``n_positions``, the corners per axis a random patch draws from.
+    """
 
     def __init__(self, size: int, image_size: int = 224, init: str = "randn",
                  generator: torch.Generator | None = None, positions: str = "reference"):
         super().__init__(size, image_size, max_size=image_size)
         if positions not in ("reference", "all"):
-            raise ValueError(f"random_patch positions {positions!r}: use 'reference' (S - p corners per axis, "
+            raise ValueError(f"patch positions {positions!r}: use 'reference' (S - p corners per axis, "
                              "as np.random.choice(S - p)) or 'all' (S - p + 1)")
         self.n_positions = max(1, image_size - self.size + (positions == "all"))
         self.patch = _init((1, 3, self.size, self.size), init, generator)
@@ -106,7 +110,7 @@ class FixedPatchPrompter(Prompter):
         return _place(self.patch, self.image_size, 0, 0)
 
 
-class RandomPatchPrompter(Prompter):
+class RandomPatchPrompter(FixedPatchPrompter):
     """A learned square at a random location, re-drawn on every call (train and test).
 
     Args:
@@ -116,12 +120,7 @@ class RandomPatchPrompter(Prompter):
 
     def __init__(self, size: int, image_size: int = 224, init: str = "randn",
                  generator: torch.Generator | None = None, positions: str = "reference"):
-        super().__init__(size, image_size, max_size=image_size)
-        if positions not in ("reference", "all"):
-            raise ValueError(f"random_patch positions {positions!r}: use 'reference' (S - p corners per axis, "
-                             "as np.random.choice(S - p)) or 'all' (S - p + 1)")
-        self.n_positions = max(1, image_size - self.size + (positions == "all"))
-        self.patch = _init((1, 3, self.size, self.size), init, generator)
+        super().__init__(size, image_size, init, generator, positions)
         self.generator = generator
         self.last_corner: tuple[int, int] = (0, 0)
 
