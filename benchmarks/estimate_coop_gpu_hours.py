@@ -4,8 +4,8 @@
     python benchmarks/estimate_coop_gpu_hours.py --tflops 100 300 --csv /tmp/coop_gpu_hours.csv
 
 The paper grid: CoOp's 11 datasets (class counts below), shots 1/2/4/8/16 with CoOp's epochs (ImageNet 50
-for every K), batch 32, 3 seeds, the notebook's 7 variants (M16 end / middle, UC / CSC at every K; M4, M8
-and M4 "a photo of a" at 16 shots), open_clip RN50: a 12-layer text transformer of width 512 (MLP 2048),
+for every K), batch 32, 3 seeds, the notebook's 8 variants (M16 end / middle, UC / CSC at every K; M4 end,
+M8 end, M4 middle and M4 "a photo of a" at 16 shots), open_clip RN50: a 12-layer text transformer of width 512 (MLP 2048),
 image tower 4.1 GFLOP per 224-px forward.
 
 Text-tower cost per step, multiply-accumulates of the linear layers (12 W^2 per position per layer:
@@ -37,7 +37,7 @@ SHOTS = [1, 2, 4, 8, 16]
 VARIANTS = [("M16_end", 16, "end", False, SHOTS), ("M16_middle", 16, "middle", False, SHOTS),
             ("M16_end_csc", 16, "end", True, SHOTS), ("M16_middle_csc", 16, "middle", True, SHOTS),
             ("M4_end@16", 4, "end", False, [16]), ("M8_end@16", 8, "end", False, [16]),
-            ("M4_end_photo@16", 4, "end", False, [16])]
+            ("M4_middle@16", 4, "middle", False, [16]), ("M4_end_photo@16", 4, "end", False, [16])]
 WIDTH, LAYERS, CONTEXT, NAME_TOKENS = 512, 12, 77, 3      # RN50 text tower; a class name of ~3 BPE tokens
 IMAGE_GFLOP, BATCH, VIEWS = 4.1, 32, 32
 

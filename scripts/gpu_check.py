@@ -47,7 +47,7 @@ COOP_CLASSES = {"OxfordPets": 37, "Flowers102": 102, "FGVCAircraft": 100, "DTD":
                 "ImageNet": 1000}          # CoOp's 11 datasets (Zhou et al., IJCV 2022, Table/DATASETS.md)
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}     # params/paper/03_coop_shots.yaml `epochs`
 COOP_IMAGENET_EPOCHS = {1: 50}                             # `epochs_by_dataset`: ImageNet 50 for every K
-COOP_RUNS = {1: 4, 2: 4, 4: 4, 8: 4, 16: 7}   # notebooks/src/03_coop_shots.py `variants`: 4 at every K, 3 "@16"
+COOP_RUNS = {1: 4, 2: 4, 4: 4, 8: 4, 16: 8}   # notebooks/src/03_coop_shots.py `variants`: 4 at every K, 4 "@16"
 COOP_SEEDS, COOP_BATCH, COOP_REF_CLASSES = 3, 32, 100
 
 
@@ -87,7 +87,7 @@ PAPER_COUNTS: dict[str, dict[str, tuple[float, str]]] = {
     "02_uniinfo_tta": {"images": TTA_IMAGES},
     "03_coop_shots": {
         "steps": (coop_reference_steps(),
-                  "3 seeds x 11 datasets x (4 variants at K = 1, 2, 4, 8, 16 + 3 at K = 16) x CoOp's epochs x "
+                  "3 seeds x 11 datasets x (4 variants at K = 1, 2, 4, 8, 16 + 4 at K = 16) x CoOp's epochs x "
                   "K*C/32 steps, each dataset's steps weighted by C/100 (params/paper/03_coop_shots.yaml, "
                   "notebooks/src/03_coop_shots.py `variants`, docs/sweeps.md)"),
     },

@@ -42,10 +42,26 @@ def test_official_count_and_orderings():
 
 def test_grid_counts_coop_steps_and_seeds():
     t = E.grid((100.0, 300.0))
-    assert len(t) == len(E.CLASSES) * (4 * 5 + 3)
+    assert len(t) == len(E.CLASSES) * (4 * 5 + 4)
     row = t[(t.dataset == "EuroSAT") & (t.variant == "M16_end") & (t.shots == 16)].iloc[0]
     assert row.steps == 3 * 200 * (10 * 16 // 32)                    # 3 seeds x 200 epochs x 5 steps
     imnet = t[(t.dataset == "ImageNet") & (t.variant == "M16_end") & (t.shots == 1)].iloc[0]
     assert imnet.steps == 3 * 50 * (1000 // 32)                      # ImageNet: 50 epochs for every K
     s = E.summary(t, (100.0, 300.0)).set_index("setting")["EFLOP"]
     assert s.iloc[0] > s.iloc[1] > s.iloc[2] > 0                      # CoOp's code > exact > cached
+
+
+def test_variants_are_the_notebooks():
+    """The estimate counts the variants notebook 03 trains by default (and parses them the same way)."""
+    import ast
+
+    from vlmlab.coop import CoOpConfig, parse_variant
+
+    src = (_PATH.parents[1] / "notebooks" / "src" / "03_coop_shots.py").read_text()
+    line = next(l for l in src.splitlines() if l.startswith("variants = "))
+    names = ast.literal_eval(line.split("=", 1)[1].split("#")[0].strip())
+    assert [v[0] for v in E.VARIANTS] == names
+    for name, m, position, csc, shots in E.VARIANTS:
+        variant = parse_variant(name)
+        cfg = variant.config(CoOpConfig())
+        assert (cfg.n_ctx, cfg.position, cfg.csc, variant.shots_or(E.SHOTS)) == (m, position, csc, tuple(shots)), name
