@@ -1,0 +1,180 @@
+"""Rerun docs/fidelity.md's switch measurements: each switch's notebook run beside the default run.
+
+    python scripts/fidelity_checks.py                   # every check; reads results/embedded/ as the default
+    python scripts/fidelity_checks.py --only 02_templates 04_select_val
+    python scripts/fidelity_checks.py --list            # the checks and their overrides
+
+A check runs one notebook of the embedded profile with ``params/embedded/<nb>.yaml`` and the check's
+overrides on top (papermill ``-y``, as `make reproduce` plus one YAML string) into
+``results/check/<check>/``, then reads the numbers its row of docs/fidelity.md reports from that run and
+from the default run (``results/embedded/<nb>/``, from `make reproduce`; the script runs it when it is
+missing). A finished check (its ``provenance.json`` exists) is not rerun unless ``--force``; the
+default run is never rerun. Prints one markdown table (check, measure, default, switched, difference)
+and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
+feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min,
+``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds) under a minute.
+
+Papermill's ``-y`` replaces a dict parameter whole, so a check that changes one key of a dict the
+embedded profile sets (``uniinfo``) restates that profile's other keys (read from its YAML file).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params" / "embedded"
+
+Measure = Callable[[Path], dict[str, float]]
+
+
+def _metrics(*keys: str) -> Measure:
+    def read(run: Path) -> dict[str, float]:
+        m = json.loads((run / "metrics.json").read_text())
+        return {k: float(m[k]) for k in keys}
+    return read
+
+
+def _claims(run: Path) -> dict[str, float]:
+    v = pd.read_csv(run / "tables" / "claims.csv")["verdict"].value_counts()
+    return {"claims hold": float(v.get("holds", 0)), "claims fail": float(v.get("fails", 0))}
+
+
+def _vp_gains(run: Path) -> dict[str, float]:
+    t = pd.read_csv(run / "tables" / "gain_summary.csv")
+    t = t[t["group"] == "all"]
+    return {f"{r.prompter} gain ({r.n_datasets} datasets)": float(r.gain) for r in t.itertuples()}
+
+
+def _coop_average(run: Path) -> dict[str, float]:
+    t = pd.read_csv(run / "tables" / "coop.csv")
+    t = t[(t.method == "coop") & (t.n_ctx == 16) & (t.position == "end") & ~t.csc.astype(bool)]
+    means = t.groupby(["dataset", "shots"]).accuracy.mean().groupby("shots").mean()
+    out = {f"M16 end average, {k} shots": float(v) for k, v in means.items()}
+    obj = t[(t.dataset == "objects") & (t.shots == 16)].accuracy
+    if len(obj):
+        out["M16 end, objects, 16 shots"] = float(obj.mean())
+    return out
+
+
+def _objects16(run: Path) -> dict[str, float]:
+    t = pd.read_csv(run / "tables" / "coop.csv")
+    t = t[(t.method == "coop") & (t.dataset == "objects") & (t.shots == 16) & (t.n_ctx == 16)
+          & (t.position == "end") & ~t.csc.astype(bool)]
+    return {"M16 end, objects, 16 shots (3 seeds)": float(t.accuracy.mean())}
+
+
+def _both(*measures: Measure) -> Measure:
+    def read(run: Path) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for m in measures:
+            out.update(m(run))
+        return out
+    return read
+
+
+def _profile(notebook: str) -> dict:
+    return yaml.safe_load((PARAMS / f"{notebook}.yaml").read_text()) or {}
+
+
+@dataclass
+class Check:
+    name: str
+    notebook: str
+    overrides: dict
+    measure: Measure
+    row: str                                       # where docs/fidelity.md reports it
+    extra: dict = field(default_factory=dict)      # overrides that only narrow the run (not the switch)
+
+
+def checks() -> list[Check]:
+    uniinfo = dict(_profile("02_uniinfo_tta").get("uniinfo", {}))
+    tta = [f"mean_acc/{m}" for m in ("No-adapt", "Tip-Adapter (1)", "Tip-Adapter (5)", "Tip-Adapter (10)", "ZERO",
+                                     "TDA", "UniInfo")]
+    return [
+        Check("02_old_switches", "02_uniinfo_tta",
+              {"zero": {"vote_dtype": "float32"}, "tip_adapter": {"key_average": "normalized"},
+               "uniinfo": {**uniinfo, "lora_backward": "exact"}},
+              _both(_metrics(*tta), _claims), "fixed #4, #6, #7"),
+        Check("02_templates", "02_uniinfo_tta",
+              {"tda": {"templates": "imagenet7"}, "tip_adapter": {"templates": "imagenet7"}},
+              _both(_metrics(*tta), _claims), "departures: Tip-Adapter, TDA prompt"),
+        Check("04_select_val", "04_visual_prompt_fid", {"select": "val"}, _both(_vp_gains, _claims),
+              "departures: visual prompting, last epoch"),
+        Check("04_patch_positions_all", "04_visual_prompt_fid", {"vp": {"patch_positions": "all"}},
+              _both(_vp_gains, _claims), "fixed #10a"),
+        Check("03_old_epochs", "03_coop_shots", {"epochs": {1: 25, 2: 50, 4: 50, 8: 50, 16: 50}},
+              _both(_coop_average, _claims), "fixed #11"),
+        Check("03_crop_scale", "03_coop_shots", {"coop": {"crop_scale": [0.08, 1.0]}}, _objects16,
+              "departures: CoOp crop scale",
+              extra={"datasets": ["world:objects"], "shots": [16], "variants": ["M16_end"], "dg_targets": [],
+                     "words_dataset": "objects"}),
+    ]
+
+
+def run_notebook(notebook: str, out: Path, overrides: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "provenance.json").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "papermill", f"notebooks/{notebook}.ipynb", str(out / "executed.ipynb"),
+           "-k", "vlmlab", "--cwd", "notebooks", "-f", str(PARAMS / f"{notebook}.yaml"),
+           "-r", "profile", "embedded", "-r", "device", "auto", "-r", "out_dir", str(out.resolve())]
+    if overrides:
+        cmd += ["-y", yaml.safe_dump(overrides, default_flow_style=True).strip()]
+    print(f"== {out.name}: {notebook} with {overrides or 'the profile'}", flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True,
+                   env={**os.environ, "VLMLAB_BATCH": "1", "HF_HUB_OFFLINE": "1"})
+    if not (out / "provenance.json").is_file():
+        raise SystemExit(f"{notebook}: papermill finished but {out}/provenance.json is missing")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", help="check names (default: all)")
+    ap.add_argument("--results", type=Path, default=ROOT / "results", help="results root (default: results/)")
+    ap.add_argument("--force", action="store_true", help="rerun checks that already finished")
+    ap.add_argument("--list", action="store_true", help="list the checks and exit")
+    args = ap.parse_args()
+    todo = checks()
+    if args.list:
+        for c in todo:
+            print(f"{c.name:24s} {c.notebook:22s} {c.overrides} {c.extra or ''}  -> docs/fidelity.md {c.row}")
+        return
+    if args.only:
+        unknown = sorted(set(args.only) - {c.name for c in todo})
+        if unknown:
+            raise SystemExit(f"unknown check(s) {unknown}; known: {[c.name for c in todo]}")
+        todo = [c for c in todo if c.name in args.only]
+    rows = []
+    for c in todo:
+        default = args.results / "embedded" / c.notebook
+        if c.extra:                                  # a narrowed run: its own default beside it
+            default = args.results / "check" / f"{c.name}_default"
+        if not (default / "provenance.json").is_file():
+            run_notebook(c.notebook, default, c.extra)
+        out = args.results / "check" / c.name
+        if args.force or not (out / "provenance.json").is_file():
+            run_notebook(c.notebook, out, {**c.extra, **c.overrides})
+        before, after = c.measure(default), c.measure(out)
+        for key in before:
+            rows.append({"check": c.name, "row": c.row, "measure": key, "default": round(before[key], 2),
+                         "switched": round(after[key], 2), "difference": round(after[key] - before[key], 2)})
+    table = pd.DataFrame(rows)
+    folder = args.results / "check"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "fidelity_checks.csv", index=False)
+    (folder / "fidelity_checks.md").write_text(table.to_markdown(index=False) + "\n")
+    print(table.to_markdown(index=False))
+    print(f"-> {folder / 'fidelity_checks.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""scripts/fidelity_checks.py: every check's overrides are valid notebook parameters and config fields."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vlmlab import params
+from vlmlab.coop import CoOpConfig
+from vlmlab.tta.tda import TDAConfig
+from vlmlab.tta.tip_adapter import TipAdapterConfig
+from vlmlab.tta.uniinfo import UniInfoConfig
+from vlmlab.tta.zero import ZeroConfig
+from vlmlab.visual_prompts.train import VPConfig
+
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "fidelity_checks.py"
+_spec = importlib.util.spec_from_file_location("fidelity_checks", _PATH)
+F = importlib.util.module_from_spec(_spec)
+sys.modules["fidelity_checks"] = F                # dataclasses look their module up there
+_spec.loader.exec_module(F)
+
+CONFIGS = {"zero": ZeroConfig, "tip_adapter": TipAdapterConfig, "tda": TDAConfig, "uniinfo": UniInfoConfig,
+           "vp": VPConfig, "coop": CoOpConfig}
+
+
+@pytest.mark.parametrize("check", F.checks(), ids=lambda c: c.name)
+def test_overrides_are_parameters_and_config_fields(check):
+    values = {**check.extra, **check.overrides}
+    params.load(check.notebook, "embedded", values)                  # unknown keys or wrong types raise
+    for key, value in check.overrides.items():
+        if key in CONFIGS:
+            fields = {f.name for f in dataclasses.fields(CONFIGS[key])}
+            assert set(value) <= fields, f"{check.name}: {sorted(set(value) - fields)} not in {CONFIGS[key].__name__}"
+
+
+def test_uniinfo_check_keeps_the_profile_values():
+    """papermill -y replaces a dict whole: the UniInfo check must restate the profile's fitted values."""
+    (check,) = [c for c in F.checks() if c.name == "02_old_switches"]
+    profile = params.read_yaml(params.params_path("02_uniinfo_tta", "embedded"))["uniinfo"]
+    assert {k: check.overrides["uniinfo"][k] for k in profile} == profile
+    assert check.overrides["uniinfo"]["lora_backward"] == "exact"
+
+
+def test_coop_measures_read_the_tables(tmp_path):
+    rows = [("objects", "coop", 16, "end", False, 16, s, a) for s, a in ((1, 70.0), (2, 72.0))]
+    rows += [("digits", "coop", 16, "end", False, 16, 1, 50.0), ("objects", "coop", 16, "end", True, 16, 1, 10.0),
+             ("objects", "zero_shot", 0, "-", False, 0, 1, 60.0)]
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame(rows, columns=["dataset", "method", "n_ctx", "position", "csc", "shots", "seed", "accuracy"]) \
+        .to_csv(tmp_path / "tables" / "coop.csv", index=False)
+    assert F._objects16(tmp_path) == {"M16 end, objects, 16 shots (3 seeds)": 71.0}
+    avg = F._coop_average(tmp_path)
+    assert avg["M16 end average, 16 shots"] == pytest.approx((71.0 + 50.0) / 2)   # datasets weigh equally
