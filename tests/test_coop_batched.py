@@ -1,6 +1,7 @@
 """Batched CoOp (``vlmlab.coop.batched``) against one-run-at-a-time ``train_coop``."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -185,3 +186,32 @@ def test_an_interrupted_sweep_keeps_the_runs_that_finished(bundle, tmp_path, mon
         run_sweep(bundle, [split], **kw)
     monkeypatch.setattr(BatchJob, "run", real)
     assert run_sweep(bundle, [split], **kw).timing["runs_from_cache"] == 2    # the first group's 2 runs
+
+
+def test_linear_probe_search_is_kept_in_the_cache_and_the_refit_is_the_same_probe(bundle, tmp_path, monkeypatch):
+    from vlmlab import world
+    from vlmlab.coop import jobs as coop_jobs
+    from vlmlab.features import FeatureCache
+    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", 30)
+    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
+                   test.template)
+    kw = dict(shots=[1, 2], seeds=[1, 2], variants=["M4_end"], methods=("linear_probe",), cache=FeatureCache(tmp_path),
+              cfg=CoOpConfig(n_views=2, epochs={1: 2}), lp_refine=3)
+    first = run_sweep(bundle, [split], **kw)
+    assert first.timing["probes_from_cache"] == 0
+    searches = []
+    real = coop_jobs.fit_linear_probe
+    monkeypatch.setattr(coop_jobs, "fit_linear_probe", lambda *a, **k: searches.append(k.get("C")) or real(*a, **k))
+    again = run_sweep(bundle, [split], **kw)
+    assert again.timing["probes_from_cache"] == 4 and again.timing["runs_from_cache"] == 0
+    assert len(searches) == 4 and None not in searches                       # one fit each, at a stored C
+    pd.testing.assert_frame_equal(again.table, first.table)
+    for key, probe in first.linear_probes.items():
+        got = again.linear_probes[key]
+        assert (got.C, got.val_acc) == (probe.C, probe.val_acc)
+        np.testing.assert_array_equal(got.clf.coef_, probe.clf.coef_)
+    # other rounds of the search, or edited probe code: searched afresh
+    assert run_sweep(bundle, [split], **{**kw, "lp_refine": 2}).timing["probes_from_cache"] == 0
+    monkeypatch.setattr(coop_jobs, "_probe_code", lambda: "edited")
+    assert run_sweep(bundle, [split], **kw).timing["probes_from_cache"] == 0

@@ -12,7 +12,9 @@ With a ``cache`` (a ``FeatureCache``), ``run_units`` keeps every trained cached-
 statistics under a key of everything the training reads (``run_key``: model identity, classes, config,
 seed, shots, epochs, a digest of the labels and view features, batched or single, and a fingerprint of
 the training code and torch version). A rerun loads the context and evaluates it on the test features
-instead of training again; ``make clean-cache`` (or ``cache=None``) trains everything afresh.
+instead of training again; ``make clean-cache`` (or ``cache=None``) trains everything afresh. A linear
+probe keeps its searched C (``probe_key``: the train and val features and labels, classes, rounds, seed,
+the probe code and scikit-learn version); a rerun fits once at that C instead of searching again.
 """
 from __future__ import annotations
 
@@ -107,6 +109,18 @@ class ProbeJob:
     def run(self, bundle: ClipBundle | None = None) -> dict:
         t0, cpu = time.perf_counter(), time.process_time()
         probe = fit_linear_probe(*self.train, *self.val, refine=self.refine, seed=self.seed, n_classes=self.n_classes)
+        return self._result(probe, t0, cpu)
+
+    def restore(self, hit: dict[str, Tensor]) -> dict:
+        """The result of a cached C search: one fit at the stored C, the same classifier as the search's
+        (``fit_linear_probe`` fits every C with the same solver, seed and iterations)."""
+        t0, cpu = time.perf_counter(), time.process_time()
+        c, val_acc = hit["search"].tolist()
+        probe = fit_linear_probe(*self.train, C=c, seed=self.seed, n_classes=self.n_classes)
+        probe.val_acc = val_acc
+        return {**self._result(probe, t0, cpu), "from_cache": True}
+
+    def _result(self, probe, t0: float, cpu: float) -> dict:
         return {"accuracy": accuracy(probe.logits(self.test_feats), self.test_labels), "probe": probe,
                 "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu}
 
@@ -158,7 +172,24 @@ def run_key(bundle: ClipBundle, job: Job, batched: bool, code: str | None = None
             "code": code or _code_fingerprint()}
 
 
+def _probe_code() -> str:
+    import sklearn
+
+    import vlmlab.probe
+    return code_fingerprint(vlmlab.probe) + f"/sklearn {sklearn.__version__}"
+
+
+def probe_key(job: ProbeJob, code: str | None = None) -> dict:
+    """The cache key of a linear probe's C search: what the search reads (train and val features and labels,
+    classes, rounds, seed) and a fingerprint of ``vlmlab.probe`` and the scikit-learn version."""
+    return {"kind": "linear-probe-search", "n_classes": int(job.n_classes), "refine": int(job.refine),
+            "seed": int(job.seed), "train": tensor_digest(*job.train), "val": tensor_digest(*job.val),
+            "code": code or _probe_code()}
+
+
 def _stored(res: dict) -> dict[str, Tensor]:
+    if "probe" in res:
+        return {"search": torch.tensor([res["probe"].C, res["probe"].val_acc], dtype=torch.float64)}
     stats = [res["seconds"], res["cpu_seconds"], res["steps"], res["final_loss"]]
     return {"ctx": res["ctx"], "stats": torch.tensor(stats, dtype=torch.float64)}
 
@@ -184,13 +215,13 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
     out: list = [None] * len(jobs)
     keys: list[dict | None] = [None] * len(jobs)
     if cache is not None:
-        code = _code_fingerprint()
+        code, pcode = _code_fingerprint(), _probe_code()
         for i, job in enumerate(jobs):
-            keys[i] = run_key(bundle, job, batch, code)
+            keys[i] = probe_key(job, pcode) if isinstance(job, ProbeJob) else run_key(bundle, job, batch, code)
             if keys[i] is not None and (hit := cache.get(keys[i])) is not None:
-                out[i] = _restored(bundle, job, hit)
+                out[i] = job.restore(hit) if isinstance(job, ProbeJob) else _restored(bundle, job, hit)
         if hits := sum(r is not None for r in out):
-            log.info("CoOp: %d of %d runs loaded from the cache (%s), %d to train", hits,
+            log.info("CoOp: %d of %d runs and probes loaded from the cache (%s), %d to train", hits,
                      sum(k is not None for k in keys), cache.root, len(jobs) - hits)
     todo = [i for i, r in enumerate(out) if r is None]
     pending = [jobs[i] for i in todo]

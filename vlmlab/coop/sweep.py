@@ -19,7 +19,8 @@ cached-mode runs of a dataset with the same prompt design (M, position, CSC, ini
 one text-tower pass per step for all of them (``vlmlab.coop.batched``; the same contexts and accuracies
 as one run at a time, to float rounding); exact-mode runs stay one at a time. With a ``cache``, trained
 cached-mode runs are kept there and a rerun with the same inputs and training code loads them
-(``cache_runs``; ``timing["runs_from_cache"]`` counts them).
+(``cache_runs``; ``timing["runs_from_cache"]`` counts them), and so are the linear probes' searched C
+(``timing["probes_from_cache"]``: a rerun fits each probe once, at its C).
 """
 from __future__ import annotations
 
@@ -167,7 +168,10 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
     rows += _collect(out, jobs, results)
     out.timing = {"wall_s": time.perf_counter() - t0, "prep_wall_s": t_prep, "prep_cpu_s": cpu_prep,
                   "jobs_cpu_s": sum(r["cpu_seconds"] for r in results if not r.get("from_cache")), "jobs": len(jobs),
-                  "runs_from_cache": sum(bool(r.get("from_cache")) for r in results), "workers": workers,
+                  "runs_from_cache": sum(bool(r.get("from_cache")) for j, r in zip(jobs, results)
+                                         if not isinstance(j, ProbeJob)),
+                  "probes_from_cache": sum(bool(r.get("from_cache")) for j, r in zip(jobs, results)
+                                           if isinstance(j, ProbeJob)), "workers": workers,
                   "batch_runs": bool(batch_runs)}
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {s.name: i for i, s in enumerate(splits)}

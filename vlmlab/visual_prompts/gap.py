@@ -35,6 +35,7 @@ cache (``$TORCH_HOME/hub/checkpoints/``) and stop with an error naming it when i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,18 @@ class GapFeatures:
 
     def __len__(self) -> int:
         return len(self.pooled if self.pooled is not None else self.images)
+
+    @cached_property
+    def phi_moments(self) -> tuple[Tensor, Tensor]:
+        """Mean of Phi(x) over the set and mean of ||Phi(x)||^2 (float64), all the exact ``lpips`` needs;
+        computed once per set (the reference set is compared with every dataset)."""
+        if self.maps is None:
+            raise ValueError("phi_moments needs feature maps")
+        mu, sq = [], torch.zeros((), dtype=torch.float64)
+        for part in _phi_parts(self.maps):                                       # one layer at a time
+            mu.append(part.mean(0))
+            sq = sq + part.pow(2).sum(1).mean()
+        return torch.cat(mu), sq
 
 
 def to_uint8(dataset, size: int | None = None, n: int | None = None) -> np.ndarray:
@@ -271,12 +284,12 @@ class LpipsGap:
     n_pairs: int | None  # None = exact all-pairs means
 
 
-def _flat_phi(maps: list[Tensor], eps: float = 1e-10) -> Tensor:
-    """Concatenated channel-normalised maps, scaled so that ||Phi(x) - Phi(y)||^2 = perceptual_distance."""
+def _phi_parts(maps: list[Tensor], eps: float = 1e-10):
+    """Phi(x) layer by layer: channel-normalised maps, flattened and scaled so that, concatenated,
+    ||Phi(x) - Phi(y)||^2 = perceptual_distance(x, y). Yields (N, C_l H_l W_l) float64 blocks."""
     n_layers = len(maps)
-    parts = [(m / (m.norm(dim=1, keepdim=True) + eps)).flatten(1).double() / np.sqrt(n_layers * m[0].numel())
-             for m in maps]
-    return torch.cat(parts, dim=1)  # (N, sum_l C_l H_l W_l)
+    for m in maps:
+        yield (m / (m.norm(dim=1, keepdim=True) + eps)).flatten(1).double() / np.sqrt(n_layers * m[0].numel())
 
 
 def _pair_means(fa: GapFeatures, fb: GapFeatures, extractor, n_pairs: int, rng: np.random.Generator,
@@ -315,9 +328,7 @@ def lpips(dataset_a, dataset_b, feature_extractor, n_pairs: int | None = None, s
         if fa.maps is None or fb.maps is None:
             raise ValueError(f"lpips(n_pairs=None) needs feature maps, which {type(feature_extractor).__name__} "
                              "does not give; pass n_pairs=1000 (or more) to sample pairs")
-        pa, pb = _flat_phi(fa.maps), _flat_phi(fb.maps)                         # (N, F), (M, F)
-        mu_a, mu_b = pa.mean(0), pb.mean(0)
-        sq_a, sq_b = pa.pow(2).sum(1).mean(), pb.pow(2).sum(1).mean()
+        (mu_a, sq_a), (mu_b, sq_b) = fa.phi_moments, fb.phi_moments           # mean Phi, mean ||Phi||^2
         cross = float(sq_a + sq_b - 2 * mu_a @ mu_b)
         within_a, within_b = float(2 * sq_a - 2 * mu_a @ mu_a), float(2 * sq_b - 2 * mu_b @ mu_b)
         return LpipsGap(float((mu_a - mu_b).pow(2).sum()), cross, within_a, within_b, None)
