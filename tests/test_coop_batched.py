@@ -207,6 +207,8 @@ def test_linear_probe_search_is_kept_in_the_cache_and_the_refit_is_the_same_prob
     assert again.timing["probes_from_cache"] == 4 and again.timing["runs_from_cache"] == 0
     assert len(searches) == 4 and None not in searches                       # one fit each, at a stored C
     pd.testing.assert_frame_equal(again.table, first.table)
+    from vlmlab.probe import COARSE_C
+    assert any(p.C not in COARSE_C for p in first.linear_probes.values())     # a refined C is among them
     for key, probe in first.linear_probes.items():
         got = again.linear_probes[key]
         assert (got.C, got.val_acc) == (probe.C, probe.val_acc)
@@ -215,3 +217,22 @@ def test_linear_probe_search_is_kept_in_the_cache_and_the_refit_is_the_same_prob
     assert run_sweep(bundle, [split], **{**kw, "lp_refine": 2}).timing["probes_from_cache"] == 0
     monkeypatch.setattr(coop_jobs, "_probe_code", lambda: "edited")
     assert run_sweep(bundle, [split], **kw).timing["probes_from_cache"] == 0
+
+
+def test_a_restored_probe_equals_the_searched_one_on_an_ill_conditioned_problem():
+    """Large C, float32 features: the fit depends on whether C reaches scikit-learn as a numpy or a Python
+    float, so the restore must pass it as the search did."""
+    from vlmlab.coop.jobs import _stored
+    g = torch.Generator().manual_seed(0)
+    n_cls, d = 20, 128
+    centres = torch.randn(n_cls, d, generator=g)
+    def draw(n):  # noqa: E306
+        y = torch.arange(n_cls).repeat(n)
+        return F.normalize(centres[y] + 4.0 * torch.randn(len(y), d, generator=g), dim=-1), y
+    job = ProbeJob("toy", 16, 1, n_cls, draw(16), draw(4), *draw(20))
+    searched = job.run()
+    assert isinstance(searched["probe"].clf.C, np.floating)                 # a refined C (3162.3 here)
+    restored = job.restore(_stored(searched))
+    assert restored["from_cache"] and restored["probe"].C == searched["probe"].C
+    np.testing.assert_array_equal(restored["probe"].clf.coef_, searched["probe"].clf.coef_)
+    assert restored["accuracy"] == searched["accuracy"]

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -115,8 +116,12 @@ class ProbeJob:
         """The result of a cached C search: one fit at the stored C, the same classifier as the search's
         (``fit_linear_probe`` fits every C with the same solver, seed and iterations)."""
         t0, cpu = time.perf_counter(), time.process_time()
-        c, val_acc = hit["search"].tolist()
-        probe = fit_linear_probe(*self.train, C=c, seed=self.seed, n_classes=self.n_classes)
+        c, val_acc, numpy_c = hit["search"].tolist()
+        # the search passes the refined Cs as numpy float64 and the grid's as Python floats; scikit-learn's
+        # lbfgs then runs its objective in float64 or in the features' float32 (numpy 2's promotion), so the
+        # refit passes C as the search did, or it lands on another optimum of the same problem
+        probe = fit_linear_probe(*self.train, C=np.float64(c) if numpy_c else c, seed=self.seed,
+                                 n_classes=self.n_classes)
         probe.val_acc = val_acc
         return {**self._result(probe, t0, cpu), "from_cache": True}
 
@@ -182,14 +187,15 @@ def _probe_code() -> str:
 def probe_key(job: ProbeJob, code: str | None = None) -> dict:
     """The cache key of a linear probe's C search: what the search reads (train and val features and labels,
     classes, rounds, seed) and a fingerprint of ``vlmlab.probe`` and the scikit-learn version."""
-    return {"kind": "linear-probe-search", "n_classes": int(job.n_classes), "refine": int(job.refine),
+    return {"kind": "linear-probe-search-v2", "n_classes": int(job.n_classes), "refine": int(job.refine),
             "seed": int(job.seed), "train": tensor_digest(*job.train), "val": tensor_digest(*job.val),
             "code": code or _probe_code()}
 
 
 def _stored(res: dict) -> dict[str, Tensor]:
     if "probe" in res:
-        return {"search": torch.tensor([res["probe"].C, res["probe"].val_acc], dtype=torch.float64)}
+        p = res["probe"]
+        return {"search": torch.tensor([p.C, p.val_acc, float(isinstance(p.clf.C, np.floating))], dtype=torch.float64)}
     stats = [res["seconds"], res["cpu_seconds"], res["steps"], res["final_loss"]]
     return {"ctx": res["ctx"], "stats": torch.tensor(stats, dtype=torch.float64)}
 
