@@ -275,6 +275,17 @@ def test_merge_overrides_is_one_level_deep():
     assert base["u"] == {"a": 1, "b": {"x": 1}}                                   # inputs untouched
 
 
+def test_a_papermill_text_key_replaces_the_profiles_int_key():
+    """papermill sends `epochs = {1: 25}` through JSON as {"1": 25}: it must replace the profile's 1 (it sat
+    beside it, and CoOpConfig kept the profile's 50)."""
+    got = params.merge_overrides({"e": {1: 50, 2: 100}}, {"e": {"1": 25, "4": 7}})
+    assert got == {"e": {1: 25, 2: 100, "4": 7}}
+    P = params.load("03_coop_shots", "embedded", {"epochs": {"1": 25, "2": 50, "4": 50, "8": 50, "16": 50}})
+    from vlmlab.coop import CoOpConfig
+    cfg = CoOpConfig(epochs=P.epochs)
+    assert [cfg.epochs_for(k) for k in (1, 2, 4, 8, 16)] == [25, 50, 50, 50, 50]
+
+
 def test_dict_parameters_merge_into_the_profiles_dict(tmp_path):
     """Issue 19, defect 10: `uniinfo: {batch_size: 16}` replaced the profile's dict, dropping its tuned values."""
     root = make_repo(tmp_path, cell=RANGED_CELL)

@@ -420,12 +420,15 @@ def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     """``{**base, **overrides}``, except that a dict override is merged one level into base's dict.
 
     ``merge_overrides({"u": {"a": 1, "b": 2}}, {"u": {"b": 3}}) == {"u": {"a": 1, "b": 3}}``;
-    a non-dict on either side replaces.
+    a non-dict on either side replaces. An override key that equals a base key as text replaces that
+    key: papermill passes parameters through JSON, which turns ``epochs = {1: 25}`` into ``{"1": 25}``,
+    and that must replace the profile's ``1``, not sit beside it.
     """
     out = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            value = {**out[key], **value}
+            as_text = {str(k): k for k in out[key]}
+            value = {**out[key], **{as_text.get(str(k), k): v for k, v in value.items()}}
         out[key] = value
     return out
 
