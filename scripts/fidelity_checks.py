@@ -14,8 +14,9 @@ and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 C
 feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min,
 ``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds) under a minute.
 
-Papermill's ``-y`` replaces a dict parameter whole, so a check that changes one key of a dict the
-embedded profile sets (``uniinfo``) restates that profile's other keys (read from its YAML file).
+A dict override is merged one level deep into the profile's dict (``vlmlab.params.merge_overrides``):
+``uniinfo: {lora_backward: exact}`` keeps the profile's fitted UniInfo values, and ``epochs: {1: 25, ...}``
+replaces the listed shot counts only.
 """
 from __future__ import annotations
 
@@ -82,10 +83,6 @@ def _both(*measures: Measure) -> Measure:
     return read
 
 
-def _profile(notebook: str) -> dict:
-    return yaml.safe_load((PARAMS / f"{notebook}.yaml").read_text()) or {}
-
-
 @dataclass
 class Check:
     name: str
@@ -97,13 +94,12 @@ class Check:
 
 
 def checks() -> list[Check]:
-    uniinfo = dict(_profile("02_uniinfo_tta").get("uniinfo", {}))
     tta = [f"mean_acc/{m}" for m in ("No-adapt", "Tip-Adapter (1)", "Tip-Adapter (5)", "Tip-Adapter (10)", "ZERO",
                                      "TDA", "UniInfo")]
     return [
         Check("02_old_switches", "02_uniinfo_tta",
               {"zero": {"vote_dtype": "float32"}, "tip_adapter": {"key_average": "normalized"},
-               "uniinfo": {**uniinfo, "lora_backward": "exact"}},
+               "uniinfo": {"lora_backward": "exact"}},
               _both(_metrics(*tta), _claims), "fixed #4, #6, #7"),
         Check("02_templates", "02_uniinfo_tta",
               {"tda": {"templates": "imagenet7"}, "tip_adapter": {"templates": "imagenet7"}},

@@ -38,11 +38,11 @@ def test_overrides_are_parameters_and_config_fields(check):
 
 
 def test_uniinfo_check_keeps_the_profile_values():
-    """papermill -y replaces a dict whole: the UniInfo check must restate the profile's fitted values."""
+    """The UniInfo check changes one key; the profile's fitted values stay (one-level merge)."""
     (check,) = [c for c in F.checks() if c.name == "02_old_switches"]
     profile = params.read_yaml(params.params_path("02_uniinfo_tta", "embedded"))["uniinfo"]
-    assert {k: check.overrides["uniinfo"][k] for k in profile} == profile
-    assert check.overrides["uniinfo"]["lora_backward"] == "exact"
+    P = params.load("02_uniinfo_tta", "embedded", {**check.extra, **check.overrides})
+    assert P.uniinfo == {**profile, "lora_backward": "exact"}
 
 
 def test_coop_measures_read_the_tables(tmp_path):
@@ -55,3 +55,12 @@ def test_coop_measures_read_the_tables(tmp_path):
     assert F._objects16(tmp_path) == {"M16 end, objects, 16 shots (3 seeds)": 71.0}
     avg = F._coop_average(tmp_path)
     assert avg["M16 end average, 16 shots"] == pytest.approx((71.0 + 50.0) / 2)   # datasets weigh equally
+
+
+def test_old_epochs_reach_coop_through_papermills_json():
+    """papermill sends the overrides through JSON (int keys become text); the old epochs must still apply."""
+    import json
+
+    (check,) = [c for c in F.checks() if c.name == "03_old_epochs"]
+    P = params.load(check.notebook, "embedded", json.loads(json.dumps(check.overrides)))
+    assert [CoOpConfig(epochs=P.epochs).epochs_for(k) for k in (1, 2, 4, 8, 16)] == [25, 50, 50, 50, 50]
