@@ -119,7 +119,7 @@ class ProbeJob:
         c, val_acc, numpy_c = hit["search"].tolist()
         # the search passes the refined Cs as numpy float64 and the grid's as Python floats; scikit-learn's
         # lbfgs then runs its objective in float64 or in the features' float32 (numpy 2's promotion), so the
-        # refit passes C as the search did, or it lands on another optimum of the same problem
+        # refit passes C as the search did, or lbfgs stops at another point near the same optimum
         probe = fit_linear_probe(*self.train, C=np.float64(c) if numpy_c else c, seed=self.seed,
                                  n_classes=self.n_classes)
         probe.val_acc = val_acc
