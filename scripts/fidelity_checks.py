@@ -5,8 +5,8 @@
     python scripts/fidelity_checks.py --list            # the checks and their overrides
 
 A check runs one notebook of the embedded profile with ``params/embedded/<nb>.yaml`` and the check's
-overrides on top (papermill ``-y``, as `make reproduce` plus one YAML string) into
-``results/check/<check>/``, then reads the numbers its row of docs/fidelity.md reports from that run and
+overrides on top (papermill ``-y``, run as a sweep case runs: ``vlmlab.sweep.case``, with its
+``papermill.log``) into ``results/check/<check>/``, then reads the numbers its row of docs/fidelity.md reports from that run and
 from the default run (``results/embedded/<nb>/``, from `make reproduce`; the script runs it when it is
 missing). A finished check (its ``provenance.json`` exists) is not rerun unless ``--force``; the
 default run is never rerun. Prints one markdown table (check, measure, default, switched, difference)
@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import yaml
+
+from vlmlab.sweep.case import CaseJob, run_case
+from vlmlab.sweep.grid import Case
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params" / "embedded"
@@ -56,22 +55,21 @@ def _vp_gains(run: Path) -> dict[str, float]:
     return {f"{r.prompter} gain ({r.n_datasets} datasets)": float(r.gain) for r in t.itertuples()}
 
 
-def _coop_average(run: Path) -> dict[str, float]:
+def _m16_end(run: Path) -> pd.DataFrame:
+    """Notebook 03's CoOp rows of M16, class token at the end, unified context (every dataset, shot, seed)."""
     t = pd.read_csv(run / "tables" / "coop.csv")
-    t = t[(t.method == "coop") & (t.n_ctx == 16) & (t.position == "end") & ~t.csc.astype(bool)]
-    means = t.groupby(["dataset", "shots"]).accuracy.mean().groupby("shots").mean()
-    out = {f"M16 end average, {k} shots": float(v) for k, v in means.items()}
-    obj = t[(t.dataset == "objects") & (t.shots == 16)].accuracy
-    if len(obj):
-        out["M16 end, objects, 16 shots"] = float(obj.mean())
-    return out
+    return t[(t.method == "coop") & (t.n_ctx == 16) & (t.position == "end") & ~t.csc.astype(bool)]
 
 
 def _objects16(run: Path) -> dict[str, float]:
-    t = pd.read_csv(run / "tables" / "coop.csv")
-    t = t[(t.method == "coop") & (t.dataset == "objects") & (t.shots == 16) & (t.n_ctx == 16)
-          & (t.position == "end") & ~t.csc.astype(bool)]
-    return {"M16 end, objects, 16 shots (3 seeds)": float(t.accuracy.mean())}
+    t = _m16_end(run)
+    acc = t[(t.dataset == "objects") & (t.shots == 16)].accuracy
+    return {"M16 end, objects, 16 shots (3 seeds)": float(acc.mean())} if len(acc) else {}
+
+
+def _coop_average(run: Path) -> dict[str, float]:
+    means = _m16_end(run).groupby(["dataset", "shots"]).accuracy.mean().groupby("shots").mean()
+    return {f"M16 end average, {k} shots": float(v) for k, v in means.items()} | _objects16(run)
 
 
 def _both(*measures: Measure) -> Measure:
@@ -118,18 +116,15 @@ def checks() -> list[Check]:
 
 
 def run_notebook(notebook: str, out: Path, overrides: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "provenance.json").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "papermill", f"notebooks/{notebook}.ipynb", str(out / "executed.ipynb"),
-           "-k", "vlmlab", "--cwd", "notebooks", "-f", str(PARAMS / f"{notebook}.yaml"),
-           "-r", "profile", "embedded", "-r", "device", "auto", "-r", "out_dir", str(out.resolve())]
-    if overrides:
-        cmd += ["-y", yaml.safe_dump(overrides, default_flow_style=True).strip()]
+    """One papermill run of ``notebook`` over its embedded profile file plus ``overrides`` into ``out``, as
+    a sweep case runs (``vlmlab.sweep.case``: its command, environment, ``papermill.log`` and markers)."""
+    job = CaseJob(Case(out.name, overrides, overrides), ROOT / "notebooks" / f"{notebook}.ipynb",
+                  PARAMS / f"{notebook}.yaml", "", "embedded", out.resolve(), kernel="vlmlab", device="auto")
     print(f"== {out.name}: {notebook} with {overrides or 'the profile'}", flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True,
-                   env={**os.environ, "VLMLAB_BATCH": "1", "HF_HUB_OFFLINE": "1"})
-    if not (out / "provenance.json").is_file():
-        raise SystemExit(f"{notebook}: papermill finished but {out}/provenance.json is missing")
+    (out / "provenance.json").unlink(missing_ok=True)           # only this run's may say it finished
+    res = run_case(job)
+    if res.status != "complete":
+        raise SystemExit(f"{out.name}: {res.status}: {res.error} (log: {res.log})")
 
 
 def main() -> None:
