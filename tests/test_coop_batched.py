@@ -222,7 +222,6 @@ def test_linear_probe_search_is_kept_in_the_cache_and_the_refit_is_the_same_prob
 def test_a_restored_probe_equals_the_searched_one_on_an_ill_conditioned_problem():
     """Large C, float32 features: the fit depends on whether C reaches scikit-learn as a numpy or a Python
     float, so the restore must pass it as the search did."""
-    from vlmlab.coop.jobs import _stored
     g = torch.Generator().manual_seed(0)
     n_cls, d = 20, 128
     centres = torch.randn(n_cls, d, generator=g)
@@ -232,7 +231,7 @@ def test_a_restored_probe_equals_the_searched_one_on_an_ill_conditioned_problem(
     job = ProbeJob("toy", 16, 1, n_cls, draw(16), draw(4), *draw(20))
     searched = job.run()
     assert isinstance(searched["probe"].clf.C, np.floating)                 # a refined C (3162.3 here)
-    restored = job.restore(_stored(searched))
+    restored = job.restore(job.stored(searched))
     assert restored["from_cache"] and restored["probe"].C == searched["probe"].C
     np.testing.assert_array_equal(restored["probe"].clf.coef_, searched["probe"].clf.coef_)
     assert restored["accuracy"] == searched["accuracy"]

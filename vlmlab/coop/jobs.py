@@ -125,6 +125,13 @@ class ProbeJob:
         probe.val_acc = val_acc
         return {**self._result(probe, t0, cpu), "from_cache": True}
 
+    @staticmethod
+    def stored(res: dict) -> dict[str, Tensor]:
+        """What the cache keeps of a searched probe (``restore`` reads it): C, its validation accuracy, and
+        whether C was a numpy float."""
+        p = res["probe"]
+        return {"search": torch.tensor([p.C, p.val_acc, float(isinstance(p.clf.C, np.floating))], dtype=torch.float64)}
+
     def _result(self, probe, t0: float, cpu: float) -> dict:
         return {"accuracy": accuracy(probe.logits(self.test_feats), self.test_labels), "probe": probe,
                 "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu}
@@ -193,9 +200,6 @@ def probe_key(job: ProbeJob, code: str | None = None) -> dict:
 
 
 def _stored(res: dict) -> dict[str, Tensor]:
-    if "probe" in res:
-        p = res["probe"]
-        return {"search": torch.tensor([p.C, p.val_acc, float(isinstance(p.clf.C, np.floating))], dtype=torch.float64)}
     stats = [res["seconds"], res["cpu_seconds"], res["steps"], res["final_loss"]]
     return {"ctx": res["ctx"], "stats": torch.tensor(stats, dtype=torch.float64)}
 
@@ -239,7 +243,7 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
             i = todo[j]
             out[i] = r
             if cache is not None and keys[i] is not None:
-                cache.put(keys[i], _stored(r))
+                cache.put(keys[i], jobs[i].stored(r) if isinstance(jobs[i], ProbeJob) else _stored(r))
 
     run_jobs(bundle, [u for _, u in units], workers=workers, threads=threads, on_result=keep)
     return out

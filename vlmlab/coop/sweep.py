@@ -166,13 +166,11 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
     results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads,
                         cache=cache if cache_runs else None)
     rows += _collect(out, jobs, results)
+    probe_hits = [isinstance(j, ProbeJob) for j, r in zip(jobs, results) if r.get("from_cache")]   # per cache hit
     out.timing = {"wall_s": time.perf_counter() - t0, "prep_wall_s": t_prep, "prep_cpu_s": cpu_prep,
                   "jobs_cpu_s": sum(r["cpu_seconds"] for r in results if not r.get("from_cache")), "jobs": len(jobs),
-                  "runs_from_cache": sum(bool(r.get("from_cache")) for j, r in zip(jobs, results)
-                                         if not isinstance(j, ProbeJob)),
-                  "probes_from_cache": sum(bool(r.get("from_cache")) for j, r in zip(jobs, results)
-                                           if isinstance(j, ProbeJob)), "workers": workers,
-                  "batch_runs": bool(batch_runs)}
+                  "runs_from_cache": probe_hits.count(False), "probes_from_cache": probe_hits.count(True),
+                  "workers": workers, "batch_runs": bool(batch_runs)}
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {s.name: i for i, s in enumerate(splits)}
     rank = {"zero_shot": 0, "linear_probe": 1, "coop": 2}
