@@ -6,9 +6,10 @@
 Each benchmark runs in its own process with ``VLMLAB_CACHE`` in a fresh temporary folder (cold means
 cold) and writes ``<out>/<name>.csv``; its log goes to ``<out>/<name>.log``. ``summary.md`` gathers
 the ratios (cached vs exact CoOp, batched vs sequential CoOp, warm vs cold feature cache, images per
-second of rendering, corrupting and encoding, ms per image of the TTA methods) and each script's wall
-time. The two sweeps run ``--quick`` (their full grids fit UniInfo's and notebook 04's constants and
-take hours on 2 cores). A failed script is listed in the summary and the exit status is 1.
+second of rendering, corrupting and encoding, ms per image of the TTA methods, the batching ceiling of
+CoOp's text step) and each script's wall time. The two sweeps run ``--quick`` (their full grids fit
+UniInfo's and notebook 04's constants and take hours on 2 cores). A failed script is listed in the
+summary and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ BENCHES = {
     "sweep_uniinfo": ("sweep_uniinfo.py", ["--quick"], "--out"),
     "sweep_visual_prompt": ("sweep_visual_prompt.py", ["--quick"], "--out"),
     "estimate_coop_gpu_hours": ("estimate_coop_gpu_hours.py", [], "--csv"),                  # FLOPs, no timing
+    "bench_coop_roofline": ("bench_coop_roofline.py", ["--variant", "M16_end", "M16_end_csc", "--grid"], "--csv"),
 }
 
 
@@ -101,6 +103,18 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
         official, ours = e["text_official_pflop"].sum(), e["text_ours_pflop"].sum()
         rows.append(("CoOp paper grid, text-tower FLOPs: CoOp's code vs vlmlab (counted, RN50)",
                      f"{official / ours:.1f}x ({official / 1e3:.1f} -> {ours / 1e3:.1f} EFLOP)"))
+    if (r := _read(out, "bench_coop_roofline")) is not None:
+        for v, t in r.groupby("variant", sort=False):
+            big = t.loc[t["runs"].idxmax()]
+            rows.append((f"CoOp {v} text step ({t['dataset'].iloc[0]}, {t['threads'].iloc[0]} thread): batching ceiling (counted FLOPs "
+                         f"at the GEMM rate) vs measured, R = {int(big['runs'])} runs",
+                         f"{t['ceiling_vs_1'].max():.1f}x vs {big['speedup_vs_1']:.1f}x ({big['gflop_per_run_step']:.3f} "
+                         f"GFLOP per run-step; {big['achieved_gflops']:.0f} of {big['gemm_gflops']:.0f} GFLOP/s)"))
+    if (g := _read(out, "bench_coop_roofline_grid")) is not None:
+        rows.append((f"notebook 03's CoOp grid (embedded): counted text FLOPs, and their time at the GEMM rate on "
+                     f"{g['cores'].iloc[0]} cores (a lower bound of its training)",
+                     f"{g['run_steps'].sum() / 1e3:.1f} k run-steps, {g['tflop'].sum():.1f} TFLOP, >= "
+                     f"{g['seconds_at_gemm_rate'].sum():.0f} s"))
     return rows
 
 

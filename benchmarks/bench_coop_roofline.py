@@ -1,0 +1,184 @@
+"""How much batching can speed up cached-mode CoOp on this machine: a roofline of the text step.
+
+    python benchmarks/bench_coop_roofline.py                        # world objects, M16_end, R = 1 3 9 15, 1 thread
+    python benchmarks/bench_coop_roofline.py --variant M16_end_csc --runs 1 15 --csv /tmp/roofline.csv
+
+A cached-mode CoOp step costs one forward and backward of the frozen text tower to the context
+(``vlmlab.coop.text_batch.text_features``; the image side is a lookup of cached views) and a 32 x C
+classifier. Batching R runs (``vlmlab.coop.batched``) stacks their rows into one pass: it removes
+per-operation overhead but not arithmetic, since every run's rows still have to be computed. This
+script measures the three numbers that bound the gain:
+
+1. FLOPs per run-step, counted by ``torch.utils.flop_counter.FlopCounterMode`` over one step of R stacked
+   runs, divided by R: the matrix products (``tests/test_bench_coop_roofline.py`` checks the count
+   position by position). Elementwise work (layer norms, GELU, softmax) and the prefix's own P x P
+   attention (CPU flash attention, which the counter does not see; about 0.1 % here) are left out, so
+   the ceiling below is optimistic;
+2. ms per run-step at each R (the step of ``train_coop_batched``: text features, per-run cross-entropy,
+   gradient to the contexts; random unit image features stand in for the cached views);
+3. the machine's GEMM rate at the step's largest matrix product (``--threads`` threads).
+
+``ceiling_vs_1`` = (ms per step at R = 1) / (FLOPs per run-step / GEMM rate): the speed-up batching would
+give if the batched step ran every counted FLOP at the GEMM rate and spent nothing else. It is the most
+any batching of these runs can give on this machine; ``speedup_vs_1`` is what the code gets at R.
+
+``--grid`` also counts notebook 03's whole CoOp grid in its embedded profile (``params/embedded/
+03_coop_shots.yaml``: datasets, shots, seeds, variants, CoOp's epochs; steps per run as ``run_plan``
+draws them): FLOPs per run-step of every (dataset, variant) times its run-steps, and the seconds
+that takes at the measured GEMM rate on ``--cores`` cores (the notebook's 2 workers): a lower bound of
+the notebook's cold training time on this machine. With ``--csv X.csv`` it goes to ``X_grid.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlmlab.coop import CoOpConfig, load_splits, parse_variant
+from vlmlab.coop.text_batch import prefix_length, text_features
+from vlmlab.coop.train import TrainSet, build_learner, run_plan
+from vlmlab.models import load_clip
+from vlmlab.prompts import PromptLearner
+
+BATCH = 32                                   # CoOp's batch size: image features per step and run
+
+
+def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0):
+    """One cached-mode training step of ``runs`` stacked contexts (no optimiser update): a callable."""
+    g = torch.Generator().manual_seed(seed)
+    ctx = learner.ctx.detach().unsqueeze(0).repeat(runs, *([1] * learner.ctx.dim())).clone()
+    ctx += 0.01 * torch.randn(ctx.shape, generator=g)                                 # distinct contexts
+    dim = learner.bundle.embed_dim
+    feats = F.normalize(torch.randn(runs, BATCH, dim, generator=g), dim=-1)
+    labels = torch.randint(0, learner.n_cls, (runs, BATCH), generator=g)
+
+    def step() -> torch.Tensor:
+        leaf = ctx.detach().requires_grad_(True)
+        with learner.bundle.autocast():
+            text = text_features(learner, leaf)                                       # (R, C, D)
+            losses = torch.stack([F.cross_entropy(scale * feats[r].to(text.dtype) @ text[r].T, labels[r])
+                                  for r in range(runs)])
+        (grad,) = torch.autograd.grad(losses.sum(), leaf)
+        return grad
+    return step
+
+
+def flops_per_run_step(learner: PromptLearner, runs: int, scale: float) -> float:
+    """Counted FLOPs of one step of ``runs`` stacked runs, per run."""
+    step = step_fn(learner, runs, scale)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / runs
+
+
+def ms_per_step(fn, min_seconds: float = 2.0, warmup: int = 5) -> float:
+    """Mean wall ms of ``fn``: warm up, then repeat until ``min_seconds`` have passed (3 calls at least)."""
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < min_seconds or n < 3:
+        fn()
+        n += 1
+    return 1000 * elapsed / n
+
+
+def gemm_gflops(rows: int, width: int, hidden: int, min_seconds: float = 2.0) -> float:
+    """Attainable fp32 rate of (rows x width) @ (width x hidden), the step's largest product (MLP in)."""
+    a, b = torch.randn(rows, width), torch.randn(width, hidden)
+    ms = ms_per_step(lambda: a @ b, min_seconds)
+    return 2 * rows * width * hidden / ms / 1e6
+
+
+def suffix_rows(learner: PromptLearner) -> int:
+    """Rows per run of the tower's class part: C classes x the positions after the shared prefix."""
+    return learner.n_cls * (learner.tokens.shape[1] - prefix_length(learner))
+
+
+def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: float, dataset: str = "") -> pd.DataFrame:
+    """One row per R: ms and counted GFLOP per run-step, the GEMM rate, the speed-up and ceiling vs the first R."""
+    cfg = parse_variant(variant).config(CoOpConfig())
+    learner = build_learner(bundle, classnames, cfg, seed=1)
+    scale = cfg.logit_scale or bundle.logit_scale
+    block = learner.tower.transformer.resblocks[0]
+    width, hidden = block.mlp.c_fc.in_features, block.mlp.c_fc.out_features
+    rate = gemm_gflops(max(runs) * suffix_rows(learner), width, hidden, min_seconds)
+    rows = []
+    for r in runs:
+        flops = flops_per_run_step(learner, r, scale)
+        ms = ms_per_step(step_fn(learner, r, scale), min_seconds) / r
+        rows.append({"dataset": dataset, "threads": torch.get_num_threads(), "variant": variant, "classes": learner.n_cls, "runs": r, "ms_per_run_step": ms,
+                     "gflop_per_run_step": flops / 1e9, "achieved_gflops": flops / ms / 1e6, "gemm_gflops": rate,
+                     "fraction_of_gemm": flops / ms / 1e6 / rate})
+    t = pd.DataFrame(rows)
+    base = t.loc[t["runs"] == min(runs), "ms_per_run_step"].iloc[0]
+    t["speedup_vs_1"] = base / t["ms_per_run_step"]
+    t["ceiling_vs_1"] = base / (1e3 * t["gflop_per_run_step"] / t["gemm_gflops"])
+    return t
+
+
+def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded") -> pd.DataFrame:
+    """Notebook 03's CoOp runs per (dataset, variant): run-steps, counted TFLOP, seconds at ``gemm`` GFLOP/s x cores."""
+    from vlmlab import params
+
+    p = params.load("03_coop_shots", profile)
+    base = CoOpConfig(epochs=p["epochs"]).replace(**p["coop"])
+    rows = []
+    for ds in p["datasets"]:
+        classnames = load_splits(ds, n_train_per_class=1, n_test=1).classnames
+        c, epochs = len(classnames), (p["epochs_by_dataset"] or {}).get(ds, base.epochs)
+        for v in map(parse_variant, p["variants"]):
+            cfg = v.config(base.replace(epochs=epochs))
+            learner = build_learner(bundle, classnames, cfg, seed=1)
+            steps = 0
+            for k in v.shots_or(p["shots"]):
+                _, total, n_steps, _, _ = run_plan(TrainSet(labels=torch.zeros(k * c, dtype=torch.long)), c, cfg, 0, k)
+                steps += total * n_steps * len(p["seeds"])
+            flops = flops_per_run_step(learner, 1, cfg.logit_scale or bundle.logit_scale)
+            rows.append({"dataset": ds, "variant": v.name, "classes": c, "run_steps": steps,
+                         "gflop_per_run_step": flops / 1e9, "tflop": steps * flops / 1e12})
+    t = pd.DataFrame(rows)
+    t["seconds_at_gemm_rate"] = t["tflop"] * 1e3 / (gemm * cores)
+    t["cores"], t["gemm_gflops"] = cores, gemm
+    return t
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--dataset", default="world:objects")
+    ap.add_argument("--variant", nargs="+", default=["M16_end"])
+    ap.add_argument("--runs", type=int, nargs="+", default=[1, 3, 9, 15], help="stacked runs R (the first is the base)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=2.0, help="minimum timing window per measurement")
+    ap.add_argument("--csv", default="")
+    ap.add_argument("--grid", action="store_true", help="also count notebook 03's embedded grid (X_grid.csv)")
+    ap.add_argument("--cores", type=int, default=2, help="--grid: cores the notebook trains on (its workers)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    bundle = load_clip(args.model, None, device="cpu")
+    split = load_splits(args.dataset, n_train_per_class=1, n_test=1)
+    runs = sorted(set(args.runs))
+    t = pd.concat([measure(bundle, split.classnames, v, runs, args.seconds, args.dataset) for v in args.variant],
+                  ignore_index=True)
+    if args.csv:
+        t.to_csv(args.csv, index=False)
+    print(t.round(3).to_string(index=False))
+    out = {"ceiling_vs_1": float(t["ceiling_vs_1"].max()), "speedup_vs_1": float(t["speedup_vs_1"].max())}
+    if args.grid:
+        g = notebook_grid(bundle, float(t["gemm_gflops"].max()), args.cores)
+        if args.csv:
+            g.to_csv(Path(args.csv).with_name(Path(args.csv).stem + "_grid.csv"), index=False)
+        print(g.round(3).to_string(index=False))
+        out.update(grid_run_steps=int(g["run_steps"].sum()), grid_tflop=float(g["tflop"].sum()),
+                   grid_seconds_at_gemm_rate=float(g["seconds_at_gemm_rate"].sum()))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

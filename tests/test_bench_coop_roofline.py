@@ -1,0 +1,115 @@
+"""benchmarks/bench_coop_roofline.py: the FLOP count behind its batching ceiling."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlmlab.coop import CoOpConfig, parse_variant
+from vlmlab.coop.text_batch import prefix_length, text_features
+from vlmlab.coop.train import build_learner
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_coop_roofline.py"
+_spec = importlib.util.spec_from_file_location("bench_coop_roofline", _PATH)
+R = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(R)
+_spec_all = importlib.util.spec_from_file_location("run_all", _PATH.parent / "run_all.py")
+RUN_ALL = importlib.util.module_from_spec(_spec_all)
+_spec_all.loader.exec_module(RUN_ALL)
+
+CLASSES = ["red circle", "blue square", "green triangle made of glass", "star", "yellow hexagon"]
+
+
+@pytest.fixture(scope="module")
+def bundle(make_tiny_clip):
+    return make_tiny_clip("vlmlab-test-roofline", context_length=24, text_layers=2)
+
+
+def _learner(bundle, variant):
+    return build_learner(bundle, CLASSES, parse_variant(variant).config(CoOpConfig()), seed=1)
+
+
+def _forward_flops_by_hand(learner) -> int:
+    """Matrix-product FLOPs of ``text_features`` for one run, position by position (2 FLOP per MAC).
+
+    Each layer but the last: the prefix's keys/values (q/k/v projection) and its own block (projection
+    again, output, MLP); every class row's S suffix positions: projection, scores and values against
+    P + S keys, output, MLP. The last layer: the projections of all positions, then attention, output
+    and MLP at the EOS row only. Then the text projection of the C EOS rows. Not here because torch's
+    counter does not see them: the prefix's own P x P attention (CPU flash attention) and, with a
+    class-specific context (P = 1), the scores against the lone SOS key (an elementwise product).
+    """
+    tower = learner.tower
+    blk = tower.transformer.resblocks[0]
+    w, f = blk.mlp.c_fc.in_features, blk.mlp.c_fc.out_features
+    d = tower.text_projection.shape[1]
+    c, p = learner.n_cls, prefix_length(learner)
+    s = learner.tokens.shape[1] - p
+    layers = len(tower.transformer.resblocks)
+    qkv, out, mlp = 3 * w * w, w * w, 2 * w * f                    # MACs per position
+    total = 0
+    for layer in range(layers):
+        total += p * qkv + c * s * qkv                               # keys/values of the prefix; suffix q/k/v
+        if layer < layers - 1:
+            total += p * qkv + p * (out + mlp)                       # the prefix's own block
+            total += c * s * (2 * (p + s) * w + out + mlp)           # suffix attention, output, MLP
+        else:
+            total += c * (2 * (p + s) * w + out + mlp)               # the EOS rows only
+    total += c * w * d
+    return 2 * total
+
+
+@pytest.mark.parametrize("variant", ["M4_end", "M4_middle", "M8_end"])
+def test_counted_forward_flops_equal_a_position_by_position_count(bundle, variant):
+    learner = _learner(bundle, variant)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        text_features(learner, learner.ctx.detach().unsqueeze(0))
+    assert counter.get_total_flops() == _forward_flops_by_hand(learner)
+
+
+def test_flops_per_run_do_not_depend_on_how_many_runs_are_stacked(bundle):
+    learner = _learner(bundle, "M4_end")
+    one = R.flops_per_run_step(learner, 1, 10.0)
+    assert one > _forward_flops_by_hand(learner)                    # the step includes a backward pass
+    assert R.flops_per_run_step(learner, 3, 10.0) == one
+
+
+def test_the_step_gives_each_run_its_own_gradient(bundle):
+    """The timed step is a real training step: stacked runs get different, finite context gradients."""
+    learner = _learner(bundle, "M4_end")
+    grad = R.step_fn(learner, 2, 10.0)()
+    assert grad.shape == (2, *learner.ctx.shape) and torch.isfinite(grad).all()
+    assert not torch.allclose(grad[0], grad[1])
+
+
+def test_measure_reports_the_ceiling_from_flops_and_the_gemm_rate(bundle, tmp_path):
+    t = R.measure(bundle, CLASSES, "M4_end", [1, 2], min_seconds=0.05, dataset="shapes")
+    assert list(t["runs"]) == [1, 2] and (t["gemm_gflops"] > 0).all()
+    base = t["ms_per_run_step"].iloc[0]
+    expected = base / (1e3 * t["gflop_per_run_step"] / t["gemm_gflops"])
+    assert t["ceiling_vs_1"].tolist() == pytest.approx(expected.tolist())
+    assert t["speedup_vs_1"].iloc[0] == pytest.approx(1.0)
+
+    t.to_csv(tmp_path / "bench_coop_roofline.csv", index=False)                   # what make bench summarises
+    (row,) = RUN_ALL.other_ratios(tmp_path)
+    assert row[0].startswith("CoOp M4_end text step (shapes, ") and f"{t['ceiling_vs_1'].max():.1f}x vs" in row[1]
+
+
+def test_the_notebook_grid_counts_coops_run_steps(bundle):
+    """Run-steps by hand: epochs(K) x steps per epoch (K C // 32 with drop_last, 1 below a batch) x seeds;
+    epochs(K) is the table's entry at the largest key <= K (the tiny profile gives K = 1 only)."""
+    from vlmlab import params
+
+    p = params.load("03_coop_shots", "tiny")
+    table = p["epochs"]
+    g = R.notebook_grid(bundle, gemm=100.0, cores=2, profile="tiny")
+    assert len(g) == len(p["datasets"]) * len(p["variants"])
+    for row in g.itertuples():
+        v = parse_variant(next(s for s in p["variants"] if parse_variant(s).name == row.variant))
+        steps = sum(table[max(e for e in table if e <= k)] * max(1, k * row.classes // 32) for k in v.shots_or(p["shots"])) * len(p["seeds"])
+        assert row.run_steps == steps
+    assert g["tflop"].tolist() == pytest.approx((g["run_steps"] * g["gflop_per_run_step"] / 1e3).tolist())
+    assert g["seconds_at_gemm_rate"].tolist() == pytest.approx((g["tflop"] * 1e3 / 200.0).tolist())
