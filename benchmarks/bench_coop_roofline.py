@@ -52,7 +52,7 @@ BATCH = 32                                   # CoOp's batch size: image features
 def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0):
     """One cached-mode training step of ``runs`` stacked contexts (no optimiser update): a callable."""
     g = torch.Generator().manual_seed(seed)
-    ctx = learner.ctx.detach().unsqueeze(0).repeat(runs, *([1] * learner.ctx.dim())).clone()
+    ctx = learner.ctx.detach().unsqueeze(0).repeat(runs, *([1] * learner.ctx.dim()))              # a copy
     ctx += 0.01 * torch.randn(ctx.shape, generator=g)                                 # distinct contexts
     dim = learner.bundle.embed_dim
     feats = F.normalize(torch.randn(runs, BATCH, dim, generator=g), dim=-1)
@@ -112,8 +112,9 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
     for r in runs:
         flops = flops_per_run_step(learner, r, scale)
         ms = ms_per_step(step_fn(learner, r, scale), min_seconds) / r
-        rows.append({"dataset": dataset, "threads": torch.get_num_threads(), "variant": variant, "classes": learner.n_cls, "runs": r, "ms_per_run_step": ms,
-                     "gflop_per_run_step": flops / 1e9, "achieved_gflops": flops / ms / 1e6, "gemm_gflops": rate,
+        rows.append({"dataset": dataset, "threads": torch.get_num_threads(), "variant": variant,
+                     "classes": learner.n_cls, "runs": r, "ms_per_run_step": ms, "gflop_per_run_step": flops / 1e9,
+                     "achieved_gflops": flops / ms / 1e6, "gemm_gflops": rate,
                      "fraction_of_gemm": flops / ms / 1e6 / rate})
     t = pd.DataFrame(rows)
     base = t.loc[t["runs"] == min(runs), "ms_per_run_step"].iloc[0]
@@ -153,7 +154,8 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--dataset", default="world:objects")
     ap.add_argument("--variant", nargs="+", default=["M16_end"])
-    ap.add_argument("--runs", type=int, nargs="+", default=[1, 3, 9, 15], help="stacked runs R (the first is the base)")
+    ap.add_argument("--runs", type=int, nargs="+", default=[1, 3, 9, 15],
+                    help="stacked runs R (the smallest is the base)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum timing window per measurement")
     ap.add_argument("--csv", default="")

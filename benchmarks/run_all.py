@@ -106,10 +106,11 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
     if (r := _read(out, "bench_coop_roofline")) is not None:
         for v, t in r.groupby("variant", sort=False):
             big = t.loc[t["runs"].idxmax()]
-            rows.append((f"CoOp {v} text step ({t['dataset'].iloc[0]}, {t['threads'].iloc[0]} thread): batching ceiling (counted FLOPs "
-                         f"at the GEMM rate) vs measured, R = {int(big['runs'])} runs",
-                         f"{t['ceiling_vs_1'].max():.1f}x vs {big['speedup_vs_1']:.1f}x ({big['gflop_per_run_step']:.3f} "
-                         f"GFLOP per run-step; {big['achieved_gflops']:.0f} of {big['gemm_gflops']:.0f} GFLOP/s)"))
+            rows.append((f"CoOp {v} text step ({t['dataset'].iloc[0]}, {t['threads'].iloc[0]} thread): batching "
+                         f"ceiling (counted FLOPs at the GEMM rate) vs measured, R = {int(big['runs'])} runs",
+                         f"{t['ceiling_vs_1'].max():.1f}x vs {big['speedup_vs_1']:.1f}x "
+                         f"({big['gflop_per_run_step']:.3f} GFLOP per run-step; {big['achieved_gflops']:.0f} of "
+                         f"{big['gemm_gflops']:.0f} GFLOP/s)"))
     if (g := _read(out, "bench_coop_roofline_grid")) is not None:
         rows.append((f"notebook 03's CoOp grid (embedded): counted text FLOPs, and their time at the GEMM rate on "
                      f"{g['cores'].iloc[0]} cores (a lower bound of its training)",

@@ -109,7 +109,9 @@ def test_the_notebook_grid_counts_coops_run_steps(bundle):
     assert len(g) == len(p["datasets"]) * len(p["variants"])
     for row in g.itertuples():
         v = parse_variant(next(s for s in p["variants"] if parse_variant(s).name == row.variant))
-        steps = sum(table[max(e for e in table if e <= k)] * max(1, k * row.classes // 32) for k in v.shots_or(p["shots"])) * len(p["seeds"])
+        per_seed = sum(table[max(e for e in table if e <= k)] * max(1, k * row.classes // 32)
+                       for k in v.shots_or(p["shots"]))
+        steps = per_seed * len(p["seeds"])
         assert row.run_steps == steps
     assert g["tflop"].tolist() == pytest.approx((g["run_steps"] * g["gflop_per_run_step"] / 1e3).tolist())
     assert g["seconds_at_gemm_rate"].tolist() == pytest.approx((g["tflop"] * 1e3 / 200.0).tolist())
