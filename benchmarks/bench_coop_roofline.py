@@ -69,12 +69,16 @@ def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0):
     return step
 
 
+def counted_flops(fn) -> int:
+    """FLOPs of one call of ``fn`` as ``FlopCounterMode`` counts them (matrix products)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def flops_per_run_step(learner: PromptLearner, runs: int, scale: float) -> float:
     """Counted FLOPs of one step of ``runs`` stacked runs, per run."""
-    step = step_fn(learner, runs, scale)
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return counter.get_total_flops() / runs
+    return counted_flops(step_fn(learner, runs, scale)) / runs
 
 
 def ms_per_step(fn, min_seconds: float = 2.0, warmup: int = 5) -> float:
@@ -110,8 +114,8 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
     rate = gemm_gflops(max(runs) * suffix_rows(learner), width, hidden, min_seconds)
     rows = []
     for r in runs:
-        flops = flops_per_run_step(learner, r, scale)
-        ms = ms_per_step(step_fn(learner, r, scale), min_seconds) / r
+        step = step_fn(learner, r, scale)
+        flops, ms = counted_flops(step) / r, ms_per_step(step, min_seconds) / r
         rows.append({"dataset": dataset, "threads": torch.get_num_threads(), "variant": variant,
                      "classes": learner.n_cls, "runs": r, "ms_per_run_step": ms, "gflop_per_run_step": flops / 1e9,
                      "achieved_gflops": flops / ms / 1e6, "gemm_gflops": rate,
@@ -123,15 +127,20 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
     return t
 
 
-def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded") -> pd.DataFrame:
-    """Notebook 03's CoOp runs per (dataset, variant): run-steps, counted TFLOP, seconds at ``gemm`` GFLOP/s x cores."""
+def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
+                  overrides: dict | None = None) -> pd.DataFrame:
+    """Notebook 03's CoOp runs per (dataset, variant): run-steps, counted TFLOP, seconds at ``gemm`` GFLOP/s x cores.
+
+    ``overrides``: notebook parameters over the profile's, as ``vlmlab.params.load`` takes them.
+    """
     from vlmlab import params
 
-    p = params.load("03_coop_shots", profile)
+    p = params.load("03_coop_shots", profile, overrides)
     base = CoOpConfig(epochs=p["epochs"]).replace(**p["coop"])
     rows = []
-    for ds in p["datasets"]:
-        classnames = load_splits(ds, n_train_per_class=1, n_test=1).classnames
+    for source in p["datasets"]:
+        split = load_splits(source, n_train_per_class=1, n_test=1)
+        classnames, ds = split.classnames, split.name              # run_sweep keys epochs_by_dataset by name
         c, epochs = len(classnames), (p["epochs_by_dataset"] or {}).get(ds, base.epochs)
         for v in map(parse_variant, p["variants"]):
             cfg = v.config(base.replace(epochs=epochs))

@@ -115,3 +115,14 @@ def test_the_notebook_grid_counts_coops_run_steps(bundle):
         assert row.run_steps == steps
     assert g["tflop"].tolist() == pytest.approx((g["run_steps"] * g["gflop_per_run_step"] / 1e3).tolist())
     assert g["seconds_at_gemm_rate"].tolist() == pytest.approx((g["tflop"] * 1e3 / 200.0).tolist())
+
+
+def test_the_notebook_grid_takes_epochs_by_dataset_under_the_sweeps_dataset_name(bundle):
+    """run_sweep looks up ``epochs_by_dataset`` by the split's name ("objects", not "world:objects")."""
+    g = R.notebook_grid(bundle, gemm=100.0, cores=2, profile="tiny",
+                        overrides={"epochs_by_dataset": {"objects": {1: 7}}})
+    base = R.notebook_grid(bundle, gemm=100.0, cores=2, profile="tiny")
+    objects, other = g["dataset"] == "objects", g["dataset"] != "objects"
+    assert objects.any() and other.any()
+    assert (g.loc[objects, "run_steps"].to_numpy() * 2 == base.loc[objects, "run_steps"].to_numpy() * 7).all()
+    assert g.loc[other, "run_steps"].tolist() == base.loc[other, "run_steps"].tolist()
