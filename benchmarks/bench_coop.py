@@ -33,6 +33,7 @@ from vlmlab.coop.augment import eval_features, view_features
 from vlmlab.data.fewshot import sample_few_shot
 from vlmlab.metrics import accuracy
 from vlmlab.models import load_clip
+from vlmlab.runtime import effective_precision
 
 
 def _sync(device) -> None:
@@ -89,7 +90,7 @@ def _summary(table: pd.DataFrame, args, bundle) -> dict:
     c = by["cached"]
     out = {"model": args.model, "device": str(bundle.device), "dataset": args.dataset, "variant": args.variant,
            "shots": args.shots, "seeds": args.seeds, "n_views": args.n_views, "crop_scale": args.crop_scale,
-           "threads": args.threads, "epochs": sorted(set(table["epochs"].tolist())), "runs": len(c),
+           "threads": args.threads, "precision": effective_precision(bundle.device, bundle.precision), "epochs": sorted(set(table["epochs"].tolist())), "runs": len(c),
            "steps_cached": int(c["steps"].sum()), "accuracy_cached": float(c["accuracy"].mean()),
            "ms_per_step_cached": float(1000 * c["train_s"].sum() / c["steps"].sum())}
     if "exact" in by:
@@ -122,6 +123,8 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                    help="the bundle's precision (notebook 03's embedded profile: bf16, which autocasts on the CPU)")
     ap.add_argument("--json", default="")
     ap.add_argument("--csv", default="", help="write the per-run table here")
     ap.add_argument("--batched", action="store_true", help="also train the cached runs as one batched group")
@@ -131,7 +134,7 @@ def main() -> None:
     if args.quick:
         args.epochs, args.seeds, args.n_test = args.epochs or 10, args.seeds[:1], min(args.n_test, 200)
     torch.set_num_threads(args.threads)
-    bundle = load_clip(args.model, None, device=args.device)
+    bundle = load_clip(args.model, None, device=args.device, precision=args.precision)
     split = load_splits(args.dataset, n_train_per_class=max(32, *args.shots), n_test=args.n_test)
     test = eval_features(bundle, split.test)
     trains: dict = {}

@@ -45,6 +45,7 @@ from vlmlab.coop.text_batch import prefix_length, text_features
 from vlmlab.coop.train import TrainSet, build_learner, run_plan
 from vlmlab.models import load_clip
 from vlmlab.prompts import PromptLearner
+from vlmlab.runtime import PRECISIONS, effective_precision
 
 BATCH = 32                                   # CoOp's batch size: image features per step and run
 
@@ -92,9 +93,10 @@ def ms_per_step(fn, min_seconds: float = 2.0, warmup: int = 5) -> float:
     return 1000 * elapsed / n
 
 
-def gemm_gflops(rows: int, width: int, hidden: int, min_seconds: float = 2.0) -> float:
-    """Attainable fp32 rate of (rows x width) @ (width x hidden), the step's largest product (MLP in)."""
-    a, b = torch.randn(rows, width), torch.randn(width, hidden)
+def gemm_gflops(rows: int, width: int, hidden: int, min_seconds: float = 2.0,
+                dtype: torch.dtype = torch.float32) -> float:
+    """Attainable rate of (rows x width) @ (width x hidden) in ``dtype``, the step's largest product (MLP in)."""
+    a, b = torch.randn(rows, width, dtype=dtype), torch.randn(width, hidden, dtype=dtype)
     ms = ms_per_step(lambda: a @ b, min_seconds)
     return 2 * rows * width * hidden / ms / 1e6
 
@@ -111,12 +113,14 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
     scale = cfg.logit_scale or bundle.logit_scale
     block = learner.tower.transformer.resblocks[0]
     width, hidden = block.mlp.c_fc.in_features, block.mlp.c_fc.out_features
-    rate = gemm_gflops(max(runs) * suffix_rows(learner), width, hidden, min_seconds)
+    dtype = PRECISIONS[effective_precision(bundle.device, bundle.precision)] or torch.float32
+    rate = gemm_gflops(max(runs) * suffix_rows(learner), width, hidden, min_seconds, dtype)
     rows = []
     for r in runs:
         step = step_fn(learner, r, scale)
         flops, ms = counted_flops(step) / r, ms_per_step(step, min_seconds) / r
         rows.append({"dataset": dataset, "threads": torch.get_num_threads(), "variant": variant,
+                     "precision": effective_precision(bundle.device, bundle.precision),
                      "classes": learner.n_cls, "runs": r, "ms_per_run_step": ms, "gflop_per_run_step": flops / 1e9,
                      "achieved_gflops": flops / ms / 1e6, "gemm_gflops": rate,
                      "fraction_of_gemm": flops / ms / 1e6 / rate})
@@ -166,13 +170,15 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, nargs="+", default=[1, 3, 9, 15],
                     help="stacked runs R (the smallest is the base)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS),
+                    help="the bundle's precision: bf16 autocasts the step on the CPU, and the GEMM rate is bf16's")
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum timing window per measurement")
     ap.add_argument("--csv", default="")
     ap.add_argument("--grid", action="store_true", help="also count notebook 03's embedded grid (X_grid.csv)")
     ap.add_argument("--cores", type=int, default=2, help="--grid: cores the notebook trains on (its workers)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    bundle = load_clip(args.model, None, device="cpu")
+    bundle = load_clip(args.model, None, device="cpu", precision=args.precision)
     split = load_splits(args.dataset, n_train_per_class=1, n_test=1)
     runs = sorted(set(args.runs))
     t = pd.concat([measure(bundle, split.classnames, v, runs, args.seconds, args.dataset) for v in args.variant],

@@ -11,8 +11,8 @@ from the default run (``results/embedded/<nb>/``, from `make reproduce`; the scr
 missing). A finished check (its ``provenance.json`` exists) is not rerun unless ``--force``; the
 default run is never rerun. Prints one markdown table (check, measure, default, switched, difference)
 and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
-feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min,
-``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds) under a minute.
+feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min, ``03_fp32``
+(the whole notebook in fp32; its features are its own) about 9 min, ``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds) under a minute.
 
 A dict override is merged one level deep into the profile's dict (``vlmlab.params.merge_overrides``):
 ``uniinfo: {lora_backward: exact}`` keeps the profile's fitted UniInfo values, and ``epochs: {1: 25, ...}``
@@ -108,6 +108,8 @@ def checks() -> list[Check]:
               _both(_vp_gains, _claims), "fixed #10a"),
         Check("03_old_epochs", "03_coop_shots", {"epochs": {1: 25, 2: 50, 4: 50, 8: 50, 16: 50}},
               _both(_coop_average, _claims), "fixed #11"),
+        Check("03_fp32", "03_coop_shots", {"precision": "fp32"}, _both(_coop_average, _claims),
+              "departures: CoOp precision"),
         Check("03_crop_scale", "03_coop_shots", {"coop": {"crop_scale": [0.08, 1.0]}}, _objects16,
               "departures: CoOp crop scale",
               extra={"datasets": ["world:objects"], "shots": [16], "variants": ["M16_end"], "dg_targets": [],

@@ -244,3 +244,5 @@ def test_parallel_jobs_give_the_in_process_results_in_job_order():
         torch.testing.assert_close(b["probe"].logits(jobs[0].test_feats), a["probe"].logits(jobs[0].test_feats))
     with pytest.raises(RuntimeError, match="the parent holds"):
         run_jobs(dataclasses.replace(bundle, weights_id="another"), jobs[:2], workers=2, threads=1)
+    bf16 = dataclasses.replace(bundle, precision="bf16")       # workers load the parent's precision too
+    assert [r["accuracy"] for r in run_jobs(bf16, jobs[:2], workers=2, threads=1)] == [r["accuracy"] for r in here[:2]]

@@ -71,20 +71,62 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:User provided device_type of 'cuda'")
 def test_autocast_follows_the_precision_policy():
-    from vlmlab.runtime import autocast
+    from vlmlab.runtime import autocast, cpu_has_bf16
     cuda = torch.device("cuda")
     assert autocast(cuda, "fp16").fast_dtype == torch.float16 and autocast(cuda, "fp16").device == "cuda"
     assert autocast(cuda, "bf16").fast_dtype == torch.bfloat16
     assert autocast(cuda, "fp32").device == "cpu" and not autocast(cuda, "fp32")._enabled    # fp32: off
-    assert not autocast(torch.device("cpu"), "fp16")._enabled                              # the CPU runs fp32
+    cpu = torch.device("cpu")
+    assert not autocast(cpu, "fp16")._enabled and not autocast(cpu, "fp32")._enabled       # fp16 runs fp32 on the CPU
+    if cpu_has_bf16():                                                                     # bf16 autocasts where it is fast
+        assert autocast(cpu, "bf16").fast_dtype == torch.bfloat16 and autocast(cpu, "bf16").device == "cpu"
+    else:
+        assert not autocast(cpu, "bf16")._enabled
     with pytest.raises(ValueError, match="precision 'half'"):
         autocast(cuda, "half")
 
 
+def test_cpu_without_bf16_kernels_runs_fp32_and_says_so(monkeypatch, caplog):
+    import vlmlab.runtime as rt
+    from vlmlab.models import load_clip
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(rt, "_WARNED_BF16", False)
+    logger = rt.get_logger()                                        # the package logger does not propagate
+    logger.addHandler(caplog.handler)
+    try:
+        assert rt.effective_precision(torch.device("cpu"), "bf16") == "fp32"
+        assert rt.effective_precision(torch.device("cpu"), "bf16") == "fp32"
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert sum("no bf16 kernels" in r.message for r in caplog.records) == 1                # warned once
+    assert not rt.autocast(torch.device("cpu"), "bf16")._enabled
+    assert rt.effective_precision(torch.device("cuda"), "bf16") == "bf16"                  # CUDA is not the CPU
+    bundle = load_clip("embedded", device="cpu", precision="bf16")
+    assert bundle.identity == load_clip("embedded", device="cpu").identity                 # the fp32 features
+
+
+@pytest.mark.skipif("not __import__('vlmlab.runtime').runtime.cpu_has_bf16()", reason="this CPU has no bf16 kernels")
+def test_cpu_bf16_autocast_runs_matrix_products_in_bf16_and_stays_close_to_fp32():
+    from vlmlab.models import load_clip
+    bundle = load_clip("embedded", device="cpu", precision="bf16")
+    x = torch.rand(4, 3, bundle.image_size, bundle.image_size)
+    with torch.inference_mode():
+        with bundle.autocast():
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+            z16 = bundle.encode_images(bundle.normalize_pixels(x))
+        z32 = bundle.encode_images(bundle.normalize_pixels(x))
+    assert z16.dtype == torch.float32 and not torch.equal(z16, z32)           # it really ran in bf16
+    assert torch.nn.functional.cosine_similarity(z16, z32).min() > 0.99       # bf16 keeps ~3 significant digits
+
+
 def test_load_clip_sets_the_bundle_precision():
     from vlmlab.models import load_clip
+    from vlmlab.runtime import cpu_has_bf16
     bundle = load_clip("embedded", device="cpu", precision="fp16")
     assert bundle.precision == "fp16"
-    assert bundle.identity == load_clip("embedded", device="cpu").identity   # CPU features are fp32 either way
+    assert bundle.identity == load_clip("embedded", device="cpu").identity   # CPU fp16 runs fp32: the same features
+    bf16 = load_clip("embedded", device="cpu", precision="bf16")
+    if cpu_has_bf16():
+        assert bf16.identity == bundle.identity + "@bf16"                   # bf16 autocasts on the CPU: other features
     with pytest.raises(ValueError, match="precision='fp8'"):
         load_clip("embedded", device="cpu", precision="fp8")

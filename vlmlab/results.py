@@ -133,11 +133,18 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _device(requested: Any) -> dict[str, Any]:
+def _device(requested: Any, precision: Any = None) -> dict[str, Any]:
     import torch
 
+    from vlmlab.runtime import cpu_has_bf16, effective_precision, resolve_device
+
     info: dict[str, Any] = {"requested": requested, "torch_threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "platform": platform.platform()}
+                            "cpu_count": os.cpu_count(), "platform": platform.platform(), "cpu_bf16": cpu_has_bf16()}
+    if precision is not None:                         # what the forward passes ran at (the CPU may run fp32)
+        try:
+            info["precision"] = effective_precision(resolve_device(requested or "auto"), precision)
+        except (ValueError, RuntimeError):
+            pass
     if torch.cuda.is_available():
         info.update(cuda=torch.version.cuda, gpus=[torch.cuda.get_device_name(i)
                                                     for i in range(torch.cuda.device_count())])
@@ -250,7 +257,7 @@ class Run:
             "seeds": {k: v for k, v in self.params.items() if "seed" in k.lower()},
             "versions": _versions(),
             "git": _git(self.root),
-            "device": _device(self.params.get("device")),
+            "device": _device(self.params.get("device"), self.params.get("precision")),
             "hostname": socket.gethostname(),
             "started": self._started.isoformat(timespec="seconds"),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

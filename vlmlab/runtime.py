@@ -89,18 +89,52 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has oneDNN bf16 kernels (AVX-512 or AMX): bf16 matrix products at several times fp32's rate.
+
+    Without them (AVX2-only x86, most ARM) torch's fallback runs bf16 products about 40x slower than fp32.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_WARNED_BF16 = False
+
+
+def effective_precision(device: torch.device, precision: str = "fp32") -> str:
+    """The precision forward passes actually run at: ``precision`` on CUDA; on the CPU bf16 or fp32.
+
+    The CPU runs ``"bf16"`` as asked where it has bf16 kernels (``cpu_has_bf16``; about 5x fp32's
+    matrix-product rate on an AVX512_BF16 core), else fp32 with a warning: emulated bf16 would be ~40x
+    slower. ``"fp16"`` runs fp32 on the CPU (no fast fp16 kernels: about 2 GFLOP/s against 100).
+    """
+    global _WARNED_BF16
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {sorted(PRECISIONS)}")
+    if torch.device(device).type == "cuda":
+        return precision
+    if precision == "bf16" and not cpu_has_bf16():
+        if not _WARNED_BF16:
+            get_logger().warning("precision bf16: this CPU has no bf16 kernels, running fp32 instead (results differ "
+                                 "from a bf16 run by up to about half a point; docs/fidelity.md)")
+            _WARNED_BF16 = True
+        return "fp32"
+    return "bf16" if precision == "bf16" else "fp32"
+
+
 def autocast(device: torch.device, precision: str = "fp32"):
-    """Autocast to ``precision`` (``"fp32"``: off; ``"fp16"``, ``"bf16"``) on CUDA; the CPU always runs fp32.
+    """Autocast to ``effective_precision(device, precision)`` (fp32: off); on the CPU only bf16 autocasts.
 
     One policy for every method: the precision is the model bundle's (``load_clip(precision=...)``,
     ``bundle.autocast()``), set per notebook by its ``precision`` parameter; docs/fidelity.md lists
-    what each method's official code uses.
+    what each method's official code uses. ``effective_precision`` says what runs where.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: use one of {sorted(PRECISIONS)}")
-    if device.type == "cuda" and PRECISIONS[precision] is not None:
-        return torch.autocast("cuda", dtype=PRECISIONS[precision])
-    return torch.autocast("cpu", enabled=False)
+    run = effective_precision(device, precision)
+    if run == "fp32":
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast(torch.device(device).type, dtype=PRECISIONS[run])
 
 
 FETCH_HINT = ("`vlmlab data status --profile paper` lists every missing dataset and weight file; "

@@ -22,7 +22,7 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
-precision = "fp32"  # fp32 | fp16 | bf16: autocast dtype on CUDA (the CPU always runs fp32); paper: fp32 (the UniInfo code runs open_clip in fp32)
+precision = "fp32"  # fp32 | fp16 | bf16: autocast dtype (the CPU autocasts bf16 only, where it has bf16 kernels; fp16 runs fp32 there); paper: fp32 (the UniInfo code runs open_clip in fp32)
 out_dir = ""  # empty: results/<profile>/01_uniformity_analysis/
 seed = 0  # type: int; world seed and image-subset seed (corruption noise uses it too)
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-16"

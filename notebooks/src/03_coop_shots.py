@@ -32,7 +32,7 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
-precision = "fp32"  # fp32 | fp16 | bf16: autocast dtype on CUDA (the CPU always runs fp32); paper: fp16 (CoOp's PREC)
+precision = "bf16"  # fp32 | fp16 | bf16: autocast dtype (the CPU autocasts bf16 only, where it has bf16 kernels; fp16 runs fp32 there); CoOp's PREC is fp16, too slow on a CPU: embedded bf16, paper fp16
 out_dir = ""  # empty: results/<profile>/03_coop_shots/
 seed = 0  # type: int; world seed (which images the datasets hold)
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "RN50"

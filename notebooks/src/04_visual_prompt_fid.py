@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
 device = "auto"  # auto | cpu | cuda
-precision = "fp32"  # fp32 | fp16 | bf16: autocast dtype on CUDA (the CPU always runs fp32); paper: fp16 (the reference's autocast + GradScaler)
+precision = "fp32"  # fp32 | fp16 | bf16: autocast dtype (the CPU autocasts bf16 only, where it has bf16 kernels; fp16 runs fp32 there); paper: fp16 (the reference's autocast + GradScaler)
 out_dir = ""  # empty: results/<profile>/04_visual_prompt_fid/
 seed = 0  # type: int; world seed, few-shot draw, reference sample and LPIPS pairs
 model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-32"

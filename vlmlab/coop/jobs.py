@@ -1,9 +1,9 @@
 """Independent CoOp runs and linear probes, in this process or in ``workers`` CPU processes.
 
 A :class:`Job` carries everything one run needs (shots, cached views or images, test features,
-config), so a worker only has to load the model once (``load_clip(bundle.name, bundle.pretrained)``,
-checked against the parent's weights id). Processes start with ``spawn`` (safe with OpenMP and in
-Jupyter). Results come back in job order and do not depend on the number of workers.
+config), so a worker only has to load the model once (``load_clip`` with the bundle's name, weights and
+precision, checked against the parent's identity). Processes start with ``spawn`` (safe with OpenMP and
+in Jupyter). Results come back in job order and do not depend on the number of workers.
 A :class:`BatchJob` is several cached-mode jobs of one dataset and prompt design trained together
 (``vlmlab.coop.batched``); ``batch_jobs`` forms them, at most ``max_rows`` prompts (runs x classes)
 per step, and ``run_units`` returns one result per original job, in job order.
@@ -255,12 +255,12 @@ def run_job(bundle: ClipBundle, job) -> dict:
 
 def _worker_job(source: tuple[str, str | None, str], job) -> dict:
     """A job in a worker process: the CLIP is loaded once per process from ``source`` (name, pretrained,
-    the parent's identity) and checked against the parent's."""
+    precision, the parent's identity) and checked against the parent's."""
     global _WORKER_BUNDLE
     if _WORKER_BUNDLE is None:
         from vlmlab.models import load_clip
-        name, pretrained, identity = source
-        bundle = load_clip(name, pretrained, device="cpu")
+        name, pretrained, precision, identity = source
+        bundle = load_clip(name, pretrained, device="cpu", precision=precision)
         if bundle.identity != identity:
             raise RuntimeError(f"worker loaded {bundle.identity!r}, the parent holds {identity!r}")
         _WORKER_BUNDLE = bundle
@@ -282,5 +282,5 @@ def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob | BatchJob], work
         workers = 1
     if workers <= 1:                                  # threads: tiny matrices, extra intra-op threads only add sync cost
         return process_map(run_job, jobs, context=bundle, threads=threads, desc="CoOp runs", on_result=on_result)
-    return process_map(_worker_job, jobs, context=(bundle.name, bundle.pretrained, bundle.identity), workers=workers,
+    return process_map(_worker_job, jobs, context=(bundle.name, bundle.pretrained, bundle.precision, bundle.identity), workers=workers,
                        threads=threads, desc="CoOp runs", cost=lambda j: j.cost(), on_result=on_result)

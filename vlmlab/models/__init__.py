@@ -16,8 +16,8 @@ def load_clip(name: str = "embedded", pretrained: str | None = None,
         pretrained: for open_clip, a tag ("laion2B-s34B-b88K", "openai") or local weight file;
             ``None`` gives random init (tests). For "embedded", an optional weights file.
         device: "auto", "cpu", "cuda".
-        precision: autocast dtype of forward passes on CUDA, ``"fp32"`` (off), ``"fp16"`` or ``"bf16"``
-            (``vlmlab.runtime.autocast``; the CPU always runs fp32).
+        precision: autocast dtype of forward passes, ``"fp32"`` (off), ``"fp16"`` or ``"bf16"``
+            (``vlmlab.runtime.autocast``; on the CPU fp16 runs fp32, ``effective_precision``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; use one of {sorted(PRECISIONS)}")

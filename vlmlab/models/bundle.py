@@ -19,7 +19,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from vlmlab.results import atomic_path
-from vlmlab.runtime import autocast, cache_root, get_logger
+from vlmlab.runtime import autocast, cache_root, effective_precision, get_logger
 
 log = get_logger(__name__)
 
@@ -89,8 +89,8 @@ class ClipBundle:
         image_size: side of the square input ``S``.
         mean, std: per-channel normalisation used by ``preprocess``.
         weights_id: short stable id of the weights, used in feature-cache keys.
-        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the autocast dtype of every forward pass on
-            CUDA (``autocast()``); CPU runs are fp32 whatever it says.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the autocast dtype of every forward pass
+            (``autocast()``); on the CPU bf16 autocasts and fp16 runs fp32 (``vlmlab.runtime.effective_precision``).
     """
 
     model: nn.Module
@@ -123,9 +123,9 @@ class ClipBundle:
 
     @property
     def identity(self) -> str:
-        """Cache-key identity: model name and weights (and the precision, when a CUDA run is not fp32)."""
-        mixed = self.device.type == "cuda" and self.precision != "fp32"
-        return f"{self.name}@{self.weights_id}" + (f"@{self.precision}" if mixed else "")
+        """Cache-key identity: model name and weights (and the precision, when the forward passes are not fp32)."""
+        run = effective_precision(self.device, self.precision)
+        return f"{self.name}@{self.weights_id}" + (f"@{run}" if run != "fp32" else "")
 
     def autocast(self):
         """The autocast context of this bundle's forward passes (``vlmlab.runtime.autocast``)."""
