@@ -135,6 +135,11 @@ def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
                   overrides: dict | None = None) -> pd.DataFrame:
     """Notebook 03's CoOp runs per (dataset, variant): run-steps, counted TFLOP, seconds at ``gemm`` GFLOP/s x cores.
 
+    ``group_steps``: the steps of the (dataset, variant)'s batched group, its longest run's (the notebook
+    trains a variant's shots x seeds as one group while runs x classes <= 4096 prompts, as in the embedded
+    profile); ``run_steps / group_steps`` is the mean number of runs a batched step holds: the most
+    batching could give even if a step of R runs cost what one run's does.
+
     ``overrides``: notebook parameters over the profile's, as ``vlmlab.params.load`` takes them.
     """
     from vlmlab import params
@@ -149,12 +154,13 @@ def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
         for v in map(parse_variant, p["variants"]):
             cfg = v.config(base.replace(epochs=epochs))
             learner = build_learner(bundle, classnames, cfg, seed=1)
-            steps = 0
+            steps, longest = 0, 0
             for k in v.shots_or(p["shots"]):
                 _, total, n_steps, _, _ = run_plan(TrainSet(labels=torch.zeros(k * c, dtype=torch.long)), c, cfg, 0, k)
                 steps += total * n_steps * len(p["seeds"])
+                longest = max(longest, total * n_steps)
             flops = flops_per_run_step(learner, 1, cfg.logit_scale or bundle.logit_scale)
-            rows.append({"dataset": ds, "variant": v.name, "classes": c, "run_steps": steps,
+            rows.append({"dataset": ds, "variant": v.name, "classes": c, "run_steps": steps, "group_steps": longest,
                          "gflop_per_run_step": flops / 1e9, "tflop": steps * flops / 1e12})
     t = pd.DataFrame(rows)
     t["seconds_at_gemm_rate"] = t["tflop"] * 1e3 / (gemm * cores)
@@ -192,7 +198,8 @@ def main(argv=None) -> None:
         if args.csv:
             g.to_csv(Path(args.csv).with_name(Path(args.csv).stem + "_grid.csv"), index=False)
         print(g.round(3).to_string(index=False))
-        out.update(grid_run_steps=int(g["run_steps"].sum()), grid_tflop=float(g["tflop"].sum()),
+        out.update(grid_run_steps=int(g["run_steps"].sum()), grid_group_steps=int(g["group_steps"].sum()),
+                   grid_tflop=float(g["tflop"].sum()),
                    grid_seconds_at_gemm_rate=float(g["seconds_at_gemm_rate"].sum()))
     print(json.dumps(out))
 

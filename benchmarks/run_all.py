@@ -26,7 +26,7 @@ import pandas as pd
 
 log = logging.getLogger("vlmlab.bench")
 HERE = Path(__file__).resolve().parent
-EMBEDDED_COOP = ["--n-views", "16", "--crop-scale", "0.5", "1"]   # the embedded profile's (CoOp's epochs)
+EMBEDDED_COOP = ["--n-views", "16", "--crop-scale", "0.5", "1", "--precision", "bf16"]  # the embedded profile's
 # name -> (script, arguments, output flag)
 BENCHES = {
     "bench_features": ("bench_features.py", [], "--csv"),
@@ -41,6 +41,8 @@ BENCHES = {
     "sweep_visual_prompt": ("sweep_visual_prompt.py", ["--quick"], "--out"),
     "estimate_coop_gpu_hours": ("estimate_coop_gpu_hours.py", [], "--csv"),                  # FLOPs, no timing
     "bench_coop_roofline": ("bench_coop_roofline.py", ["--variant", "M16_end", "M16_end_csc", "--grid"], "--csv"),
+    "bench_coop_roofline_bf16": ("bench_coop_roofline.py", ["--variant", "M16_end", "M16_end_csc", "--grid",
+                                                            "--precision", "bf16"], "--csv"),      # notebook 03's
 }
 
 
@@ -103,19 +105,24 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
         official, ours = e["text_official_pflop"].sum(), e["text_ours_pflop"].sum()
         rows.append(("CoOp paper grid, text-tower FLOPs: CoOp's code vs vlmlab (counted, RN50)",
                      f"{official / ours:.1f}x ({official / 1e3:.1f} -> {ours / 1e3:.1f} EFLOP)"))
-    if (r := _read(out, "bench_coop_roofline")) is not None:
+    for name in ("bench_coop_roofline", "bench_coop_roofline_bf16"):
+        if (r := _read(out, name)) is None:
+            continue
+        prec = r["precision"].iloc[0] if "precision" in r else "fp32"
         for v, t in r.groupby("variant", sort=False):
             big = t.loc[t["runs"].idxmax()]
-            rows.append((f"CoOp {v} text step ({t['dataset'].iloc[0]}, {t['threads'].iloc[0]} thread): batching "
-                         f"ceiling (counted FLOPs at the GEMM rate) vs measured, R = {int(big['runs'])} runs",
+            rows.append((f"CoOp {v} text step ({t['dataset'].iloc[0]}, {t['threads'].iloc[0]} thread, {prec}): batching "
+                         f"ceiling (counted FLOPs at the {prec} GEMM rate) vs measured, R = {int(big['runs'])} runs",
                          f"{t['ceiling_vs_1'].max():.1f}x vs {big['speedup_vs_1']:.1f}x "
                          f"({big['gflop_per_run_step']:.3f} GFLOP per run-step; {big['achieved_gflops']:.0f} of "
-                         f"{big['gemm_gflops']:.0f} GFLOP/s)"))
-    if (g := _read(out, "bench_coop_roofline_grid")) is not None:
-        rows.append((f"notebook 03's CoOp grid (embedded): counted text FLOPs, and their time at the GEMM rate on "
-                     f"{g['cores'].iloc[0]} cores (a lower bound of its training)",
-                     f"{g['run_steps'].sum() / 1e3:.1f} k run-steps, {g['tflop'].sum():.1f} TFLOP, >= "
-                     f"{g['seconds_at_gemm_rate'].sum():.0f} s"))
+                         f"{big['gemm_gflops']:.0f} GFLOP/s; {big['ms_per_run_step']:.2f} ms per run-step)"))
+        if (g := _read(out, f"{name}_grid")) is not None:
+            rows.append((f"notebook 03's CoOp grid (embedded): counted text FLOPs, and their time at the {prec} GEMM "
+                         f"rate on {g['cores'].iloc[0]} cores (a lower bound of its training)",
+                         f"{g['run_steps'].sum() / 1e3:.1f} k run-steps, {g['tflop'].sum():.1f} TFLOP, >= "
+                         f"{g['seconds_at_gemm_rate'].sum():.0f} s"
+                         + (f"; {g['run_steps'].sum() / g['group_steps'].sum():.1f} runs per batched step on average"
+                            if "group_steps" in g else "")))
     return rows
 
 

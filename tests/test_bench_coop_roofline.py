@@ -113,6 +113,8 @@ def test_the_notebook_grid_counts_coops_run_steps(bundle):
                        for k in v.shots_or(p["shots"]))
         steps = per_seed * len(p["seeds"])
         assert row.run_steps == steps
+        assert row.group_steps == max(table[max(e for e in table if e <= k)] * max(1, k * row.classes // 32)
+                                      for k in v.shots_or(p["shots"]))              # the group's longest run
     assert g["tflop"].tolist() == pytest.approx((g["run_steps"] * g["gflop_per_run_step"] / 1e3).tolist())
     assert g["seconds_at_gemm_rate"].tolist() == pytest.approx((g["tflop"] * 1e3 / 200.0).tolist())
 
@@ -126,3 +128,16 @@ def test_the_notebook_grid_takes_epochs_by_dataset_under_the_sweeps_dataset_name
     assert objects.any() and other.any()
     assert (g.loc[objects, "run_steps"].to_numpy() * 2 == base.loc[objects, "run_steps"].to_numpy() * 7).all()
     assert g.loc[other, "run_steps"].tolist() == base.loc[other, "run_steps"].tolist()
+
+
+@pytest.mark.skipif("not __import__('vlmlab.runtime').runtime.cpu_has_bf16()", reason="this CPU has no bf16 kernels")
+def test_bf16_counts_the_same_flops_against_a_bf16_gemm(bundle, tmp_path):
+    import dataclasses
+    t32 = R.measure(bundle, CLASSES, "M4_end", [1], min_seconds=0.05, dataset="shapes")
+    t16 = R.measure(dataclasses.replace(bundle, precision="bf16"), CLASSES, "M4_end", [1], min_seconds=0.05,
+                    dataset="shapes")
+    assert (t32["precision"].iloc[0], t16["precision"].iloc[0]) == ("fp32", "bf16")
+    assert t16["gflop_per_run_step"].iloc[0] == pytest.approx(t32["gflop_per_run_step"].iloc[0])  # the same products
+    t16.to_csv(tmp_path / "bench_coop_roofline_bf16.csv", index=False)
+    (row,) = RUN_ALL.other_ratios(tmp_path)
+    assert "bf16" in row[0] and "bf16 GEMM rate" in row[0]

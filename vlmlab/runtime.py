@@ -118,7 +118,7 @@ def effective_precision(device: torch.device, precision: str = "fp32") -> str:
     if precision == "bf16" and not cpu_has_bf16():
         if not _WARNED_BF16:
             get_logger().warning("precision bf16: this CPU has no bf16 kernels, running fp32 instead (results differ "
-                                 "from a bf16 run by up to about half a point; docs/fidelity.md)")
+                                 "from a bf16 run by up to about a point; docs/fidelity.md)")
             _WARNED_BF16 = True
         return "fp32"
     return "bf16" if precision == "bf16" else "fp32"
