@@ -54,6 +54,28 @@ def test_batched_group_equals_sequential_runs(bundle, variant):
         assert accuracy(coop_logits(b.learner, test), labels) == accuracy(coop_logits(a.learner, test), labels)
 
 
+@pytest.mark.skipif("not __import__('vlmlab.runtime').runtime.cpu_has_bf16()", reason="this CPU has no bf16 kernels")
+def test_in_bf16_a_batched_group_matches_sequential_runs_to_bf16_rounding(bundle):
+    """bf16 products may round differently with the batch's row count (oneDNN picks kernels by shape), so
+    batched and sequential runs agree to bf16's rounding, not fp32's: each run's gap must stay a small
+    fraction of how far its context moved. On the embedded model 40 steps leave gaps of 0.5 % of the move
+    (fp32: 5e-7) and 2,000 steps up to 0.8 points of test accuracy (``make bench``); this tiny tower
+    happens to round alike."""
+    import dataclasses
+    b16 = dataclasses.replace(bundle, precision="bf16")
+    cfg = CoOpConfig(n_ctx=4, n_views=3, batch_size=8, epochs={1: 3, 2: 4})
+    shots, seeds = [1, 2, 4], [1, 2, 3]
+    trains = [_train(bundle, k, s) for k, s in zip(shots, seeds)]
+    seq = [train_coop(b16, NAMES, t, cfg, seed=s, shots=k) for t, s, k in zip(trains, seeds, shots)]
+    bat = train_coop_batched(b16, NAMES, trains, cfg, seeds, shots)
+    fp32 = train_coop(bundle, NAMES, trains[2], cfg, seed=3, shots=4)
+    assert not torch.equal(seq[2].learner.ctx, fp32.learner.ctx)                       # bf16 did run
+    for a, b in zip(seq, bat):
+        moved = (a.learner.ctx - a.learner.ctx_initial).norm()
+        assert moved > 1e-2
+        assert (b.learner.ctx - a.learner.ctx).norm() < 0.05 * moved
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_batched_text_features_equal_the_learners_forward(bundle, variant):
     cfg = CoOpConfig(n_ctx=4, **VARIANTS[variant])
