@@ -1,7 +1,7 @@
 """CoOp's two training modes on the same shots and seeds: wall time and test accuracy.
 
     python benchmarks/bench_coop.py                                   # embedded model, world objects, 16 shots, CPU
-    python benchmarks/bench_coop.py --n-views 16 --crop-scale 0.5 1   # the embedded profile's settings
+    python benchmarks/bench_coop.py --n-views 16 --crop-scale 0.5 1 --precision bf16   # the embedded profile's
     python benchmarks/bench_coop.py --model RN50 --device cuda --n-test 200   # random-init RN50: speed only
     python benchmarks/bench_coop.py --n-views 16 --crop-scale 0.5 1 --batched --shots 1 2 4 8 16
                                                           # + batched vs sequential cached on the same 15 runs

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_coop_roofline.py                        # world objects, M16_end, R = 1 3 9 15, 1 thread
     python benchmarks/bench_coop_roofline.py --variant M16_end_csc --runs 1 15 --csv /tmp/roofline.csv
+    python benchmarks/bench_coop_roofline.py --precision bf16 --grid   # notebook 03's precision and grid
 
 A cached-mode CoOp step costs one forward and backward of the frozen text tower to the context
 (``vlmlab.coop.text_batch.text_features``; the image side is a lookup of cached views) and a 32 x C
@@ -16,7 +17,8 @@ script measures the three numbers that bound the gain:
    the ceiling below is optimistic;
 2. ms per run-step at each R (the step of ``train_coop_batched``: text features, per-run cross-entropy,
    gradient to the contexts; random unit image features stand in for the cached views);
-3. the machine's GEMM rate at the step's largest matrix product (``--threads`` threads).
+3. the machine's GEMM rate at the step's largest matrix product (``--threads`` threads), in the step's
+   precision (``--precision bf16`` autocasts the step and times a bf16 GEMM, where the CPU has bf16 kernels).
 
 ``ceiling_vs_1`` = (ms per step at R = 1) / (FLOPs per run-step / GEMM rate): the speed-up batching would
 give if the batched step ran every counted FLOP at the GEMM rate and spent nothing else. It is the most

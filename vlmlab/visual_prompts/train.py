@@ -10,7 +10,8 @@ Bahng et al., arXiv:2203.17274; reference checked: hjbahng/visual_prompting 679e
              = lr · (1 + cos(pi (step - warmup) / (total - warmup))) / 2   after (per step)
 Departures: the text features are computed once (the reference recomputes them every step through
 the frozen encoder: the same numbers). Precision is the bundle's (``precision``: the paper profile
-uses the reference's fp16 autocast, with a GradScaler as the reference; CPU runs are fp32); the reported VP accuracy is the last epoch's, or the
+uses the reference's fp16 autocast, with a GradScaler as the reference; the embedded profile runs fp32,
+and a CPU autocasts bf16 only); the reported VP accuracy is the last epoch's, or the
 best epoch on a *validation* split with ``select="val"`` (the reference keeps the best epoch on the
 test set, which vlmlab does not do). Epochs, batch size and warm-up are parameters: the embedded
 profile scales them down (a few epochs over 16 shots per class), the paper profile keeps them.
