@@ -12,9 +12,8 @@ script measures the three numbers that bound the gain:
 
 1. FLOPs per run-step, counted by ``torch.utils.flop_counter.FlopCounterMode`` over one step of R stacked
    runs, divided by R: the matrix products (``tests/test_bench_coop_roofline.py`` checks the count
-   position by position). Elementwise work (layer norms, GELU, softmax) and the prefix's own P x P
-   attention (CPU flash attention, which the counter does not see; about 0.1 % here) are left out, so
-   the ceiling below is optimistic;
+   position by position). Elementwise work (layer norms, GELU, softmax) is left out, so the ceiling
+   below is optimistic;
 2. ms per run-step at each R (the step of ``train_coop_batched``: text features, per-run cross-entropy,
    gradient to the contexts; random unit image features stand in for the cached views);
 3. the machine's GEMM rate at the step's largest matrix product (``--threads`` threads), in the step's

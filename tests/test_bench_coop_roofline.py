@@ -35,12 +35,12 @@ def _learner(bundle, variant):
 def _forward_flops_by_hand(learner) -> int:
     """Matrix-product FLOPs of ``text_features`` for one run, position by position (2 FLOP per MAC).
 
-    Each layer but the last: the prefix's keys/values (q/k/v projection) and its own block (projection
-    again, output, MLP); every class row's S suffix positions: projection, scores and values against
-    P + S keys, output, MLP. The last layer: the projections of all positions, then attention, output
-    and MLP at the EOS row only. Then the text projection of the C EOS rows. Not here because torch's
-    counter does not see them: the prefix's own P x P attention (CPU flash attention) and, with a
-    class-specific context (P = 1), the scores against the lone SOS key (an elementwise product).
+    Each layer: the prefix's q/k/v projection, once. Each layer but the last: the prefix's own causal
+    attention (P x P scores and values), output and MLP; every class row's S suffix positions:
+    projection, scores and values against P + S keys, output, MLP. The last layer: the suffix
+    projections, then attention, output and MLP at the EOS row only. Then the text projection of the C
+    EOS rows. Not here because torch's counter does not see it: with a class-specific context (P = 1),
+    the scores against the lone SOS key (an elementwise product).
     """
     tower = learner.tower
     blk = tower.transformer.resblocks[0]
@@ -52,9 +52,9 @@ def _forward_flops_by_hand(learner) -> int:
     qkv, out, mlp = 3 * w * w, w * w, 2 * w * f                    # MACs per position
     total = 0
     for layer in range(layers):
-        total += p * qkv + c * s * qkv                               # keys/values of the prefix; suffix q/k/v
+        total += p * qkv + c * s * qkv                               # prefix q/k/v (once); suffix q/k/v
         if layer < layers - 1:
-            total += p * qkv + p * (out + mlp)                       # the prefix's own block
+            total += 2 * p * p * w + p * (out + mlp)                 # the prefix's own attention and block
             total += c * s * (2 * (p + s) * w + out + mlp)           # suffix attention, output, MLP
         else:
             total += c * (2 * (p + s) * w + out + mlp)               # the EOS rows only

@@ -6,12 +6,14 @@ of run r; with a class-specific context (or the class name in front) only SOS is
 causal mask those positions only attend to each other, so (exactly):
 
     prefix_r runs through the tower once per run (batch R, as ``vlmlab.prompts.encode_shared_prefix``);
-    each block's keys/values of the prefix, K_r = LN(x_r) W_k, V_r = LN(x_r) W_v, are computed once per
-    run and shared by its C class rows (not recomputed per row); scores = [q K_r^T | q K_rc^T + causal];
-    the last block is evaluated at the readout (EOS) token only, the one position ``ln_final`` pools.
+    each block's queries/keys/values of the prefix, Q_r, K_r = LN(x_r) W_k, V_r = LN(x_r) W_v, are computed
+    once per run: they give the prefix's own causal attention and K_r, V_r are shared by its C class rows
+    (not recomputed per row); scores = [q K_r^T | q K_rc^T + causal]; the last block is evaluated at the
+    readout (EOS) token only, the one position ``ln_final`` pools.
 
 The attention is written out (softmax(q k^T / sqrt(d_h)) v per head), the same formula as
-``nn.MultiheadAttention`` with open_clip's ``ResidualAttentionBlock`` around it; results equal
+``nn.MultiheadAttention`` with open_clip's ``ResidualAttentionBlock`` around it (the prefix's too: CPU
+flash attention's backward takes 0.6 ms per call in bf16 at these sizes, 6x its fp32 time); results equal
 ``PromptLearner.forward`` up to float rounding (``tests/test_coop_batched.py``). The readout-only last
 block is most of the gain for a class-specific context (each row's L positions pass L - 1 blocks fully and
 the last one at its EOS only). Towers this does not cover (no causal mask, custom blocks) take the plain
@@ -69,22 +71,32 @@ def _attend(attn: nn.MultiheadAttention, q: Tensor, kp: Tensor, vp: Tensor, ks: 
     return F.linear(out.transpose(-3, -2).flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, q_at: Tensor | None = None) -> Tensor:
-    """One residual block on the suffixes xs (R, C, S, W) given the prefixes xp (R, P, W).
+def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, q_at: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
+    """One residual block on the prefixes xp (R, P, W) and the suffixes xs (R, C, S, W).
 
-    ``q_at`` (C,): evaluate only that suffix position per class (the readout), -> (R, C, 1, W).
+    ``mask`` (L, L) is the causal mask of the whole prompt. The prefix's q/k/v are computed once: its
+    keys/values serve its own causal attention and every class row's. ``q_at`` (C,): the last block,
+    evaluated only at that suffix position per class (the readout): returns (None, (R, C, 1, W)); else
+    (the prefixes' output (R, P, W), the suffixes' (R, C, S, W)).
     """
-    attn, h = blk.attn, blk.attn.num_heads
-    _, kp, vp = _qkv(attn, blk.ln_1(xp))                                                # (R, P, W)
+    attn, h, p = blk.attn, blk.attn.num_heads, xp.shape[-2]
+    qp, kp, vp = _qkv(attn, blk.ln_1(xp))                                               # (R, P, W)
     qs, ks, vs = _qkv(attn, blk.ln_1(xs))                                               # (R, C, S, W)
+    qp, kp, vp = _split_heads(qp, h), _split_heads(kp, h), _split_heads(vp, h)          # (R, H, P, d)
+    ms = mask[p:, p:]
     if q_at is not None:
         rows = torch.arange(len(q_at), device=xs.device)
-        xs, qs, mask = xs[:, rows, q_at].unsqueeze(2), qs[:, rows, q_at].unsqueeze(2), mask[q_at].unsqueeze(1)
-        mask = mask.unsqueeze(1)                                                        # (C, 1, 1, S)
-    out = _attend(attn, _split_heads(qs, h), _split_heads(kp, h), _split_heads(vp, h), _split_heads(ks, h),
-                  _split_heads(vs, h), mask)
+        xs, qs, ms = xs[:, rows, q_at].unsqueeze(2), qs[:, rows, q_at].unsqueeze(2), ms[q_at].unsqueeze(1)
+        ms = ms.unsqueeze(1)                                                            # (C, 1, 1, S)
+    out = _attend(attn, _split_heads(qs, h), kp, vp, _split_heads(ks, h), _split_heads(vs, h), ms)
     xs = xs + blk.ls_1(out)
-    return xs + blk.ls_2(blk.mlp(blk.ln_2(xs)))
+    xs = xs + blk.ls_2(blk.mlp(blk.ln_2(xs)))
+    if q_at is not None:
+        return None, xs
+    a = torch.softmax(qp @ kp.transpose(-1, -2) / math.sqrt(qp.shape[-1]) + mask[:p, :p], dim=-1)   # (R, H, P, P)
+    out = F.linear((a @ vp).transpose(-3, -2).flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
+    xp = xp + blk.ls_1(out)
+    return xp + blk.ls_2(blk.mlp(blk.ln_2(xp))), xs
 
 
 def _project(tower, x: Tensor) -> Tensor:
@@ -110,10 +122,7 @@ def encode_prefix_groups(learner: PromptLearner, prompts: Tensor) -> Tensor:
         xp = prompts[:, 0, :p].to(cast) + pos[:p]                                       # (R, P, W)
         xs = prompts[:, :, p:].to(cast) + pos[p:]                                       # (R, C, S, W)
         for i, blk in enumerate(blocks):
-            last = i == len(blocks) - 1
-            xs = _block(blk, xp, xs, mask[p:, p:], q_at=eos if last else None)
-            if not last:
-                xp = blk(xp, attn_mask=mask[:p, :p])
+            xp, xs = _block(blk, xp, xs, mask, q_at=eos if i == len(blocks) - 1 else None)
         return _project(tower, tower.ln_final(xs[:, :, 0]))                             # (R, C, D)
 
 
