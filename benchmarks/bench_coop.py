@@ -33,7 +33,7 @@ from vlmlab.coop.augment import eval_features, view_features
 from vlmlab.data.fewshot import sample_few_shot
 from vlmlab.metrics import accuracy
 from vlmlab.models import load_clip
-from vlmlab.runtime import effective_precision
+from vlmlab.runtime import PRECISIONS, effective_precision
 
 
 def _sync(device) -> None:
@@ -90,7 +90,8 @@ def _summary(table: pd.DataFrame, args, bundle) -> dict:
     c = by["cached"]
     out = {"model": args.model, "device": str(bundle.device), "dataset": args.dataset, "variant": args.variant,
            "shots": args.shots, "seeds": args.seeds, "n_views": args.n_views, "crop_scale": args.crop_scale,
-           "threads": args.threads, "precision": effective_precision(bundle.device, bundle.precision), "epochs": sorted(set(table["epochs"].tolist())), "runs": len(c),
+           "threads": args.threads, "precision": effective_precision(bundle.device, bundle.precision),
+           "epochs": sorted(set(table["epochs"].tolist())), "runs": len(c),
            "steps_cached": int(c["steps"].sum()), "accuracy_cached": float(c["accuracy"].mean()),
            "ms_per_step_cached": float(1000 * c["train_s"].sum() / c["steps"].sum())}
     if "exact" in by:
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+    ap.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS),
                     help="the bundle's precision (notebook 03's embedded profile: bf16, which autocasts on the CPU)")
     ap.add_argument("--json", default="")
     ap.add_argument("--csv", default="", help="write the per-run table here")

@@ -114,14 +114,15 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
     scale = cfg.logit_scale or bundle.logit_scale
     block = learner.tower.transformer.resblocks[0]
     width, hidden = block.mlp.c_fc.in_features, block.mlp.c_fc.out_features
-    dtype = PRECISIONS[effective_precision(bundle.device, bundle.precision)] or torch.float32
-    rate = gemm_gflops(max(runs) * suffix_rows(learner), width, hidden, min_seconds, dtype)
+    precision = effective_precision(bundle.device, bundle.precision)
+    rate = gemm_gflops(max(runs) * suffix_rows(learner), width, hidden, min_seconds,
+                       PRECISIONS[precision] or torch.float32)
     rows = []
     for r in runs:
         step = step_fn(learner, r, scale)
         flops, ms = counted_flops(step) / r, ms_per_step(step, min_seconds) / r
         rows.append({"dataset": dataset, "threads": torch.get_num_threads(), "variant": variant,
-                     "precision": effective_precision(bundle.device, bundle.precision),
+                     "precision": precision,
                      "classes": learner.n_cls, "runs": r, "ms_per_run_step": ms, "gflop_per_run_step": flops / 1e9,
                      "achieved_gflops": flops / ms / 1e6, "gemm_gflops": rate,
                      "fraction_of_gemm": flops / ms / 1e6 / rate})

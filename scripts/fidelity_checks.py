@@ -12,7 +12,8 @@ missing). A finished check (its ``provenance.json`` exists) is not rerun unless 
 default run is never rerun. Prints one markdown table (check, measure, default, switched, difference)
 and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
 feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min, ``03_fp32``
-(the whole notebook in fp32; its features are its own) about 9 min, ``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds) under a minute.
+(the whole notebook in fp32; its features are its own) about 9 min, ``03_crop_scale`` (objects, 16 shots,
+M16 end, 3 seeds) under a minute.
 
 A dict override is merged one level deep into the profile's dict (``vlmlab.params.merge_overrides``):
 ``uniinfo: {lora_backward: exact}`` keeps the profile's fitted UniInfo values, and ``epochs: {1: 25, ...}``

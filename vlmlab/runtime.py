@@ -8,6 +8,7 @@ because papermill's log never shows widget bars.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import multiprocessing as mp
 import os
@@ -89,12 +90,14 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU has oneDNN bf16 kernels (x86 with AVX-512). With AVX512_BF16 or AMX they run bf16
     matrix products at several times fp32's rate (5x on an AVX512_BF16 core, ``bench_coop_roofline``).
 
     Without them (AVX2-only x86, most ARM) torch's fallback runs bf16 products about 40x slower than fp32
-    (measured with oneDNN switched off: 2.8 against 113 GFLOP/s).
+    (measured with oneDNN switched off: 2.8 against 113 GFLOP/s). Asked once per process: a hardware fact,
+    and ``effective_precision`` asks it at every ``autocast`` (every training step).
     """
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

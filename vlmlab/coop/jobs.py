@@ -253,7 +253,7 @@ def run_job(bundle: ClipBundle, job) -> dict:
     return job.run(bundle)
 
 
-def _worker_job(source: tuple[str, str | None, str], job) -> dict:
+def _worker_job(source: tuple[str, str | None, str, str], job) -> dict:
     """A job in a worker process: the CLIP is loaded once per process from ``source`` (name, pretrained,
     precision, the parent's identity) and checked against the parent's."""
     global _WORKER_BUNDLE
@@ -282,5 +282,6 @@ def run_jobs(bundle: ClipBundle, jobs: Sequence[Job | ProbeJob | BatchJob], work
         workers = 1
     if workers <= 1:                                  # threads: tiny matrices, extra intra-op threads only add sync cost
         return process_map(run_job, jobs, context=bundle, threads=threads, desc="CoOp runs", on_result=on_result)
-    return process_map(_worker_job, jobs, context=(bundle.name, bundle.pretrained, bundle.precision, bundle.identity), workers=workers,
-                       threads=threads, desc="CoOp runs", cost=lambda j: j.cost(), on_result=on_result)
+    source = (bundle.name, bundle.pretrained, bundle.precision, bundle.identity)
+    return process_map(_worker_job, jobs, context=source, workers=workers, threads=threads, desc="CoOp runs",
+                       cost=lambda j: j.cost(), on_result=on_result)
