@@ -11,7 +11,7 @@ from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, run_sweep, train_coop
 from vlmlab.coop.batched import _sgd
 from vlmlab.coop.data import Splits
 from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs
-from vlmlab.coop.text_batch import prefix_length, supports_prefix_groups, text_features
+from vlmlab.coop.text_batch import prefix_length, prompt_parts, supports_prefix_groups, text_features
 from vlmlab.coop.train import build_learner
 from vlmlab.metrics import accuracy
 
@@ -92,6 +92,50 @@ def test_batched_text_features_equal_the_learners_forward(bundle, variant):
     # every design takes the grouped path on a causal tower; SOS alone is shared by CSC and the front position
     assert supports_prefix_groups(learners[0])
     assert prefix_length(learners[0]) == {"UC end": 5, "UC middle": 3, "UC phrase": 5}.get(variant, 1)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_prompt_parts_are_the_prompts_split_bit_for_bit(bundle, variant):
+    """The end design's shortcut (constant suffix, no (R, C, L, W) prompt tensor) gives the same prefixes,
+    suffixes and context gradient as slicing the full prompts, to the bit; only it drops the suffix's grad."""
+    cfg = CoOpConfig(n_ctx=4, **VARIANTS[variant])
+    learner = build_learner(bundle, NAMES, cfg, seed=1)
+    g = torch.Generator().manual_seed(0)
+    ctx = torch.stack([learner.ctx.detach() + torch.randn(learner.ctx.shape, generator=g) for _ in range(3)])
+    weights = [torch.randn(3, n, learner.ctx.shape[-1], generator=g) for n in (prefix_length(learner), 1)]
+    grads = []
+    for split in (True, False):
+        leaf = ctx.clone().requires_grad_(True)
+        if split:
+            pre, suf = prompt_parts(learner, leaf)
+        else:
+            full = learner.prompts(leaf)
+            pre, suf = full[:, 0, :prefix_length(learner)], full[:, :, prefix_length(learner):]
+        parts = (pre.detach(), suf.detach())
+        grads.append((parts, torch.autograd.grad((pre * weights[0]).sum() + (suf[:, :, :1] * weights[1][:, None]).sum(),
+                                                 leaf)[0]))
+        if split:
+            assert suf.requires_grad == (variant not in ("UC end", "UC phrase"))
+    (p1, g1), (p2, g2) = grads
+    assert torch.equal(p1[0], p2[0]) and torch.equal(p1[1], p2[1]) and torch.equal(g1, g2)
+
+
+def test_middle_and_front_prompts_are_built_position_by_position(bundle):
+    """The gathered layout equals CoOp's per-class concatenation, and each context vector's gradient is the
+    sum over classes of the gradient at its position (each source position is used once per class)."""
+    for position in ("middle", "front"):
+        learner = build_learner(bundle, NAMES, CoOpConfig(n_ctx=4, position=position), seed=1)
+        ctx = learner.ctx.detach().clone().requires_grad_(True)
+        out = learner.prompts(ctx.unsqueeze(0))[0]                                   # (C, L, W)
+        pre, suf = learner.token_prefix, learner.token_suffix
+        for c, n in enumerate(learner.name_lens):
+            parts = ([pre[c], ctx[:2], suf[c, :n], ctx[2:], suf[c, n:]] if position == "middle"
+                     else [pre[c], suf[c, :n], ctx, suf[c, n:]])
+            assert torch.equal(out[c], torch.cat(parts).detach())
+        w = torch.randn(out.shape)
+        (g,) = torch.autograd.grad((out * w).sum(), ctx)
+        at = [([1, 2] + [3 + n, 4 + n]) if position == "middle" else list(range(1 + n, 5 + n)) for n in learner.name_lens]
+        torch.testing.assert_close(g, sum(w[c, at[c]] for c in range(len(NAMES))))
 
 
 def test_sgd_rows_follow_torch_sgd_and_others_stay():

@@ -260,6 +260,21 @@ def _eos_positions(tokens: Tensor, tower: _TextTower) -> Tensor:
     return tokens.argmax(dim=-1)
 
 
+def _layout(position: str, n_ctx: int, name_lens: Sequence[int], length: int) -> Tensor:
+    """(C, L): for each class's prompt position, its source in the "end" layout [SOS | ctx | CLASS . EOS].
+
+    "middle" is [SOS | ctx[:M/2] | CLASS | ctx[M/2:] | . EOS] (CoOp's ``class_token_position``), "front"
+    [SOS | CLASS | ctx | . EOS]; each source position is used once per class.
+    """
+    half, rows = n_ctx // 2, []
+    for n in name_lens:
+        sos, ctx, name = [0], list(range(1, 1 + n_ctx)), list(range(1 + n_ctx, 1 + n_ctx + n))
+        rest = list(range(1 + n_ctx + n, length))
+        rows.append({"end": sos + ctx + name, "middle": sos + ctx[:half] + name + ctx[half:],
+                     "front": sos + name + ctx}[position] + rest)
+    return torch.tensor(rows, dtype=torch.long)
+
+
 class PromptLearner(nn.Module):
     """CoOp's learnable context over the frozen text encoder of a ClipBundle.
 
@@ -333,6 +348,8 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_prefix", embedded[:, :1], persistent=False)            # SOS
         self.register_buffer("token_suffix", embedded[:, 1 + n_ctx:], persistent=False)    # CLASS . EOS pad
         self.register_buffer("ctx_initial", init.clone(), persistent=False)
+        self.register_buffer("order", _layout(position, n_ctx, self.name_lens, tokens.shape[1]).to(device),
+                             persistent=False)
         self.ctx = nn.Parameter(init.clone())
         self.fast = supports_shared_prefix(self.tower)        # False: always the plain full-sequence forward
 
@@ -363,16 +380,10 @@ class PromptLearner(nn.Module):
         ctx = (ctx if ctx.dim() == 4 else ctx.unsqueeze(1).expand(-1, c, -1, -1)).to(self.token_prefix.dtype)
         pre = self.token_prefix.unsqueeze(0).expand(r, -1, -1, -1)                        # (R, C, 1, W)
         suf = self.token_suffix.unsqueeze(0).expand(r, -1, -1, -1)                        # (R, C, S, W)
-        if self.position == "end":
-            out = torch.cat([pre, ctx, suf], dim=2)
-        else:
-            half, rows = self.n_ctx // 2, []
-            for i, n in enumerate(self.name_lens):
-                p, x, name, rest = pre[:, i:i + 1], ctx[:, i:i + 1], suf[:, i:i + 1, :n], suf[:, i:i + 1, n:]
-                parts = ([p, x[:, :, :half], name, x[:, :, half:], rest] if self.position == "middle"
-                         else [p, name, x, rest])
-                rows.append(torch.cat(parts, dim=2))
-            out = torch.cat(rows, dim=1)                                                   # (R, C, L, W)
+        out = torch.cat([pre, ctx, suf], dim=2)                                           # (R, C, L, W), end
+        if self.position != "end":                                  # each class's positions reordered
+            order = self.order.view(1, c, -1, 1).expand(r, -1, -1, out.shape[-1])
+            out = torch.gather(out, 2, order)
         return out[0] if single else out
 
     @property

@@ -17,7 +17,16 @@ flash attention's backward takes 0.6 ms per call in bf16 at these sizes, 6x its 
 ``PromptLearner.forward`` up to float rounding (``tests/test_coop_batched.py``). The readout-only last
 block is most of the gain for a class-specific context (each row's L positions pass L - 1 blocks fully and
 the last one at its EOS only). Towers this does not cover (no causal mask, custom blocks) take the plain
-full forward over the R x C prompts. ``train_coop``'s step calls it with one context (R = 1), so a run
+full forward over the R x C prompts.
+
+With the context at the end, the suffix (CLASS . EOS) holds no context: it enters as a constant, so the
+(R, C, L, W) prompt tensor and the gradient of the first block's suffix rows are never built
+(``prompt_parts``); the result is unchanged to the bit (``tests/test_coop_batched.py``; notebook 03 gave
+the same tables and final losses). In bf16 on the embedded model this makes an end-context step 1.06-1.12x
+faster (old and new code alternated in one process, 1-15 runs per step); at notebook 03's scale the gain
+is inside this VM's run-to-run noise.
+
+``train_coop``'s step calls it with one context (R = 1), so a run
 trained alone and the same run trained in a group take the same arithmetic; ``PromptLearner.forward``
 (evaluation, TPT) keeps the plainer ``encode_shared_prefix`` path.
 """
@@ -106,11 +115,12 @@ def _project(tower, x: Tensor) -> Tensor:
     return proj(x) if isinstance(proj, nn.Module) else x @ proj
 
 
-def encode_prefix_groups(learner: PromptLearner, prompts: Tensor) -> Tensor:
-    """Unnormalised features (R, C, D) of prompts (R, C, L, W) whose first P positions are shared per run."""
-    tower, p, tokens = learner.tower, prefix_length(learner), learner.tokens
+def encode_prefix_groups(learner: PromptLearner, prefix: Tensor, suffix: Tensor) -> Tensor:
+    """Unnormalised features (R, C, D) of prompts [prefix_r | suffix_rc]: prefixes (R, P, W) shared by a run's
+    classes, suffixes (R, C, S, W) (``prompt_parts``)."""
+    tower, p, tokens = learner.tower, prefix.shape[1], learner.tokens
     length = tokens.shape[1]
-    cast = _cast_dtype(tower, prompts)
+    cast = _cast_dtype(tower, prefix)
     pos = tower.positional_embedding[:length].detach().to(cast)
     mask = tower.attn_mask[:length, :length]
     mask = (torch.zeros(mask.shape, dtype=cast, device=mask.device).masked_fill(mask, -math.inf)
@@ -119,19 +129,35 @@ def encode_prefix_groups(learner: PromptLearner, prompts: Tensor) -> Tensor:
            (tokens == tower.eos_id).int().argmax(dim=-1)) - p                          # (C,) in the suffix
     blocks = list(tower.transformer.resblocks)
     with frozen(tower):
-        xp = prompts[:, 0, :p].to(cast) + pos[:p]                                       # (R, P, W)
-        xs = prompts[:, :, p:].to(cast) + pos[p:]                                       # (R, C, S, W)
+        xp = prefix.to(cast) + pos[:p]                                                  # (R, P, W)
+        xs = suffix.to(cast) + pos[p:]                                                  # (R, C, S, W)
         for i, blk in enumerate(blocks):
             xp, xs = _block(blk, xp, xs, mask, q_at=eos if i == len(blocks) - 1 else None)
         return _project(tower, tower.ln_final(xs[:, :, 0]))                             # (R, C, D)
 
 
+def prompt_parts(learner: PromptLearner, ctx: Tensor) -> tuple[Tensor, Tensor]:
+    """R contexts' prompts split into the per-run prefixes (R, P, W) and the class rows' suffixes (R, C, S, W).
+
+    A unified context at the end leaves the suffix (CLASS . EOS) free of the context: it is taken from the
+    token embeddings as a constant, so no gradient is computed for it (the (R, C, L, W) prompt tensor and
+    the backward of the first block's suffix rows are skipped; the gradient to the context is unchanged).
+    """
+    p = prefix_length(learner)
+    if learner.position == "end" and not learner.csc and p == 1 + learner.n_ctx:
+        sos = learner.token_prefix[:1].expand(ctx.shape[0], -1, -1)                     # (R, 1, W)
+        return (torch.cat([sos, ctx.to(sos.dtype)], dim=1),
+                learner.token_suffix.unsqueeze(0).expand(ctx.shape[0], -1, -1, -1))
+    prompts = learner.prompts(ctx)                                                      # (R, C, L, W)
+    return prompts[:, 0, :p], prompts[:, :, p:]
+
+
 def text_features(learner: PromptLearner, ctx: Tensor) -> Tensor:
     """Unit class features (R, C, D) of R contexts: the batched ``learner(normalize=True)``."""
     r, c = ctx.shape[0], learner.n_cls
-    prompts = learner.prompts(ctx)                                                      # (R, C, L, W)
     if supports_prefix_groups(learner):
-        z = encode_prefix_groups(learner, prompts)
+        z = encode_prefix_groups(learner, *prompt_parts(learner, ctx))
     else:
+        prompts = learner.prompts(ctx)                                                  # (R, C, L, W)
         z = encode_token_embeddings(learner.tower, prompts.flatten(0, 1), learner.tokens.repeat(r, 1))
     return F.normalize(z.float(), dim=-1).reshape(r, c, -1)
