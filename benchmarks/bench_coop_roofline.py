@@ -23,11 +23,15 @@ script measures the three numbers that bound the gain:
 give if the batched step ran every counted FLOP at the GEMM rate and spent nothing else. It is the most
 any batching of these runs can give on this machine; ``speedup_vs_1`` is what the code gets at R.
 
+``fixed_ms`` and ``per_run_ms`` split a batched step's time into a part paid once per step and a part
+per stacked run (a line through the measured R): batching shares only the first.
+
 ``--grid`` also counts notebook 03's whole CoOp grid in its embedded profile (``params/embedded/
 03_coop_shots.yaml``: datasets, shots, seeds, variants, CoOp's epochs; steps per run as ``run_plan``
 draws them): FLOPs per run-step of every (dataset, variant) times its run-steps, and the seconds
 that takes at the measured GEMM rate on ``--cores`` cores (the notebook's 2 workers): a lower bound of
-the notebook's cold training time on this machine. With ``--csv X.csv`` it goes to ``X_grid.csv``.
+the notebook's cold training time on this machine, and ``fixed_seconds``, the time its batched steps
+spend on the fixed cost alone (``with_fixed_seconds``). With ``--csv X.csv`` it goes to ``X_grid.csv``.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -102,6 +107,18 @@ def gemm_gflops(rows: int, width: int, hidden: int, min_seconds: float = 2.0,
     return 2 * rows * width * hidden / ms / 1e6
 
 
+def step_cost_fit(runs: list[int], ms_per_step: list[float]) -> tuple[float, float]:
+    """Least-squares line through (R, ms per batched step): (fixed ms per step, ms per stacked run).
+
+    The fixed part is what a step costs whatever it holds (operator dispatch, autograd, small kernels);
+    it is paid once per batched step, so it is what batching shares. NaN with fewer than two R.
+    """
+    if len(set(runs)) < 2:
+        return float("nan"), float("nan")
+    per_run, fixed = np.polyfit(np.asarray(runs, dtype=float), np.asarray(ms_per_step, dtype=float), 1)
+    return float(fixed), float(per_run)
+
+
 def suffix_rows(learner: PromptLearner) -> int:
     """Rows per run of the tower's class part: C classes x the positions after the shared prefix."""
     return learner.n_cls * (learner.tokens.shape[1] - prefix_length(learner))
@@ -127,6 +144,7 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
                      "achieved_gflops": flops / ms / 1e6, "gemm_gflops": rate,
                      "fraction_of_gemm": flops / ms / 1e6 / rate})
     t = pd.DataFrame(rows)
+    t["fixed_ms"], t["per_run_ms"] = step_cost_fit(t["runs"].tolist(), (t["ms_per_run_step"] * t["runs"]).tolist())
     base = t.loc[t["runs"] == min(runs), "ms_per_run_step"].iloc[0]
     t["speedup_vs_1"] = base / t["ms_per_run_step"]
     t["ceiling_vs_1"] = base / (1e3 * t["gflop_per_run_step"] / t["gemm_gflops"])
@@ -170,6 +188,13 @@ def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
     return t
 
 
+def with_fixed_seconds(g: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
+    """``g`` with ``fixed_seconds``: each group's batched steps x the smallest fitted ``fixed_ms`` of the
+    measured variants (``t``) / cores, the time its steps spend on the fixed cost alone. Batching these
+    groups cannot remove it; only fewer, larger groups or a cheaper step would."""
+    return g.assign(fixed_seconds=t["fixed_ms"].min() * g["group_steps"] / 1e3 / g["cores"])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded")
@@ -196,13 +221,14 @@ def main(argv=None) -> None:
     print(t.round(3).to_string(index=False))
     out = {"ceiling_vs_1": float(t["ceiling_vs_1"].max()), "speedup_vs_1": float(t["speedup_vs_1"].max())}
     if args.grid:
-        g = notebook_grid(bundle, float(t["gemm_gflops"].max()), args.cores)
+        g = with_fixed_seconds(notebook_grid(bundle, float(t["gemm_gflops"].max()), args.cores), t)
         if args.csv:
             g.to_csv(Path(args.csv).with_name(Path(args.csv).stem + "_grid.csv"), index=False)
         print(g.round(3).to_string(index=False))
         out.update(grid_run_steps=int(g["run_steps"].sum()), grid_group_steps=int(g["group_steps"].sum()),
                    grid_tflop=float(g["tflop"].sum()),
-                   grid_seconds_at_gemm_rate=float(g["seconds_at_gemm_rate"].sum()))
+                   grid_seconds_at_gemm_rate=float(g["seconds_at_gemm_rate"].sum()),
+                   grid_fixed_seconds=float(g["fixed_seconds"].sum()))
     print(json.dumps(out))
 
 

@@ -116,13 +116,20 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
                          f"{t['ceiling_vs_1'].max():.1f}x vs {big['speedup_vs_1']:.1f}x "
                          f"({big['gflop_per_run_step']:.3f} GFLOP per run-step; {big['achieved_gflops']:.0f} of "
                          f"{big['gemm_gflops']:.0f} GFLOP/s; {big['ms_per_run_step']:.2f} ms per run-step)"))
+            if "fixed_ms" in t and t["fixed_ms"].notna().all():
+                rows.append((f"CoOp {v} batched step ({prec}): fixed cost per step + cost per stacked run "
+                             f"(a line through R = {', '.join(map(str, t['runs']))})",
+                             f"{t['fixed_ms'].iloc[0]:.2f} ms + {t['per_run_ms'].iloc[0]:.2f} ms x R"))
         if (g := _read(out, f"{name}_grid")) is not None:
             rows.append((f"notebook 03's CoOp grid (embedded): counted text FLOPs, and their time at the {prec} GEMM "
                          f"rate on {g['cores'].iloc[0]} cores (a lower bound of its training)",
                          f"{g['run_steps'].sum() / 1e3:.1f} k run-steps, {g['tflop'].sum():.1f} TFLOP, >= "
                          f"{g['seconds_at_gemm_rate'].sum():.0f} s"
                          + (f"; {g['run_steps'].sum() / g['group_steps'].sum():.1f} runs per batched step on average"
-                            if "group_steps" in g else "")))
+                            if "group_steps" in g else "")
+                         + (f"; the fixed cost of its {g['group_steps'].sum() / 1e3:.1f} k batched steps alone "
+                            f"about {g['fixed_seconds'].sum():.0f} s" if g.get("fixed_seconds", pd.Series([])).notna().any()
+                            else "")))
     return rows
 
 

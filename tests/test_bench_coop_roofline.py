@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -93,11 +95,36 @@ def test_measure_reports_the_ceiling_from_flops_and_the_gemm_rate(bundle, tmp_pa
     assert t["ceiling_vs_1"].tolist() == pytest.approx(expected.tolist())
     assert t["speedup_vs_1"].iloc[0] == pytest.approx(1.0)
 
+    # two R: the line of fixed + per-run cost passes through both measured steps
+    fixed, per_run = t["fixed_ms"].iloc[0], t["per_run_ms"].iloc[0]
+    assert (fixed + per_run * t["runs"]).tolist() == pytest.approx((t["ms_per_run_step"] * t["runs"]).tolist())
+
     t.to_csv(tmp_path / "bench_coop_roofline.csv", index=False)                   # what make bench summarises
-    (row,) = RUN_ALL.other_ratios(tmp_path)
+    row, fit = RUN_ALL.other_ratios(tmp_path)
     assert row[0].startswith("CoOp M4_end text step (shapes, ") and f"{t['ceiling_vs_1'].max():.1f}x vs" in row[1]
+    assert fit[1] == f"{fixed:.2f} ms + {per_run:.2f} ms x R"
 
 
+def test_step_cost_fit_recovers_a_line_and_needs_two_run_counts():
+    runs = [1, 3, 9, 15]
+    assert R.step_cost_fit(runs, [5.0 + 1.5 * r for r in runs]) == pytest.approx((5.0, 1.5))
+    noisy = R.step_cost_fit(runs, [5.0 + 1.5 * r + e for r, e in zip(runs, (0.1, -0.1, -0.1, 0.1))])
+    assert noisy[1] == pytest.approx(1.5, abs=0.02) and noisy[0] == pytest.approx(5.0, abs=0.2)
+    assert all(map(math.isnan, R.step_cost_fit([4, 4], [1.0, 2.0])))
+
+
+def test_the_grids_fixed_seconds_are_its_batched_steps_at_the_smallest_fixed_cost(bundle, tmp_path):
+    g = pd.DataFrame({"run_steps": [4000, 1000], "group_steps": [1000, 500], "tflop": [1.0, 0.5],
+                      "seconds_at_gemm_rate": [5.0, 2.5], "cores": [2, 2]})
+    assert R.with_fixed_seconds(g, pd.DataFrame({"fixed_ms": [6.0, 4.0]}))["fixed_seconds"].tolist() == \
+        pytest.approx([2.0, 1.0])                                                     # 4 ms x steps / 2 cores
+    t = R.measure(bundle, CLASSES, "M4_end", [1, 2], min_seconds=0.05, dataset="shapes")
+    t.to_csv(tmp_path / "bench_coop_roofline.csv", index=False)
+    R.with_fixed_seconds(g, t).to_csv(tmp_path / "bench_coop_roofline_grid.csv", index=False)
+    row = RUN_ALL.other_ratios(tmp_path)[-1]
+    expected = t["fixed_ms"].min() * 1500 / 1e3 / 2                                   # 1,500 steps on 2 cores, s
+    assert "3.3 runs per batched step" in row[1]
+    assert f"1.5 k batched steps alone about {expected:.0f} s" in row[1]
 def test_the_notebook_grid_counts_coops_run_steps(bundle):
     """Run-steps by hand: epochs(K) x steps per epoch (K C // 32 with drop_last, 1 below a batch) x seeds;
     epochs(K) is the table's entry at the largest key <= K (the tiny profile gives K = 1 only)."""
