@@ -128,8 +128,8 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
                          + (f"; {g['run_steps'].sum() / g['group_steps'].sum():.1f} runs per batched step on average"
                             if "group_steps" in g else "")
                          + (f"; the fixed cost of its {g['group_steps'].sum() / 1e3:.1f} k batched steps alone "
-                            f"about {g['fixed_seconds'].sum():.0f} s" if g.get("fixed_seconds", pd.Series([])).notna().any()
-                            else "")))
+                            f"about {g['fixed_seconds'].sum():.0f} s"
+                            if "fixed_seconds" in g and g["fixed_seconds"].notna().any() else "")))
     return rows
 
 

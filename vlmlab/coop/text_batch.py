@@ -26,9 +26,9 @@ the same tables and final losses). In bf16 on the embedded model this makes an e
 faster (old and new code alternated in one process, 1-15 runs per step); at notebook 03's scale the gain
 is inside this VM's run-to-run noise.
 
-``train_coop``'s step calls it with one context (R = 1), so a run
-trained alone and the same run trained in a group take the same arithmetic; ``PromptLearner.forward``
-(evaluation, TPT) keeps the plainer ``encode_shared_prefix`` path.
+``train_coop``'s step calls it with one context (R = 1), so a run trained alone and the same run trained in
+a group take the same arithmetic; ``PromptLearner.forward`` (evaluation, TPT) keeps the plainer
+``encode_shared_prefix`` path.
 """
 from __future__ import annotations
 
