@@ -3,6 +3,7 @@
     python benchmarks/bench_coop_roofline.py                        # world objects, M16_end, R = 1 3 9 15, 1 thread
     python benchmarks/bench_coop_roofline.py --variant M16_end_csc --runs 1 15 --csv /tmp/roofline.csv
     python benchmarks/bench_coop_roofline.py --precision bf16 --grid   # notebook 03's precision and grid
+    python benchmarks/bench_coop_roofline.py --precision bf16 --compile   # + torch.compile'd text pass vs eager
 
 A cached-mode CoOp step costs one forward and backward of the frozen text tower to the context
 (``vlmlab.coop.text_batch.text_features``; the image side is a lookup of cached views) and a 32 x C
@@ -32,6 +33,13 @@ draws them): FLOPs per run-step of every (dataset, variant) times its run-steps,
 that takes at the measured GEMM rate on ``--cores`` cores (the notebook's 2 workers): a lower bound of
 the notebook's cold training time on this machine, and ``fixed_seconds``, the time its batched steps
 spend on the fixed cost alone (``with_fixed_seconds``). With ``--csv X.csv`` it goes to ``X_grid.csv``.
+
+``--compile`` times the same step with ``torch.compile(text_features)`` (inductor's fused C++ kernels)
+against eager at each R, the compilation's seconds and the gradient's difference (``X_compiled.csv``).
+Measured on the embedded model (objects, bf16, one thread, 2026-12-04): 1.26-1.72x at R = 1-3, 0.96-1.18x
+at R = 15, 18-35 s to compile each (variant, R) shape, gradients 0.6-1.7 % from eager's; notebook 03's
+48 (dataset, variant) groups would spend more compiling than the compiled steps save, and their numbers
+would move by the rounding, so the trainer stays eager.
 """
 from __future__ import annotations
 
@@ -56,8 +64,11 @@ from vlmlab.runtime import PRECISIONS, effective_precision
 BATCH = 32                                   # CoOp's batch size: image features per step and run
 
 
-def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0):
-    """One cached-mode training step of ``runs`` stacked contexts (no optimiser update): a callable."""
+def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0, features=text_features):
+    """One cached-mode training step of ``runs`` stacked contexts (no optimiser update): a callable.
+
+    ``features``: the text pass, ``text_features`` or a wrapper of it (``--compile``: ``torch.compile``'d).
+    """
     g = torch.Generator().manual_seed(seed)
     ctx = learner.ctx.detach().unsqueeze(0).repeat(runs, *([1] * learner.ctx.dim()))              # a copy
     ctx += 0.01 * torch.randn(ctx.shape, generator=g)                                 # distinct contexts
@@ -68,7 +79,7 @@ def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0):
     def step() -> torch.Tensor:
         leaf = ctx.detach().requires_grad_(True)
         with learner.bundle.autocast():
-            text = text_features(learner, leaf)                                       # (R, C, D)
+            text = features(learner, leaf)                                            # (R, C, D)
             losses = torch.stack([F.cross_entropy(scale * feats[r].to(text.dtype) @ text[r].T, labels[r])
                                   for r in range(runs)])
         (grad,) = torch.autograd.grad(losses.sum(), leaf)
@@ -151,6 +162,37 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
     return t
 
 
+def measure_compiled(bundle, classnames, variant: str, runs: list[int], min_seconds: float,
+                     compiler=None) -> pd.DataFrame:
+    """``--compile``: the step with ``torch.compile(text_features)`` against eager, one row per R.
+
+    A fresh compilation per R (``dynamic=False``, dynamo reset first): ``compile_s`` is the first compiled
+    step's wall time less an eager step's; ``grad_max_rel_diff``, the largest gradient difference from eager
+    over the largest eager gradient (the compiled kernels round differently, so it is not 0).
+    ``compiler`` (tests): what wraps ``text_features`` instead of ``torch.compile``.
+    """
+    compiler = compiler or (lambda fn: torch.compile(fn, dynamic=False))
+    cfg = parse_variant(variant).config(CoOpConfig())
+    learner = build_learner(bundle, classnames, cfg, seed=1)
+    scale = cfg.logit_scale or bundle.logit_scale
+    rows = []
+    for r in runs:
+        eager = step_fn(learner, r, scale)
+        ms_eager = ms_per_step(eager, min_seconds)
+        g_eager = eager()
+        torch._dynamo.reset()
+        compiled = step_fn(learner, r, scale, features=compiler(text_features))
+        t0 = time.perf_counter()
+        g = compiled()
+        compile_s = time.perf_counter() - t0 - ms_eager / 1e3
+        ms = ms_per_step(compiled, min_seconds)
+        rows.append({"variant": variant, "runs": r, "ms_per_run_step_eager": ms_eager / r,
+                     "ms_per_run_step_compiled": ms / r, "speedup_compiled": ms_eager / ms, "compile_s": compile_s,
+                     "grad_max_rel_diff": float((g - g_eager).abs().max() / g_eager.abs().max())})
+    torch._dynamo.reset()
+    return pd.DataFrame(rows)
+
+
 def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
                   overrides: dict | None = None) -> pd.DataFrame:
     """Notebook 03's CoOp runs per (dataset, variant): run-steps, counted TFLOP, seconds at ``gemm`` GFLOP/s x cores.
@@ -209,6 +251,8 @@ def main(argv=None) -> None:
     ap.add_argument("--csv", default="")
     ap.add_argument("--grid", action="store_true", help="also count notebook 03's embedded grid (X_grid.csv)")
     ap.add_argument("--cores", type=int, default=2, help="--grid: cores the notebook trains on (its workers)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the step with torch.compile(text_features) against eager (X_compiled.csv)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bundle = load_clip(args.model, None, device="cpu", precision=args.precision)
@@ -220,6 +264,14 @@ def main(argv=None) -> None:
         t.to_csv(args.csv, index=False)
     print(t.round(3).to_string(index=False))
     out = {"ceiling_vs_1": float(t["ceiling_vs_1"].max()), "speedup_vs_1": float(t["speedup_vs_1"].max())}
+    if args.compile:
+        c = pd.concat([measure_compiled(bundle, split.classnames, v, runs, args.seconds) for v in args.variant],
+                      ignore_index=True)
+        if args.csv:
+            c.to_csv(Path(args.csv).with_name(Path(args.csv).stem + "_compiled.csv"), index=False)
+        print(c.round(3).to_string(index=False))
+        out.update(compiled_speedup_min=float(c["speedup_compiled"].min()),
+                   compiled_speedup_max=float(c["speedup_compiled"].max()))
     if args.grid:
         g = with_fixed_seconds(notebook_grid(bundle, float(t["gemm_gflops"].max()), args.cores), t)
         if args.csv:

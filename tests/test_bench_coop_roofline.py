@@ -168,3 +168,33 @@ def test_bf16_counts_the_same_flops_against_a_bf16_gemm(bundle, tmp_path):
     t16.to_csv(tmp_path / "bench_coop_roofline_bf16.csv", index=False)
     (row,) = RUN_ALL.other_ratios(tmp_path)
     assert "bf16" in row[0] and "bf16 GEMM rate" in row[0]
+
+
+def test_the_step_takes_its_text_pass_from_features(bundle):
+    """``--compile`` swaps the text pass: the step calls the one it is given, with the same arguments."""
+    learner = _learner(bundle, "M4_end")
+    calls = []
+
+    def spy(lrn, ctx):
+        calls.append(ctx.shape)
+        return text_features(lrn, ctx)
+    assert torch.equal(R.step_fn(learner, 2, 10.0, features=spy)(), R.step_fn(learner, 2, 10.0)())
+    assert calls == [(2, *learner.ctx.shape)]
+
+
+def test_measure_compiled_reports_the_gradient_difference_from_eager(bundle):
+    """With the identity as compiler the step is eager's: no difference; a pass scaled by 1 + 1e-3 moves
+    the gradient by a known, nonzero amount."""
+    same = R.measure_compiled(bundle, CLASSES, "M4_end", [1, 2], 0.05, compiler=lambda fn: fn)
+    assert list(same["runs"]) == [1, 2] and (same["grad_max_rel_diff"] == 0).all()
+    assert (same["ms_per_run_step_compiled"] > 0).all() and (same["speedup_compiled"] > 0).all()
+
+    learner = _learner(bundle, "M4_end")
+    scale = parse_variant("M4_end").config(CoOpConfig()).logit_scale or bundle.logit_scale
+    scaled = lambda fn: (lambda lrn, ctx: fn(lrn, ctx) * (1 + 1e-3))                   # noqa: E731
+    eager = R.step_fn(learner, 1, scale)()
+    moved = R.step_fn(learner, 1, scale, features=scaled(text_features))()
+    expected = float((moved - eager).abs().max() / eager.abs().max())
+    assert expected > 0
+    got = R.measure_compiled(bundle, CLASSES, "M4_end", [1], 0.05, compiler=scaled)["grad_max_rel_diff"].iloc[0]
+    assert got == pytest.approx(expected)
