@@ -36,7 +36,7 @@ spend on the fixed cost alone (``with_fixed_seconds``). With ``--csv X.csv`` it 
 
 ``--compile`` times the same step with ``torch.compile(text_features)`` (inductor's fused C++ kernels)
 against eager at each R, the compilation's seconds and the gradient's difference (``X_compiled.csv``).
-Measured on the embedded model (objects, bf16, one thread, 2026-12-04): 1.26-1.72x at R = 1-3, 0.96-1.18x
+Measured on the embedded model (objects, bf16, one thread, 2026-12-04): 1.04-1.72x at R = 1-3, 0.96-1.18x
 at R = 15, 18-35 s to compile each (variant, R) shape, gradients 0.6-1.7 % from eager's; notebook 03's
 48 (dataset, variant) groups would spend more compiling than the compiled steps save, and their numbers
 would move by the rounding, so the trainer stays eager.
