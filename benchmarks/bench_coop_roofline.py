@@ -135,11 +135,15 @@ def suffix_rows(learner: PromptLearner) -> int:
     return learner.n_cls * (learner.tokens.shape[1] - prefix_length(learner))
 
 
+def variant_learner(bundle, classnames, variant: str) -> tuple[PromptLearner, float]:
+    """The learner a variant trains (CoOp's config, seed 1) and the logit scale of its step."""
+    cfg = parse_variant(variant).config(CoOpConfig())
+    return build_learner(bundle, classnames, cfg, seed=1), cfg.logit_scale or bundle.logit_scale
+
+
 def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: float, dataset: str = "") -> pd.DataFrame:
     """One row per R: ms and counted GFLOP per run-step, the GEMM rate, the speed-up and ceiling vs the first R."""
-    cfg = parse_variant(variant).config(CoOpConfig())
-    learner = build_learner(bundle, classnames, cfg, seed=1)
-    scale = cfg.logit_scale or bundle.logit_scale
+    learner, scale = variant_learner(bundle, classnames, variant)
     block = learner.tower.transformer.resblocks[0]
     width, hidden = block.mlp.c_fc.in_features, block.mlp.c_fc.out_features
     precision = effective_precision(bundle.device, bundle.precision)
@@ -172,9 +176,7 @@ def measure_compiled(bundle, classnames, variant: str, runs: list[int], min_seco
     ``compiler`` (tests): what wraps ``text_features`` instead of ``torch.compile``.
     """
     compiler = compiler or (lambda fn: torch.compile(fn, dynamic=False))
-    cfg = parse_variant(variant).config(CoOpConfig())
-    learner = build_learner(bundle, classnames, cfg, seed=1)
-    scale = cfg.logit_scale or bundle.logit_scale
+    learner, scale = variant_learner(bundle, classnames, variant)
     rows = []
     for r in runs:
         eager = step_fn(learner, r, scale)

@@ -189,8 +189,7 @@ def test_measure_compiled_reports_the_gradient_difference_from_eager(bundle):
     assert list(same["runs"]) == [1, 2] and (same["grad_max_rel_diff"] == 0).all()
     assert (same["ms_per_run_step_compiled"] > 0).all() and (same["speedup_compiled"] > 0).all()
 
-    learner = _learner(bundle, "M4_end")
-    scale = parse_variant("M4_end").config(CoOpConfig()).logit_scale or bundle.logit_scale
+    learner, scale = R.variant_learner(bundle, CLASSES, "M4_end")
     scaled = lambda fn: (lambda lrn, ctx: fn(lrn, ctx) * (1 + 1e-3))                   # noqa: E731
     eager = R.step_fn(learner, 1, scale)()
     moved = R.step_fn(learner, 1, scale, features=scaled(text_features))()
