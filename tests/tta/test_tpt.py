@@ -61,3 +61,30 @@ def test_marginal_entropy_and_selection():
     keep = select_confident(logits, 0.1)
     ent = -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
     assert len(keep) == 6 and set(keep.tolist()) == set(ent.argsort()[:6].tolist())
+
+
+def test_the_text_pass_runs_under_the_bundles_autocast(bundle, text, monkeypatch):
+    """The reference tunes and predicts under fp16 autocast; here both text passes enter ``bundle.autocast()``."""
+    import contextlib
+    inside, calls = [False], []
+
+    @contextlib.contextmanager
+    def spy():
+        inside[0] = True
+        try:
+            yield
+        finally:
+            inside[0] = False
+
+    real = PromptLearner.forward
+
+    def forward(self, *a, **k):
+        calls.append(inside[0])
+        return real(self, *a, **k)
+
+    m = _tpt(bundle, text)
+    m.reset()
+    monkeypatch.setattr(m.learner.bundle, "autocast", spy)
+    monkeypatch.setattr(PromptLearner, "forward", forward)
+    m.predict(Batch(torch.tensor([0]), views=_views(1)))
+    assert calls == [True, True]                                  # the tuning step's and the prediction's

@@ -8,9 +8,11 @@ Per test image (episodic: the prompt and the optimiser state are reset before ev
     one AdamW step (lr 5e-3, weight decay 0.01) on ctx, then predict s f_0 T(ctx)^T on the image itself
 s = the model's exp(logit_scale). Reference checked: azshue/TPT 63ecbac (``tpt_classification.py``
 ``test_time_tuning``, ``select_confident_samples``, ``avg_entropy``; ``clip/custom_clip.py``).
-The learnable context is ``vlmlab.prompts.PromptLearner`` (shared with CoOp). Departures: the
-context is float32 and the towers run at the bundle's precision (the reference: fp16 AMP with a
-GradScaler, which leaves the AdamW update unchanged up to rounding; docs/fidelity.md);
+The learnable context is ``vlmlab.prompts.PromptLearner`` (shared with CoOp). Precision: the context is
+float32 (as the reference's: its CLIP weights stay fp32) and both towers run under the bundle's autocast
+(the reference: fp16 autocast around the tuning step and the prediction, with a GradScaler, which leaves the
+AdamW update unchanged up to rounding, except a step it skips on an fp16 overflow). Departures
+(docs/fidelity.md):
 views are crops of the model input (``vlmlab.tta.base``); the run's class names.
 """
 from __future__ import annotations
@@ -69,7 +71,9 @@ class TPT(TTAMethod):
         self.opt = torch.optim.AdamW([self.learner.ctx], lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def _text(self) -> Tensor:
-        return F.normalize(self.learner().float(), dim=-1)                          # (C, D)
+        with self.learner.bundle.autocast():                                        # the reference's AMP
+            text = self.learner()
+        return F.normalize(text.float(), dim=-1)                                    # (C, D)
 
     def predict(self, batch: Batch) -> Tensor:
         views = batch.views[0].float()                                              # (V, D); one image
