@@ -73,6 +73,22 @@ def _coop_average(run: Path) -> dict[str, float]:
     return {f"M16 end average, {k} shots": float(v) for k, v in means.items()} | _objects16(run)
 
 
+def _lp03(run: Path) -> dict[str, float]:
+    t = pd.read_csv(run / "tables" / "coop.csv")
+    means = t[t.method == "linear_probe"].groupby(["dataset", "shots"]).accuracy.mean().groupby("shots").mean()
+    return {f"linear probe average, {k} shots": float(v) for k, v in means.items()}
+
+
+def _lp04(run: Path) -> dict[str, float]:
+    g = pd.read_csv(run / "tables" / "gain_summary.csv")
+    g = g[g["group"] == "all"]
+    v = pd.read_csv(run / "tables" / "vision_only.csv")
+    v = v[v.model == "vision_only"]
+    return {f"linear probe ({r.n_datasets} datasets)": float(r.linear_probe_acc) for r in g.itertuples()} | {
+        "vision-only base accuracy (source probe)": float(v.base_acc.mean()),
+        "vision-only padding gain": float(v.gain.mean())}
+
+
 def _both(*measures: Measure) -> Measure:
     def read(run: Path) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -103,6 +119,11 @@ def checks() -> list[Check]:
         Check("02_templates", "02_uniinfo_tta",
               {"tda": {"templates": "imagenet7"}, "tip_adapter": {"templates": "imagenet7"}},
               _both(_metrics(*tta), _claims), "departures: Tip-Adapter, TDA prompt"),
+        Check("02_probe_float32", "02_uniinfo_tta", {"linear_probe": {"dtype": "float32"}},
+              _both(_metrics(*(f"mean_acc/Linear probing ({k})" for k in (1, 5, 10))), _claims), "fixed #12"),
+        Check("03_probe_float32", "03_coop_shots", {"lp_dtype": "float32"}, _both(_lp03, _claims), "fixed #12"),
+        Check("04_probe_float32", "04_visual_prompt_fid", {"lp_dtype": "float32"}, _both(_lp04, _claims),
+              "fixed #12"),
         Check("04_select_val", "04_visual_prompt_fid", {"select": "val"}, _both(_vp_gains, _claims),
               "departures: visual prompting, last epoch"),
         Check("04_patch_positions_all", "04_visual_prompt_fid", {"vp": {"patch_positions": "all"}},

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, run_sweep, train_coop, train_coop_batched
 from vlmlab.coop.batched import _sgd
 from vlmlab.coop.data import Splits
-from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs
+from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs, probe_key
 from vlmlab.coop.text_batch import prefix_length, prompt_parts, supports_prefix_groups, text_features
 from vlmlab.coop.train import build_learner
 from vlmlab.metrics import accuracy
@@ -285,19 +285,27 @@ def test_linear_probe_search_is_kept_in_the_cache_and_the_refit_is_the_same_prob
     assert run_sweep(bundle, [split], **kw).timing["probes_from_cache"] == 0
 
 
-def test_a_restored_probe_equals_the_searched_one_on_an_ill_conditioned_problem():
-    """Large C, float32 features: the fit depends on whether C reaches scikit-learn as a numpy or a Python
-    float, so the restore must pass it as the search did."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_restored_probe_equals_the_searched_one_on_an_ill_conditioned_problem(dtype):
+    """Large C: with float32 features the fit depends on whether C reaches scikit-learn as a numpy or a Python
+    float, so the restore must pass it as the search did; float64 (lpclip's) must restore equal too."""
     g = torch.Generator().manual_seed(0)
     n_cls, d = 20, 128
     centres = torch.randn(n_cls, d, generator=g)
     def draw(n):  # noqa: E306
         y = torch.arange(n_cls).repeat(n)
         return F.normalize(centres[y] + 4.0 * torch.randn(len(y), d, generator=g), dim=-1), y
-    job = ProbeJob("toy", 16, 1, n_cls, draw(16), draw(4), *draw(20))
+    job = ProbeJob("toy", 16, 1, n_cls, draw(16), draw(4), *draw(20), dtype=dtype)
     searched = job.run()
+    assert searched["probe"].clf.coef_.dtype == np.dtype(dtype)
     assert isinstance(searched["probe"].clf.C, np.floating)                 # a refined C (3162.3 here)
     restored = job.restore(job.stored(searched))
     assert restored["from_cache"] and restored["probe"].C == searched["probe"].C
     np.testing.assert_array_equal(restored["probe"].clf.coef_, searched["probe"].clf.coef_)
     assert restored["accuracy"] == searched["accuracy"]
+
+
+def test_the_probe_cache_key_holds_the_fit_dtype():
+    draw = lambda n: (torch.zeros(n, 4), torch.arange(n) % 2)  # noqa: E731
+    a, b = (ProbeJob("toy", 1, 0, 2, draw(2), draw(2), *draw(4), dtype=t) for t in ("float64", "float32"))
+    assert probe_key(a, "code")["dtype"] == "float64" and probe_key(a, "code") != probe_key(b, "code")

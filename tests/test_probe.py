@@ -68,3 +68,22 @@ def test_each_fit_runs_with_the_asked_blas_threads(monkeypatch):
     seen.clear()
     probe.fit_linear_probe(x, y, C=1.0, threads=None)                # the process's setting, untouched
     assert seen == [max((i["num_threads"] for i in threadpool_info()), default=1)]
+
+
+def test_the_fit_is_float64_as_lpclips_and_float32_on_request():
+    """lpclip fits on float64 features; ``dtype="float32"`` is the old fit. Each equals scikit-learn on arrays of
+    that dtype, and the two differ."""
+    from sklearn.linear_model import LogisticRegression
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (60, 16)).astype(np.float32)
+    y = np.arange(60) % 3
+    for dtype in ("float64", "float32"):
+        probe = fit_linear_probe(x, y, C=100.0, dtype=dtype)
+        ref = LogisticRegression(C=100.0, max_iter=1000, random_state=0).fit(x.astype(dtype), y)
+        assert probe.clf.coef_.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(probe.clf.coef_, ref.coef_)
+        np.testing.assert_array_equal(probe.logits(x).numpy(), ref.decision_function(x.astype(dtype)).astype(np.float32))
+    assert not np.array_equal(fit_linear_probe(x, y, C=100.0).clf.coef_,
+                              fit_linear_probe(x, y, C=100.0, dtype="float32").clf.coef_)
+    with pytest.raises(ValueError, match="dtype"):
+        fit_linear_probe(x, y, C=1.0, dtype="float16")

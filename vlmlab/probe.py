@@ -10,7 +10,10 @@ split, never on test, as ``lpclip/linear_probe.py`` (KaiyangZhou/CoOp @ ff61507)
 3. the reported probe is the last round's C (not the best C ever seen).
 
 Which features it sees is the caller's choice (lpclip: the image encoder's output, not
-normalised); see each caller's docstring and ``docs/fidelity.md``.
+normalised); see each caller's docstring and ``docs/fidelity.md``. The fit runs on float64 features, as
+lpclip's (``feat_extractor.py`` stores them with ``.tolist()`` and ``np.savez``); ``dtype="float32"`` is
+vlmlab's behaviour before 2026-12-04, where scikit-learn's lbfgs ran the grid's Python-float Cs in
+float32 and the refined numpy-float64 Cs in float64 (numpy 2's promotion).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ class LinearProbe:
     n_classes: int
 
     def logits(self, feats) -> torch.Tensor:
-        x = _np(feats)
+        x = _np(feats, self.clf.coef_.dtype)
         out = np.full((len(x), self.n_classes), -1e9, np.float32)
         dec = self.clf.decision_function(x)
         if dec.ndim == 1:  # binary sklearn output
@@ -47,8 +50,12 @@ class LinearProbe:
         return self.logits(feats).argmax(1)
 
 
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+DTYPES = ("float64", "float32")
+
+
+def _np(x, dtype=np.float32) -> np.ndarray:
+    x = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x
+    return np.asarray(x, dtype)
 
 
 def _fit(x, y, C, max_iter, seed, threads: int | None = 1):
@@ -85,7 +92,7 @@ def search_C(score: Callable[[float], float], refine: int = 8) -> tuple[float, l
 
 def fit_linear_probe(train_feats, train_labels, val_feats=None, val_labels=None, *, C: float | None = None,
                      refine: int = 8, max_iter: int = 1000, seed: int = 0,
-                     n_classes: int | None = None, threads: int | None = 1) -> LinearProbe:
+                     n_classes: int | None = None, threads: int | None = 1, dtype: str = "float64") -> LinearProbe:
     """Fit a logistic-regression probe, searching C on (val_feats, val_labels) as lpclip does.
 
     Args:
@@ -96,14 +103,18 @@ def fit_linear_probe(train_feats, train_labels, val_feats=None, val_labels=None,
         n_classes: total classes (so logits have a column for classes absent from training).
         threads: BLAS threads of each fit (default 1: faster on these small problems; ``None`` leaves the
             process's setting, e.g. for a probe on a full training set).
+        dtype: the features' dtype in the fit: "float64" (lpclip's) or "float32" (vlmlab before 2026-12-04;
+            docs/fidelity.md).
     """
-    x, y = _np(train_feats), _np(train_labels).astype(int)
+    if dtype not in DTYPES:
+        raise ValueError(f"fit_linear_probe: dtype={dtype!r}; use one of {DTYPES}")
+    x, y = _np(train_feats, dtype), _np(train_labels).astype(int)
     n_classes = n_classes or int(y.max()) + 1
     if C is not None:
         return LinearProbe(_fit(x, y, C, max_iter, seed, threads), C, float("nan"), n_classes)
     if val_feats is None or val_labels is None:
         raise ValueError("fit_linear_probe needs val_feats/val_labels to search C (or pass C=...)")
-    xv, yv = _np(val_feats), _np(val_labels).astype(int)
+    xv, yv = _np(val_feats, dtype), _np(val_labels).astype(int)
     fitted: dict[float, tuple[float, LogisticRegression]] = {}
 
     def score(c: float) -> float:

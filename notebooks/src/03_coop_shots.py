@@ -51,6 +51,7 @@ epochs = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}  # epochs per shot count (CoOp
 epochs_by_dataset = {}  # exceptions, e.g. {"ImageNet": {1: 50}} (CoOp trains ImageNet 50 epochs for every K)
 coop = {"crop_scale": [0.5, 1.0]}  # other CoOpConfig overrides (CoOp: crop_scale [0.08, 1.0]), e.g. {"lr": 0.002}
 lp_refine = 8  # bisection rounds of the linear probe's C search (CoOp: 8)
+lp_dtype = "float64"  # float64 | float32: the probe's fit (lpclip: float64; float32: vlmlab before 2026-12-04)
 workers = 2  # type: int; range 1..; CPU processes for the CoOp runs (1: in this process; GPU runs use 1)
 threads = 1  # type: int; range 0..; torch threads per worker (0: $VLMLAB_THREADS or torch's default)
 batch_runs = True  # train a dataset's cached-mode runs of one prompt design together (same results, faster)
@@ -87,8 +88,8 @@ splits = [vlmlab.coop.load_splits(s, root=P.data_root or None, n_train_per_class
 # %%
 cfg = vlmlab.coop.CoOpConfig(mode=P.mode, n_views=P.n_views, epochs=P.epochs).replace(**P.coop)
 sweep = vlmlab.coop.run_sweep(bundle, splits, P.shots, P.seeds, P.variants, cfg, epochs_by_dataset=P.epochs_by_dataset,
-                              lp_refine=P.lp_refine, workers=P.workers, threads=P.threads, cache=cache,
-                              batch_runs=P.batch_runs)
+                              lp_refine=P.lp_refine, lp_dtype=P.lp_dtype, workers=P.workers, threads=P.threads,
+                              cache=cache, batch_runs=P.batch_runs)
 run.save_table(sweep.table, "coop")
 run.save_table(sweep.runs, "coop_runs")
 run.log_metric(**{f"sweep/{k}": v for k, v in sweep.timing.items()}, coop_runs=len(sweep.runs))

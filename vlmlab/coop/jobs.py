@@ -106,10 +106,12 @@ class ProbeJob:
     test_feats: Tensor
     test_labels: Tensor
     refine: int = 8
+    dtype: str = "float64"
 
     def run(self, bundle: ClipBundle | None = None) -> dict:
         t0, cpu = time.perf_counter(), time.process_time()
-        probe = fit_linear_probe(*self.train, *self.val, refine=self.refine, seed=self.seed, n_classes=self.n_classes)
+        probe = fit_linear_probe(*self.train, *self.val, refine=self.refine, seed=self.seed, n_classes=self.n_classes,
+                                 dtype=self.dtype)
         return self._result(probe, t0, cpu)
 
     def restore(self, hit: dict[str, Tensor]) -> dict:
@@ -117,11 +119,11 @@ class ProbeJob:
         (``fit_linear_probe`` fits every C with the same solver, seed and iterations)."""
         t0, cpu = time.perf_counter(), time.process_time()
         c, val_acc, numpy_c = hit["search"].tolist()
-        # the search passes the refined Cs as numpy float64 and the grid's as Python floats; scikit-learn's
-        # lbfgs then runs its objective in float64 or in the features' float32 (numpy 2's promotion), so the
-        # refit passes C as the search did, or lbfgs stops at another point near the same optimum
+        # the search passes the refined Cs as numpy float64 and the grid's as Python floats; with float32
+        # features (dtype "float32") scikit-learn's lbfgs then runs its objective in float64 or float32 (numpy 2's
+        # promotion), so the refit passes C as the search did, or lbfgs stops at another point near the optimum
         probe = fit_linear_probe(*self.train, C=np.float64(c) if numpy_c else c, seed=self.seed,
-                                 n_classes=self.n_classes)
+                                 n_classes=self.n_classes, dtype=self.dtype)
         probe.val_acc = val_acc
         return {**self._result(probe, t0, cpu), "from_cache": True}
 
@@ -193,8 +195,9 @@ def _probe_code() -> str:
 
 def probe_key(job: ProbeJob, code: str | None = None) -> dict:
     """The cache key of a linear probe's C search: what the search reads (train and val features and labels,
-    classes, rounds, seed) and a fingerprint of ``vlmlab.probe`` and the scikit-learn version."""
+    classes, rounds, seed, the fit's dtype) and a fingerprint of ``vlmlab.probe`` and the scikit-learn version."""
     return {"kind": "linear-probe-search-v2", "n_classes": int(job.n_classes), "refine": int(job.refine),
+            "dtype": job.dtype,
             "seed": int(job.seed), "train": tensor_digest(*job.train), "val": tensor_digest(*job.val),
             "code": code or _probe_code()}
 

@@ -77,7 +77,8 @@ def _rows(where: dict, idx: torch.Tensor) -> torch.Tensor:
     return torch.tensor([where[int(i)] for i in idx.tolist()], dtype=torch.long)
 
 
-def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epochs_table, methods, lp_refine, cache):
+def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epochs_table, methods, lp_refine, cache,
+                   lp_dtype: str = "float64"):
     """CoOp and probe jobs of one (dataset, seed); features computed once for the largest K (shots nest)."""
     c = split.n_classes
     y_train, y_val = torch.as_tensor(split.train.labels).long(), torch.as_tensor(split.val.labels).long()
@@ -90,7 +91,8 @@ def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epoc
         for k in shots:
             idx, vidx = sample_few_shot(y_train, k, seed, c), sample_few_shot(y_val, min(k, 4), seed, c)
             jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, idx)], y_train[idx]),
-                                 (f_val[_rows(w_val, vidx)], y_val[vidx]), test.feats, test.labels, lp_refine))
+                                 (f_val[_rows(w_val, vidx)], y_val[vidx]), test.feats, test.labels, lp_refine,
+                                 lp_dtype))
     if "coop" not in methods or not variants:
         return jobs
     views = (view_features(bundle, split.train, idx_max, cfg.n_views, seed, cache, scale=cfg.crop_scale)
@@ -129,7 +131,7 @@ def _collect(out: Sweep, jobs, results) -> list[dict]:
 def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int], seeds: Sequence[int],
               variants: Sequence[Variant | str | dict], cfg: CoOpConfig = CoOpConfig(), *,
               methods: Sequence[str] = ("zero_shot", "linear_probe", "coop"), epochs_by_dataset: dict | None = None,
-              lp_refine: int = 8, workers: int = 1, threads: int | None = None,
+              lp_refine: int = 8, lp_dtype: str = "float64", workers: int = 1, threads: int | None = None,
               cache: FeatureCache | None = None, batch_runs: bool = True, cache_runs: bool = True) -> Sweep:
     """Run the grid (see the module docstring).
 
@@ -140,7 +142,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         cfg: base hyperparameters (mode, views, optimiser, epochs per K).
         methods: which of zero_shot, linear_probe, coop to run.
         epochs_by_dataset: {dataset name: {K: epochs}} exceptions (CoOp: ImageNet 50 for every K).
-        lp_refine: bisection rounds of the probe's C search. workers, threads: processes for the runs.
+        lp_refine: bisection rounds of the probe's C search. lp_dtype: the probe's fit dtype (``vlmlab.probe``:
+            "float64", lpclip's; "float32"). workers, threads: processes for the runs.
         cache: the shared feature cache.
         batch_runs: train the cached-mode CoOp runs of a dataset and prompt design together (same results).
         cache_runs: keep trained cached-mode runs in ``cache`` and load them on a rerun instead of training
@@ -161,7 +164,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
                      for s in seeds]
         table = (epochs_by_dataset or {}).get(split.name, cfg.epochs)
         for seed in seeds:
-            jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache)
+            jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache,
+                                   lp_dtype)
     t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
     results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads,
                         cache=cache if cache_runs else None)

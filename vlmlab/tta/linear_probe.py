@@ -6,7 +6,8 @@ CoOp's protocol (Zhou et al., arXiv:2109.01134, ``lpclip/linear_probe.py``): C s
 {1e6, ..., 1e-6} on a few-shot validation set of min(K, 4) shots per class, then 8 rounds of
 lpclip's end-point search in log space (``vlmlab.probe.search_C``). C is never chosen on test data.
 Departure (docs/fidelity.md): features are the unit-norm cached image embeddings (lpclip uses the
-unnormalised ``encode_image`` output).
+unnormalised ``encode_image`` output). The fit is float64, as lpclip's (``dtype: float32``: vlmlab before
+2026-12-04).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class LinearProbeConfig(TTAConfig):
     refine: int = 8              # CoOp's bisection rounds after the coarse C grid
     max_iter: int = 1000
     C: float | None = None       # fixed C (skips the search)
+    dtype: str = "float64"       # the fit's feature dtype: lpclip's float64, or "float32" (vlmlab.probe)
 
 
 class LinearProbe(TTAMethod):
@@ -42,7 +44,7 @@ class LinearProbe(TTAMethod):
                              "per class; build the support with the method's shots")
         self.probe = fit_linear_probe(s.feats, s.labels, s.val_feats, s.val_labels, C=self.config.C,
                                       refine=self.config.refine, max_iter=self.config.max_iter,
-                                      seed=ctx.seed, n_classes=ctx.n_classes)
+                                      seed=ctx.seed, n_classes=ctx.n_classes, dtype=self.config.dtype)
 
     def predict(self, batch: Batch) -> Tensor:
         return self.probe.logits(batch.feats).to(batch.feats.device)                # (B, C)

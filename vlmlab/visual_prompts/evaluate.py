@@ -81,7 +81,7 @@ def _source_probe(P, bundle: ClipBundle):
                       root=P.data_root)
     x_tr, y_tr = encode(bundle, model_inputs(bundle, src.train), desc="source features")
     x_va, y_va = encode(bundle, model_inputs(bundle, src.val), desc="source features")
-    return fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=len(src.classnames), seed=P.seed)
+    return fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=len(src.classnames), seed=P.seed, dtype=P.lp_dtype)
 
 
 def _features(bundle: ClipBundle, data, cache: FeatureCache | None, desc: str) -> tuple[Tensor, Tensor]:
@@ -99,7 +99,7 @@ def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int, cach
     x_tr, y_tr = _features(bundle, train_in, cache, "probe features")
     x_va, y_va = _features(bundle, val_in, cache, "probe features")
     x_te, y_te = _features(bundle, test_in, cache, "probe features")
-    probe = fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=n_classes, seed=P.seed)
+    probe = fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=n_classes, seed=P.seed, dtype=P.lp_dtype)
     return accuracy(probe.logits(x_te), y_te)
 
 
