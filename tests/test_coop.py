@@ -75,15 +75,15 @@ def test_variant_shorthand():
 
 # ---- few-shot jobs ------------------------------------------------------------------------------
 
-def _jobs(bundle, splits, seed, shots=(1, 2, 4), variants=("M4_end",)):
+def _jobs(bundle, splits, seed, shots=(1, 2, 4), variants=("M4_end",), nested=False):
     cfg = CoOpConfig(n_views=2, epochs={1: 1})
     test = Features(torch.zeros(0, bundle.embed_dim), torch.zeros(0, dtype=torch.long), "none")
     return _jobs_for_seed(bundle, splits, test, list(shots), seed, [parse_variant(v) for v in variants], cfg,
-                          cfg.epochs, ("coop",), 1, None)
+                          cfg.epochs, ("coop",), 1, None, nested=nested)
 
 
-def test_few_shot_jobs_are_per_class_nested_and_seed_deterministic(bundle, splits):
-    a, b, c = _jobs(bundle, splits, 1), _jobs(bundle, splits, 1), _jobs(bundle, splits, 2)
+def test_nested_few_shot_jobs_are_per_class_nested_and_seed_deterministic(bundle, splits):
+    a, b, c = (_jobs(bundle, splits, s, nested=True) for s in (1, 1, 2))
     for job in a:
         counts = torch.bincount(job.train.labels, minlength=splits.n_classes)
         assert torch.all(counts == job.shots)                                    # K per class

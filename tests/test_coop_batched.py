@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, run_sweep, train_coop, train_coop_batched
+from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, parse_variant, run_sweep, train_coop, train_coop_batched
 from vlmlab.coop.batched import _sgd
 from vlmlab.coop.data import Splits
 from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs, probe_key
@@ -309,3 +309,33 @@ def test_the_probe_cache_key_holds_the_fit_dtype():
     draw = lambda n: (torch.zeros(n, 4), torch.arange(n) % 2)  # noqa: E731
     a, b = (ProbeJob("toy", 1, 0, 2, draw(2), draw(2), *draw(4), dtype=t) for t in ("float64", "float32"))
     assert probe_key(a, "code")["dtype"] == "float64" and probe_key(a, "code") != probe_key(b, "code")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_each_shot_count_trains_on_its_own_draw_and_its_own_views(bundle, nested):
+    """Independent draws (CoOp's) or nested ones: every job holds sample_few_shot's draw for its K, with the views
+    and labels of exactly those items (views computed once for the union of the draws)."""
+    from vlmlab import world
+    from vlmlab.coop.augment import eval_features, view_features
+    from vlmlab.coop.sweep import _jobs_for_seed
+    from vlmlab.data.fewshot import sample_few_shot
+    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", 10)
+    split = Splits("digits", "world:digits", load("train", 60), load("val", 40), test, list(test.classnames),
+                   test.template)
+    cfg = CoOpConfig(n_views=2, epochs={1: 1})
+    jobs = _jobs_for_seed(bundle, split, eval_features(bundle, test), [1, 2, 4], 3, [parse_variant("M4_end")], cfg,
+                          cfg.epochs, ("linear_probe", "coop"), 0, None, nested=nested)
+    y = torch.as_tensor(split.train.labels).long()
+    seen = {}
+    for job in jobs:
+        idx = sample_few_shot(y, job.shots, 3, split.n_classes, nested=nested)
+        if isinstance(job, ProbeJob):
+            assert torch.equal(job.train[1], y[idx])
+            continue
+        seen[job.shots] = set(idx.tolist())
+        assert torch.equal(job.train.indices, idx) and torch.equal(job.train.labels, y[idx])
+        views = view_features(bundle, split.train, idx, 2, 3, scale=cfg.crop_scale)
+        torch.testing.assert_close(job.train.view_feats, views, rtol=1e-5, atol=1e-6)
+    assert sorted(seen) == [1, 2, 4]
+    assert (seen[1] <= seen[2] <= seen[4]) == nested

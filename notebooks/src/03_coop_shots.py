@@ -43,6 +43,7 @@ far_datasets = ["digits", "terrain", "thermal"]  # datasets counted as far from 
 n_train_per_class = 32  # type: int; range 1..; world train pool per class (the shots are drawn from it)
 n_test = 1000  # type: int | None; range 1..; test images per dataset (None: the whole test split)
 shots = [1, 2, 4, 8, 16]  # type: list[int]; range 1..; non-empty
+fewshot_draws = "independent"  # independent (CoOp's: each K drawn on its own) | nested (the 1-shot set inside the 2-shot set, ...)
 seeds = [1, 2, 3]  # type: list[int]; non-empty; CoOp's seeds: few-shot draw, context init, sample order, view sampling
 variants = ["M16_end", "M16_middle", "M16_end_csc", "M16_middle_csc", "M4_end@16", "M8_end@16", "M4_middle@16", "M4_end_photo@16"]
 mode = "cached"  # cached | exact
@@ -88,7 +89,8 @@ splits = [vlmlab.coop.load_splits(s, root=P.data_root or None, n_train_per_class
 # %%
 cfg = vlmlab.coop.CoOpConfig(mode=P.mode, n_views=P.n_views, epochs=P.epochs).replace(**P.coop)
 sweep = vlmlab.coop.run_sweep(bundle, splits, P.shots, P.seeds, P.variants, cfg, epochs_by_dataset=P.epochs_by_dataset,
-                              lp_refine=P.lp_refine, lp_dtype=P.lp_dtype, workers=P.workers, threads=P.threads,
+                              lp_refine=P.lp_refine, lp_dtype=P.lp_dtype, fewshot_draws=P.fewshot_draws,
+                              workers=P.workers, threads=P.threads,
                               cache=cache, batch_runs=P.batch_runs)
 run.save_table(sweep.table, "coop")
 run.save_table(sweep.runs, "coop_runs")

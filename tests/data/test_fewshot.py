@@ -34,6 +34,32 @@ def test_nested_across_shots(labels):
     assert set(small.tolist()) <= set(big.tolist())
 
 
+@pytest.mark.parametrize("shots", [1, 2, 4])
+def test_independent_draws_count_exactly_and_are_deterministic(labels, shots):
+    idx = sample_few_shot(labels, shots, seed=1, nested=False)
+    assert torch.bincount(labels[idx], minlength=5).tolist() == [shots] * 5
+    assert len(torch.unique(idx)) == len(idx) and torch.equal(idx, torch.sort(idx).values)
+    assert torch.equal(idx, sample_few_shot(labels.numpy(), shots, seed=1, nested=False))
+
+
+def test_independent_draws_do_not_nest_and_match_their_own_permutation(labels):
+    """CoOp draws each K on its own: the 2-shot set is not the start of the 8-shot permutation."""
+    from vlmlab.data.fewshot import _class_perm
+    small, big = (sample_few_shot(labels, k, seed=5, nested=False) for k in (2, 8))
+    assert not set(small.tolist()) <= set(big.tolist())
+    members = torch.nonzero(labels == 3).flatten()
+    mine = set(small[labels[small] == 3].tolist())
+    assert mine == set(_class_perm(members, 5, 3, 2)[:2].tolist())
+    assert mine != set(_class_perm(members, 5, 3)[:2].tolist())           # the nested draw's two
+
+
+def test_draws_are_named():
+    from vlmlab.data.fewshot import check_draws
+    assert check_draws("nested") is True and check_draws("independent") is False
+    with pytest.raises(ValueError, match="few-shot draws"):
+        check_draws("fresh")
+
+
 def test_small_class_takes_all_and_warns(labels, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("vlmlab"), "propagate", True)   # let caplog see vlmlab's records
     with caplog.at_level(logging.WARNING, logger="vlmlab"):

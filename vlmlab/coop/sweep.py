@@ -7,9 +7,10 @@
     sweep.timing    wall and CPU seconds: preparation (features, views) in this process, and all jobs
 
 Protocol (``coop.md`` §4, §8): K shots per class from the train pool (``vlmlab.data.sample_few_shot``,
-nested in K, seeded); the test set is the whole test split; zero-shot uses the dataset's hand-written
-template; the linear probe is logistic regression on evaluation-transform features with C searched
-on min(K, 4) val shots per class (``vlmlab.probe``, CoOp's 8 bisection rounds by default).
+seeded; every K drawn on its own, as CoOp's, or nested in K with ``fewshot_draws="nested"``); the test
+set is the whole test split; zero-shot uses the dataset's hand-written template; the linear probe is
+logistic regression on evaluation-transform features with C searched on min(K, 4) val shots per class
+(``vlmlab.probe``, CoOp's 8 bisection rounds by default).
 Departures: the linear probe uses the *same* shots as CoOp (CoOp's lpclip draws its own with numpy)
 and unit-norm features (lpclip uses raw ``visual()`` outputs); zero-shot rows repeat per seed (one
 deterministic value) so every method has the same keys.
@@ -36,7 +37,7 @@ from vlmlab.coop.data import Splits
 from vlmlab.coop.jobs import Job, ProbeJob, run_units
 from vlmlab.coop.train import CoOpConfig, TrainSet
 from vlmlab.coop.variants import Variant, parse_variant
-from vlmlab.data.fewshot import sample_few_shot
+from vlmlab.data.fewshot import check_draws, sample_few_shot
 from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
@@ -78,30 +79,31 @@ def _rows(where: dict, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epochs_table, methods, lp_refine, cache,
-                   lp_dtype: str = "float64"):
-    """CoOp and probe jobs of one (dataset, seed); features computed once for the largest K (shots nest)."""
+                   lp_dtype: str = "float64", nested: bool = False):
+    """CoOp and probe jobs of one (dataset, seed); features computed once for the union of the K draws (with
+    nested draws, the largest K's)."""
     c = split.n_classes
     y_train, y_val = torch.as_tensor(split.train.labels).long(), torch.as_tensor(split.val.labels).long()
-    idx_max = sample_few_shot(y_train, max(shots), seed, c)
+    idx = {k: sample_few_shot(y_train, k, seed, c, nested=nested) for k in shots}
+    pool = torch.unique(torch.cat(list(idx.values())))                                 # sorted, as each draw
     jobs = []
     if "linear_probe" in methods:
-        f_train, w_train = _subset_feats(bundle, split.train, idx_max, cache)
-        val_max = sample_few_shot(y_val, min(max(shots), 4), seed, c)
-        f_val, w_val = _subset_feats(bundle, split.val, val_max, cache)
+        f_train, w_train = _subset_feats(bundle, split.train, pool, cache)
+        vidx = {k: sample_few_shot(y_val, min(k, 4), seed, c, nested=nested) for k in shots}
+        f_val, w_val = _subset_feats(bundle, split.val, torch.unique(torch.cat(list(vidx.values()))), cache)
         for k in shots:
-            idx, vidx = sample_few_shot(y_train, k, seed, c), sample_few_shot(y_val, min(k, 4), seed, c)
-            jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, idx)], y_train[idx]),
-                                 (f_val[_rows(w_val, vidx)], y_val[vidx]), test.feats, test.labels, lp_refine,
+            jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, idx[k])], y_train[idx[k]]),
+                                 (f_val[_rows(w_val, vidx[k])], y_val[vidx[k]]), test.feats, test.labels, lp_refine,
                                  lp_dtype))
     if "coop" not in methods or not variants:
         return jobs
-    views = (view_features(bundle, split.train, idx_max, cfg.n_views, seed, cache, scale=cfg.crop_scale)
+    views = (view_features(bundle, split.train, pool, cfg.n_views, seed, cache, scale=cfg.crop_scale)
              if cfg.mode == "cached" else None)
-    where = {int(i): p for p, i in enumerate(idx_max.tolist())}
+    where = {int(i): p for p, i in enumerate(pool.tolist())}
     for k in shots:
-        idx = sample_few_shot(y_train, k, seed, c)
-        train = TrainSet(labels=y_train[idx], view_feats=None if views is None else views[_rows(where, idx)],
-                         data=split.train if cfg.mode == "exact" else None, indices=idx, view_seed=seed)
+        idx_k = idx[k]
+        train = TrainSet(labels=y_train[idx_k], view_feats=None if views is None else views[_rows(where, idx_k)],
+                         data=split.train if cfg.mode == "exact" else None, indices=idx_k, view_seed=seed)
         for v in variants:
             if k in v.shots_or(shots):
                 vcfg = v.config(cfg.replace(epochs=epochs_table))
@@ -131,7 +133,8 @@ def _collect(out: Sweep, jobs, results) -> list[dict]:
 def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int], seeds: Sequence[int],
               variants: Sequence[Variant | str | dict], cfg: CoOpConfig = CoOpConfig(), *,
               methods: Sequence[str] = ("zero_shot", "linear_probe", "coop"), epochs_by_dataset: dict | None = None,
-              lp_refine: int = 8, lp_dtype: str = "float64", workers: int = 1, threads: int | None = None,
+              lp_refine: int = 8, lp_dtype: str = "float64", fewshot_draws: str = "independent",
+              workers: int = 1, threads: int | None = None,
               cache: FeatureCache | None = None, batch_runs: bool = True, cache_runs: bool = True) -> Sweep:
     """Run the grid (see the module docstring).
 
@@ -143,7 +146,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         methods: which of zero_shot, linear_probe, coop to run.
         epochs_by_dataset: {dataset name: {K: epochs}} exceptions (CoOp: ImageNet 50 for every K).
         lp_refine: bisection rounds of the probe's C search. lp_dtype: the probe's fit dtype (``vlmlab.probe``:
-            "float64", lpclip's; "float32"). workers, threads: processes for the runs.
+            "float64", lpclip's; "float32"). fewshot_draws: "independent" (CoOp's: each K drawn on its own) or
+            "nested" (a seed's K-shot sets nest; ``vlmlab.data.fewshot``). workers, threads: processes for the runs.
         cache: the shared feature cache.
         batch_runs: train the cached-mode CoOp runs of a dataset and prompt design together (same results).
         cache_runs: keep trained cached-mode runs in ``cache`` and load them on a rerun instead of training
@@ -152,6 +156,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
     bad = sorted(set(methods) - {"zero_shot", "linear_probe", "coop"})
     if bad:
         raise KeyError(f"unknown method(s) {bad}; use zero_shot, linear_probe, coop")
+    nested = check_draws(fewshot_draws)
     t0, cpu0 = time.perf_counter(), time.process_time()
     variants = [parse_variant(v) for v in variants]
     shots = sorted(int(k) for k in shots)
@@ -165,7 +170,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         table = (epochs_by_dataset or {}).get(split.name, cfg.epochs)
         for seed in seeds:
             jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache,
-                                   lp_dtype)
+                                   lp_dtype, nested)
     t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
     results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads,
                         cache=cache if cache_runs else None)

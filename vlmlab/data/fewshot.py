@@ -4,9 +4,11 @@ CoOp/Dassl draw K items per class from the train split with Python's ``random.sa
 global seed is set, so the picks depend on Python's random state; they cannot be matched bit for
 bit. Here each class ``c`` gets its own permutation from ``torch.Generator`` seeded with
 ``(seed, c)``, and the K shots are its first K entries. So the draw is deterministic per seed,
-independent of the other classes, without replacement, and nested: the 1-shot set is inside the
-2-shot set, and so on, which makes shot curves less noisy than independent draws. CoOp's
-validation subset uses ``min(K, 4)`` shots per class (``sample_few_shot(val_labels, min(K, 4), seed)``).
+independent of the other classes and without replacement. With ``nested=True`` (the default) the
+1-shot set is inside the 2-shot set, and so on, which makes shot curves less noisy; CoOp draws every K
+on its own (Dassl's ``generate_fewshot_dataset`` after the run's seed), which ``nested=False`` does: the
+permutation is seeded with ``(seed, K, c)``. CoOp's validation subset uses ``min(K, 4)`` shots per class
+(``sample_few_shot(val_labels, min(K, 4), seed)``).
 """
 from __future__ import annotations
 
@@ -25,13 +27,25 @@ def _as_labels(labels: Tensor | Sequence[int] | np.ndarray) -> Tensor:
     return torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).long().cpu()
 
 
-def _class_perm(members: Tensor, seed: int, c: int) -> Tensor:
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(c))
+DRAWS = ("independent", "nested")
+
+
+def _class_perm(members: Tensor, seed: int, c: int, shots: int | None = None) -> Tensor:
+    """Class c's seeded permutation; ``shots`` given: a permutation of its own for that K."""
+    s = int(seed) * 1_000_003 + int(c) + (0 if shots is None else int(shots) * 1_000_000_007)
+    g = torch.Generator().manual_seed(s)
     return members[torch.randperm(len(members), generator=g)]
 
 
+def check_draws(draws: str) -> bool:
+    """``True`` for "nested" draws, ``False`` for "independent" (CoOp's); anything else raises."""
+    if draws not in DRAWS:
+        raise ValueError(f"few-shot draws {draws!r}; use one of {DRAWS}")
+    return draws == "nested"
+
+
 def sample_few_shot(labels: Tensor | Sequence[int] | np.ndarray, shots: int, seed: int,
-                    n_classes: int | None = None) -> Tensor:
+                    n_classes: int | None = None, nested: bool = True) -> Tensor:
     """Indices of ``shots`` samples per class, drawn without replacement.
 
     Args:
@@ -39,6 +53,8 @@ def sample_few_shot(labels: Tensor | Sequence[int] | np.ndarray, shots: int, see
         shots: K, samples per class; a class with fewer gives all it has (with a warning).
         seed: the draw's seed; the same seed gives the same indices.
         n_classes: number of classes (default ``labels.max() + 1``).
+        nested: the first ``shots`` of one permutation per (seed, class), so a smaller K's draw lies inside a
+            larger one's; ``False``: a permutation per (seed, K, class), every K drawn on its own (CoOp's).
     Returns:
         (sum_c min(K, N_c),) int64 indices into ``labels``, ascending.
     """
@@ -51,7 +67,7 @@ def sample_few_shot(labels: Tensor | Sequence[int] | np.ndarray, shots: int, see
         members = torch.nonzero(y == c).flatten()
         if len(members) < shots:
             short.append((c, len(members)))
-        picks.append(_class_perm(members, seed, c)[:shots])
+        picks.append(_class_perm(members, seed, c, None if nested else shots)[:shots])
     if short:
         log.warning("%d class(es) have fewer than %d samples; taking all they have: %s",
                     len(short), shots, ", ".join(f"class {c}: {k}" for c, k in short[:10]))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vlmlab.data.fewshot import sample_few_shot
+from vlmlab.data.fewshot import check_draws, sample_few_shot
 from vlmlab.data.sources import corrupted, load_source
 from vlmlab.features import FeatureCache, extract, extract_arrays
 from vlmlab.metrics import (accuracy, modality_gap_centroid, softmax_entropy_from_logits, uniformity_loss,
@@ -108,7 +108,9 @@ def balanced_subset(labels: torch.Tensor, n: int | None, seed: int) -> torch.Ten
 
 
 def support_set(P, bundle, text_classes: int, shots: int, seed: int, cache, corruption: str | None) -> Support:
-    """K shots per class from the train split, min(K, 4) from the val split (CoOp's protocol)."""
+    """K shots per class from the train split, min(K, 4) from the val split (CoOp's protocol; ``P.fewshot_draws``:
+    every K drawn on its own, as CoOp's, or nested in K)."""
+    nested = check_draws(P.fewshot_draws)
     spec = P.support_source or P.source
     root = P.data_root or None
     n_train = max(P.shots) * text_classes if spec.startswith("world:") else None
@@ -116,7 +118,7 @@ def support_set(P, bundle, text_classes: int, shots: int, seed: int, cache, corr
     parts = []
     for split, k, n in (("train", shots, n_train), ("val", min(shots, 4), n_val)):
         ds = load_source(spec, root=root, split=split, n=n, seed=P.seed)
-        ds = ds.subset(sample_few_shot(ds.labels, k, seed, n_classes=text_classes).numpy())
+        ds = ds.subset(sample_few_shot(ds.labels, k, seed, n_classes=text_classes, nested=nested).numpy())
         if corruption is not None:
             if not spec.startswith("world:"):
                 raise ValueError(f"shots_source='target' needs generated corruptions (a world source), not {spec!r}: "
