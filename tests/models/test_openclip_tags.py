@@ -162,3 +162,37 @@ def test_runs_read_the_hub_offline_unless_downloads_are_allowed(hf_cache, monkey
     with pytest.raises(WeightsNotFound, match="VLMLAB_ALLOW_DOWNLOAD=1"):
         oc._tag_file(PAPER_MODEL, PAPER_TAG)
     assert seen == [offline_inside] and C.HF_HUB_OFFLINE is False   # restored after the call
+
+
+@pytest.mark.parametrize("name, tag, quick", [("RN50", "openai", True), ("ViT-B-32", "openai", True),
+                                              ("ViT-B-16", "laion2B-s34B-b88K", False)])
+def test_openai_weights_are_built_with_quick_gelu(monkeypatch, tmp_path, name, tag, quick):
+    """open_clip 3 builds nn.GELU for "RN50" / "ViT-B-32" and only warns when OpenAI's weights (trained with
+    QuickGELU, as CoOp's and visual_prompting's clip.load builds them) are loaded into it."""
+    import vlmlab.models.openclip as oc
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def create(model_name, **kw):
+        seen.update(kw)
+        raise Built
+    monkeypatch.setattr(oc, "_tag_file", lambda n, t: tmp_path / "weights.pt")
+    monkeypatch.setattr(oc.open_clip, "create_model_and_transforms", create)
+    with pytest.raises(WeightsUnreadable):
+        oc.load_openclip(name, tag)
+    assert seen.get("force_quick_gelu", False) is quick and oc.trained_with_quick_gelu(name, canonical_tag(name, tag)) is quick
+    model = open_clip.create_model(name, force_quick_gelu=quick)              # random init: the activation it gets
+    act = type(model.transformer.resblocks[0].mlp.gelu).__name__
+    assert act == ("QuickGELU" if quick else "GELU")
+
+
+def test_quick_gelu_is_part_of_the_cache_identity():
+    """Features cached under nn.GELU must not be reused for the QuickGELU model of the same weights."""
+    from vlmlab.models.openclip import load_openclip
+    torch.manual_seed(0)
+    plain = load_openclip("RN50", None, weights_id="w")
+    torch.manual_seed(0)
+    quick = load_openclip("RN50", None, weights_id="w", force_quick_gelu=True)
+    assert plain.identity == "RN50@w" and quick.identity == "RN50@w+quickgelu"

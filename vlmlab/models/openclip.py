@@ -100,6 +100,16 @@ def register_config(path: str | Path) -> None:
     open_clip.add_model_config(str(path))
 
 
+def trained_with_quick_gelu(name: str, tag: str | None) -> bool:
+    """Whether open_clip's table says the weights ``tag`` of ``name`` were trained with QuickGELU (OpenAI's: RN50,
+    ViT-B-32, ... ``openai``). Since open_clip 3 the plain architecture configs build ``nn.GELU`` and a mismatch
+    only warns, so these weights must be loaded with ``force_quick_gelu=True`` (as OpenAI's ``clip.load``, which
+    CoOp and visual_prompting use, builds them)."""
+    if tag is None or not open_clip.is_pretrained_cfg(name, tag):
+        return False
+    return bool(open_clip.get_pretrained_cfg(name, tag).get("quick_gelu", False))
+
+
 def load_openclip(name: str, pretrained: str | None, device: str | torch.device = "cpu",
                   weights_id: str | None = None, **kwargs) -> ClipBundle:
     """Create an open_clip model and wrap it in a ClipBundle.
@@ -109,7 +119,8 @@ def load_openclip(name: str, pretrained: str | None, device: str | torch.device 
         pretrained: tag, local file, or ``None`` for random init.
         device: target device.
         weights_id: override for the cache identity of the weights.
-        **kwargs: passed to ``open_clip.create_model_and_transforms`` (e.g. ``force_quick_gelu``).
+        **kwargs: passed to ``open_clip.create_model_and_transforms`` (e.g. ``force_quick_gelu``; by default
+            True for a tag trained with QuickGELU: ``trained_with_quick_gelu``).
     """
     if name not in open_clip.list_models():
         raise KeyError(f"unknown open_clip model {name!r}; see open_clip.list_models() "
@@ -120,6 +131,8 @@ def load_openclip(name: str, pretrained: str | None, device: str | torch.device 
         if not source.is_file():
             pretrained = canonical_tag(name, str(pretrained))
             source = _tag_file(name, pretrained)
+            if trained_with_quick_gelu(name, pretrained):
+                kwargs.setdefault("force_quick_gelu", True)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=None if pretrained is None else str(pretrained), device=device, **kwargs)
@@ -136,6 +149,9 @@ def load_openclip(name: str, pretrained: str | None, device: str | torch.device 
         for t in model.state_dict().values():
             h.update(t.detach().flatten()[:16].cpu().float().numpy().tobytes())
         weights_id = f"random-init-{h.hexdigest()[:10]}"
+    weights_id = weights_id or _weights_id(name, pretrained)
+    if kwargs.get("force_quick_gelu"):
+        weights_id += "+quickgelu"                   # another model than the same weights under nn.GELU (caches)
     tokenizer = open_clip.get_tokenizer(name)
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     image_size = model.visual.image_size
@@ -145,7 +161,7 @@ def load_openclip(name: str, pretrained: str | None, device: str | torch.device 
     return ClipBundle(model=model, tokenizer=tokenizer, preprocess=preprocess, name=name,
                       pretrained=None if pretrained is None else str(pretrained),
                       image_size=image_size, mean=mean, std=std,
-                      weights_id=weights_id or _weights_id(name, pretrained))
+                      weights_id=weights_id)
 
 
 def tokenizer_vocab(bundle: ClipBundle) -> dict[int, str]:
