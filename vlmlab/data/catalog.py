@@ -136,7 +136,7 @@ _COOP = {
     "OxfordPets": (7349, Archive("https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
                                  "md5:5c4f3ee8e5d25df40f4fd59a7f44e54c", (("images", "oxford_pets/images"),)),
                    0.79, (NB03, NB04)),
-    "StanfordCars": (16185, None, 1.9, (NB03, NB04)),
+    "StanfordCars": (16185, None, 1.9, (NB03,)),
     "Flowers102": (8189, Archive("https://www.robots.ox.ac.uk/~vgg/data/flowers/102/102flowers.tgz",
                                  "md5:52808999861908f626f3c1f4e79d11fa", (("jpg", "oxford_flowers/jpg"),)),
                    0.33, (NB03, NB04)),
@@ -153,7 +153,7 @@ _COOP = {
     "EuroSAT": (27000, Archive("https://huggingface.co/datasets/torchgeo/eurosat/resolve/"
                                "c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip",
                                "md5:c8fa014336c82ac7804f0398fcb19387", (("2750", "eurosat/2750"),)), 0.09, (NB03, NB04)),
-    "UCF101": (13320, None, 0.5, (NB03,)),
+    "UCF101": (13320, None, 0.5, (NB03, NB04)),
 }
 _COOP_MANUAL = {
     "Caltech101": Manual("extract 101_ObjectCategories.tar.gz (inside caltech-101.zip of "

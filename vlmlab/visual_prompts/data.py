@@ -6,6 +6,7 @@
     "torchvision:<Name>"    CIFAR10, CIFAR100, SVHN, CLEVR (count) through torchvision with
                             ``download=False`` under ``<data_root>/<folder>``; val = a seeded
                             per-class slice of the train split, disjoint from the shots
+                            (shots None: train is the rest of the split)
     "folder:<Name>"         ``<data_root>/<name>/<class>/<image>`` (e.g. RESISC45); train/val/test
                             = seeded per-class 60/20/20 % split
 A bare name of the paper's datasets ("CIFAR100", "EuroSAT", "RESISC45" ...) stands for its source
@@ -164,7 +165,10 @@ def load_splits(spec: str, *, shots: int | None, n_val: int, n_test: int | None,
         val = val.subset(sample_few_shot(val.labels, n_val, seed).numpy())
     elif kind == "torchvision" and name in TORCHVISION:
         full, test = _torchvision(name, root, True), _torchvision(name, root, False)
-        tr, va = _per_class_slices(full.labels.numpy(), [shots, n_val], seed)
+        if shots is None:   # the whole train split less the validation images (the reference has no val split)
+            va, tr = _per_class_slices(full.labels.numpy(), [n_val, None], seed)
+        else:
+            tr, va = _per_class_slices(full.labels.numpy(), [shots, n_val], seed)
         train, val = full.subset(tr), full.subset(va)
         if n_test is not None and n_test < len(test):
             test = test.subset(np.sort(np.random.default_rng(seed).permutation(len(test))[:n_test]))

@@ -1,0 +1,40 @@
+"""Notebook 04's splits of a torchvision set (CIFAR, SVHN, CLEVR): disjoint train and val, none empty."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vlmlab.visual_prompts.data as vpd
+
+
+class _Fake:
+    """A torchvision-like set: labels, class names, subsets by index."""
+
+    def __init__(self, labels, idx=None):
+        self.all_labels = torch.as_tensor(labels)
+        self.idx = np.arange(len(labels)) if idx is None else np.asarray(idx)
+        self.classnames = ["a", "b", "c"]
+
+    @property
+    def labels(self):
+        return self.all_labels[self.idx]
+
+    def subset(self, indices):
+        return _Fake(self.all_labels, self.idx[np.asarray(indices)])
+
+    def __len__(self):
+        return len(self.idx)
+
+
+@pytest.mark.parametrize("shots", [None, 5])
+def test_torchvision_train_and_val_are_disjoint_and_val_is_never_empty(monkeypatch, shots):
+    labels = np.repeat([0, 1, 2], 30)
+    monkeypatch.setattr(vpd, "_torchvision", lambda name, root, train: _Fake(labels if train else labels[:12]))
+    s = vpd.load_splits("CIFAR10", shots=shots, n_val=4, n_test=None, seed=0, root="/nowhere")
+    tr, va = set(s.train.idx.tolist()), set(s.val.idx.tolist())
+    assert not tr & va
+    assert torch.bincount(s.val.labels).tolist() == [4, 4, 4]
+    assert torch.bincount(s.train.labels).tolist() == ([26] * 3 if shots is None else [5] * 3)
+    if shots is None:
+        assert tr | va == set(range(90))                  # the whole train split: shots and val together
