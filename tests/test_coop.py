@@ -246,3 +246,10 @@ def test_parallel_jobs_give_the_in_process_results_in_job_order():
         run_jobs(dataclasses.replace(bundle, weights_id="another"), jobs[:2], workers=2, threads=1)
     bf16 = dataclasses.replace(bundle, precision="bf16")       # workers load the parent's precision too
     assert [r["accuracy"] for r in run_jobs(bf16, jobs[:2], workers=2, threads=1)] == [r["accuracy"] for r in here[:2]]
+
+
+def test_sweep_names_a_bad_draw_or_probe_dtype_before_any_work(bundle, splits):
+    with pytest.raises(ValueError, match="few-shot draws"):
+        run_sweep(bundle, [splits], [1], [1], ["M4_end"], fewshot_draws="fresh")
+    with pytest.raises(ValueError, match="lp_dtype"):
+        run_sweep(bundle, [splits], [1], [1], ["M4_end"], lp_dtype="float16")

@@ -41,6 +41,7 @@ from vlmlab.data.fewshot import check_draws, sample_few_shot
 from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
+from vlmlab.probe import DTYPES as PROBE_DTYPES
 from vlmlab.prompts import zero_shot_logits, zero_shot_weights
 from vlmlab.runtime import get_logger
 
@@ -157,6 +158,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
     if bad:
         raise KeyError(f"unknown method(s) {bad}; use zero_shot, linear_probe, coop")
     nested = check_draws(fewshot_draws)
+    if lp_dtype not in PROBE_DTYPES:
+        raise ValueError(f"lp_dtype={lp_dtype!r}; use one of {PROBE_DTYPES}")
     t0, cpu0 = time.perf_counter(), time.process_time()
     variants = [parse_variant(v) for v in variants]
     shots = sorted(int(k) for k in shots)
