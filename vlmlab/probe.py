@@ -53,6 +53,13 @@ class LinearProbe:
 DTYPES = ("float64", "float32")
 
 
+def check_dtype(dtype: str, name: str = "dtype") -> str:
+    """``dtype`` if it is one of ``DTYPES`` (the fit's feature dtype), else a ValueError naming ``name``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"{name}={dtype!r}; use one of {DTYPES}")
+    return dtype
+
+
 def _np(x, dtype=np.float32) -> np.ndarray:
     x = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x
     return np.asarray(x, dtype)
@@ -106,8 +113,7 @@ def fit_linear_probe(train_feats, train_labels, val_feats=None, val_labels=None,
         dtype: the features' dtype in the fit: "float64" (lpclip's) or "float32" (vlmlab before 2026-12-04;
             docs/fidelity.md).
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"fit_linear_probe: dtype={dtype!r}; use one of {DTYPES}")
+    check_dtype(dtype, "fit_linear_probe: dtype")
     x, y = _np(train_feats, dtype), _np(train_labels).astype(int)
     n_classes = n_classes or int(y.max()) + 1
     if C is not None:

@@ -41,7 +41,7 @@ from vlmlab.data.fewshot import check_draws, sample_few_shot
 from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.probe import DTYPES as PROBE_DTYPES
+from vlmlab.probe import check_dtype
 from vlmlab.prompts import zero_shot_logits, zero_shot_weights
 from vlmlab.runtime import get_logger
 
@@ -79,6 +79,11 @@ def _rows(where: dict, idx: torch.Tensor) -> torch.Tensor:
     return torch.tensor([where[int(i)] for i in idx.tolist()], dtype=torch.long)
 
 
+def _union(draws: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Sorted item ids of all K's draws (as each draw is sorted); nested draws: the largest K's draw itself."""
+    return torch.unique(torch.cat(list(draws.values())))
+
+
 def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epochs_table, methods, lp_refine, cache,
                    lp_dtype: str = "float64", nested: bool = False):
     """CoOp and probe jobs of one (dataset, seed); features computed once for the union of the K draws (with
@@ -86,12 +91,12 @@ def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epoc
     c = split.n_classes
     y_train, y_val = torch.as_tensor(split.train.labels).long(), torch.as_tensor(split.val.labels).long()
     idx = {k: sample_few_shot(y_train, k, seed, c, nested=nested) for k in shots}
-    pool = torch.unique(torch.cat(list(idx.values())))                                 # sorted, as each draw
+    pool = _union(idx)
     jobs = []
     if "linear_probe" in methods:
         f_train, w_train = _subset_feats(bundle, split.train, pool, cache)
         vidx = {k: sample_few_shot(y_val, min(k, 4), seed, c, nested=nested) for k in shots}
-        f_val, w_val = _subset_feats(bundle, split.val, torch.unique(torch.cat(list(vidx.values()))), cache)
+        f_val, w_val = _subset_feats(bundle, split.val, _union(vidx), cache)
         for k in shots:
             jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, idx[k])], y_train[idx[k]]),
                                  (f_val[_rows(w_val, vidx[k])], y_val[vidx[k]]), test.feats, test.labels, lp_refine,
@@ -102,9 +107,8 @@ def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epoc
              if cfg.mode == "cached" else None)
     where = {int(i): p for p, i in enumerate(pool.tolist())}
     for k in shots:
-        idx_k = idx[k]
-        train = TrainSet(labels=y_train[idx_k], view_feats=None if views is None else views[_rows(where, idx_k)],
-                         data=split.train if cfg.mode == "exact" else None, indices=idx_k, view_seed=seed)
+        train = TrainSet(labels=y_train[idx[k]], view_feats=None if views is None else views[_rows(where, idx[k])],
+                         data=split.train if cfg.mode == "exact" else None, indices=idx[k], view_seed=seed)
         for v in variants:
             if k in v.shots_or(shots):
                 vcfg = v.config(cfg.replace(epochs=epochs_table))
@@ -158,8 +162,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
     if bad:
         raise KeyError(f"unknown method(s) {bad}; use zero_shot, linear_probe, coop")
     nested = check_draws(fewshot_draws)
-    if lp_dtype not in PROBE_DTYPES:
-        raise ValueError(f"lp_dtype={lp_dtype!r}; use one of {PROBE_DTYPES}")
+    check_dtype(lp_dtype, "lp_dtype")
     t0, cpu0 = time.perf_counter(), time.process_time()
     variants = [parse_variant(v) for v in variants]
     shots = sorted(int(k) for k in shots)
