@@ -191,6 +191,9 @@ def test_sweep_table_and_zero_shot_reference(bundle, splits):
     dg = domain_generalization(bundle, splits, [], sweep, [parse_variant("M4_end")], shots=2, seeds=[1])
     coop_row = t[(t.method == "coop") & (t.n_ctx == 4) & (t.shots == 2) & (t.seed == 1)]["accuracy"].item()
     assert dg[dg.method == "coop"]["accuracy"].item() == pytest.approx(coop_row)
+    # ... and so does the linear probe, scored on the features it was fitted on (raw by default)
+    lp_row = t[(t.method == "linear_probe") & (t.shots == 2) & (t.seed == 1)]["accuracy"].item()
+    assert sweep.lp_features == "raw" and dg[dg.method == "linear_probe"]["accuracy"].item() == pytest.approx(lp_row)
 
 
 def test_summary_tables_mean_std_and_average():
@@ -248,8 +251,40 @@ def test_parallel_jobs_give_the_in_process_results_in_job_order():
     assert [r["accuracy"] for r in run_jobs(bf16, jobs[:2], workers=2, threads=1)] == [r["accuracy"] for r in here[:2]]
 
 
+@pytest.mark.parametrize("kind", ["raw", "normalized"])
+def test_probe_jobs_fit_and_score_the_encoders_output_or_unit_rows(bundle, splits, kind):
+    """lpclip's probe reads ``clip_model.visual(x)`` itself (``lp_features="raw"``, the default); "normalized" is
+    the unit embedding. Every probe job of a seed holds exactly those rows of its draw, and of the test set."""
+    from vlmlab.coop.augment import eval_features
+    from vlmlab.data.fewshot import sample_few_shot
+    test = eval_features(bundle, splits.test)
+    jobs = _jobs_for_seed(bundle, splits, test, [1, 2], 3, [], CoOpConfig(), {}, ("linear_probe",), 1, None,
+                          lp_features=kind)
+    train = eval_features(bundle, splits.train)                      # every item, one extraction
+    y_train = torch.as_tensor(splits.train.labels)
+    with torch.no_grad():                                           # the encoder's output, straight
+        z_test = bundle.model.encode_image(features_input(bundle, splits.test)).float()
+    pick = (lambda f: f.raw) if kind == "raw" else (lambda f: f.feats)
+    for job, k in zip(jobs, [1, 2]):
+        idx = sample_few_shot(y_train, k, 3, splits.n_classes, nested=False)
+        torch.testing.assert_close(job.train[0], pick(train)[idx], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(job.test_feats, pick(test), atol=0, rtol=0)
+    if kind == "raw":
+        torch.testing.assert_close(jobs[0].test_feats, z_test, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(jobs[0].test_feats.norm(dim=-1), torch.ones(len(z_test)))
+    else:
+        torch.testing.assert_close(jobs[0].test_feats.norm(dim=-1), torch.ones(len(z_test)))
+
+
+def features_input(bundle, data):
+    from vlmlab.features import arrays_to_input
+    return arrays_to_input(bundle, torch.from_numpy(np.asarray(data.images)))
+
+
 def test_sweep_names_a_bad_draw_or_probe_dtype_before_any_work(bundle, splits):
     with pytest.raises(ValueError, match="few-shot draws"):
         run_sweep(bundle, [splits], [1], [1], ["M4_end"], fewshot_draws="fresh")
     with pytest.raises(ValueError, match="lp_dtype"):
         run_sweep(bundle, [splits], [1], [1], ["M4_end"], lp_dtype="float16")
+    with pytest.raises(ValueError, match="lp_features"):
+        run_sweep(bundle, [splits], [1], [1], ["M4_end"], lp_features="unit")

@@ -168,3 +168,38 @@ def test_extract_arrays_cache_and_torch_input(bundle, images, tmp_path, monkeypa
     assert c.key != a.key                                    # the shape is part of the key
     with pytest.raises(ValueError, match="labels"):
         extract_arrays(bundle, images, np.zeros(3), key="toy")
+
+
+def test_norms_give_back_the_encoders_output_and_the_unit_rows_are_unchanged(bundle, folder_ds, images):
+    """Features keep the norms of the encoder output, so ``raw`` (lpclip's probe input) is that output to float
+    rounding; the unit rows are what ``encode_images`` returns."""
+    for out, x in ((extract(bundle, folder_ds, batch_size=4),
+                    torch.stack([bundle.preprocess(Image.open(p).convert("RGB")) for p in folder_ds.paths])),
+                   (extract_arrays(bundle, images, np.zeros(10), key="toy", batch_size=4),
+                    features.arrays_to_input(bundle, torch.from_numpy(images)))):
+        with torch.no_grad():
+            z = bundle.model.encode_image(x).float()
+            unit = bundle.encode_images(x)
+        assert out.norms.shape == (len(x),) and not torch.allclose(out.norms, torch.ones(len(x)))
+        torch.testing.assert_close(out.raw, z, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(out.norms, z.norm(dim=-1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out.feats, unit, atol=1e-6, rtol=0)
+
+
+def test_cache_keeps_norms_and_recomputes_a_file_written_without_them(bundle, folder_ds, tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path / "cache")
+    calls = counting(monkeypatch, bundle)
+    first = extract(bundle, folder_ds, batch_size=4, cache=cache)
+    hit = extract(bundle, folder_ds, batch_size=4, cache=cache)
+    assert sum(calls) == 6 and torch.equal(hit.norms, first.norms)
+    # a file from before the norms were kept: same key, feats and labels only -> recomputed, then complete
+    cache.put(first.spec, {"feats": first.feats, "labels": first.labels})
+    again = extract(bundle, folder_ds, batch_size=4, cache=cache)
+    assert sum(calls) == 12 and torch.equal(again.norms, first.norms) and torch.equal(again.feats, first.feats)
+    assert "norms" in cache.get(first.spec)
+
+
+def test_raw_without_norms_says_so():
+    f = features.Features(torch.ones(2, 3), torch.zeros(2, dtype=torch.long), "k")
+    with pytest.raises(ValueError, match="no norms"):
+        f.raw

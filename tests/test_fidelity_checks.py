@@ -11,6 +11,7 @@ import pytest
 
 from vlmlab import params
 from vlmlab.coop import CoOpConfig
+from vlmlab.tta.linear_probe import LinearProbeConfig
 from vlmlab.tta.tda import TDAConfig
 from vlmlab.tta.tip_adapter import TipAdapterConfig
 from vlmlab.tta.uniinfo import UniInfoConfig
@@ -24,7 +25,7 @@ sys.modules["fidelity_checks"] = F                # dataclasses look their modul
 _spec.loader.exec_module(F)
 
 CONFIGS = {"zero": ZeroConfig, "tip_adapter": TipAdapterConfig, "tda": TDAConfig, "uniinfo": UniInfoConfig,
-           "vp": VPConfig, "coop": CoOpConfig}
+           "vp": VPConfig, "coop": CoOpConfig, "linear_probe": LinearProbeConfig}
 
 
 @pytest.mark.parametrize("check", F.checks(), ids=lambda c: c.name)

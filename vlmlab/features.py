@@ -51,15 +51,27 @@ class Features:
         labels: (N,) int64.
         key: sha1 of the cache key (``FeatureCache.digest(spec)``).
         spec: the key itself (model, dataset, transform, seed, extra).
+        norms: (N,) float32 L2 norms of the image encoder's output before normalisation, or None (features
+            built by hand); ``raw`` is ``feats * norms``.
     """
 
     feats: Tensor
     labels: Tensor
     key: str
     spec: dict = field(default_factory=dict)
+    norms: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def raw(self) -> Tensor:
+        """(N, D) the image encoder's output before normalisation (up to float rounding): what lpclip's linear
+        probe fits (``clip_model.visual(x)``)."""
+        if self.norms is None:
+            raise ValueError("these features carry no norms (built without extract / extract_arrays); "
+                             "the unnormalised encoder output is unknown")
+        return self.feats * self.norms[:, None]
 
 
 def transform_id(transform: Any) -> str:
@@ -144,19 +156,31 @@ def _lookup(cache, spec: dict, desc: str) -> Features | None:
     if cache is None:
         return None
     hit = cache.get(spec)
+    if hit is not None and "norms" not in hit:  # written before 2026-12-04, when the norms were not kept
+        log.info("feature cache file %s holds no norms; recomputing it", FeatureCache.digest(spec)[:12])
+        hit = None
     if hit is None:
         log.info("feature cache miss: %s (%s)", desc, FeatureCache.digest(spec)[:12])
         return None
     log.info("feature cache hit: %s (%s, %d items)", desc, FeatureCache.digest(spec)[:12], len(hit["labels"]))
-    return Features(hit["feats"], hit["labels"], FeatureCache.digest(spec), spec)
+    return Features(hit["feats"], hit["labels"], FeatureCache.digest(spec), spec, hit["norms"])
 
 
-def _finish(cache, spec: dict, chunks: list[Tensor], labels: list[Tensor], dim: int) -> Features:
-    feats = torch.cat(chunks).float() if chunks else torch.zeros(0, dim)  # outside inference_mode: a normal tensor
+def _unit(z: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, D) encoder output -> unit rows exactly as ``ClipBundle.encode_images`` normalises them, and the
+    (B,) norms, both float32 on the CPU."""
+    z = z.float()
+    return F.normalize(z, dim=-1).cpu(), z.norm(dim=-1).cpu()
+
+
+def _finish(cache, spec: dict, chunks: list[tuple[Tensor, Tensor]], labels: list[Tensor], dim: int) -> Features:
+    # outside inference_mode: normal tensors
+    feats = torch.cat([c[0] for c in chunks]).float() if chunks else torch.zeros(0, dim)
+    norms = torch.cat([c[1] for c in chunks]).float() if chunks else torch.zeros(0)
     labels = torch.cat(labels).long() if labels else torch.zeros(0, dtype=torch.long)
     if cache is not None:
-        cache.put(spec, {"feats": feats, "labels": labels})
-    return Features(feats, labels, FeatureCache.digest(spec), spec)
+        cache.put(spec, {"feats": feats, "labels": labels, "norms": norms})
+    return Features(feats, labels, FeatureCache.digest(spec), spec, norms)
 
 
 def _as_cache(cache) -> FeatureCache | None:
@@ -166,7 +190,7 @@ def _as_cache(cache) -> FeatureCache | None:
 def extract(bundle: ClipBundle, dataset: Dataset, *, batch_size: int = 256, cache: FeatureCache | bool | None = None,
             num_workers: int = 0, desc: str | None = None, key: str | None = None, transform: str | None = None,
             seed: int | None = None, extra: Any = None) -> Features:
-    """Encode every image of ``dataset`` (in order) into unit-norm features.
+    """Encode every image of ``dataset`` (in order) into unit-norm features and their norms.
 
     Args:
         bundle: the model.
@@ -196,7 +220,7 @@ def extract(bundle: ClipBundle, dataset: Dataset, *, batch_size: int = 256, cach
     chunks, labels = [], []
     with torch.inference_mode(), bundle.autocast():
         for x, y in progress(loader, desc=desc, total=len(loader)):
-            chunks.append(bundle.encode_images(x.to(bundle.device, non_blocking=True)).float().cpu())  # (B, D)
+            chunks.append(_unit(bundle.encode_images(x.to(bundle.device, non_blocking=True), normalize=False)))
             labels.append(y)
     return _finish(cache, spec, chunks, labels, bundle.embed_dim)
 
@@ -249,5 +273,6 @@ def extract_arrays(bundle: ClipBundle, images: np.ndarray | Tensor, labels, key:
         for i in progress(starts, desc=desc, total=len(starts)):
             batch = images[i:i + batch_size]
             batch = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
-            chunks.append(bundle.encode_images(arrays_to_input(bundle, batch.to(dev, non_blocking=True))).float().cpu())
+            chunks.append(_unit(bundle.encode_images(arrays_to_input(bundle, batch.to(dev, non_blocking=True)),
+                                                     normalize=False)))
     return _finish(cache, spec, chunks, list(labels.split(batch_size)), bundle.embed_dim)

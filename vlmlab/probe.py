@@ -9,8 +9,9 @@ split, never on test, as ``lpclip/linear_probe.py`` (KaiyangZhou/CoOp @ ff61507)
    end] (or [better end, log-midpoint]);
 3. the reported probe is the last round's C (not the best C ever seen).
 
-Which features it sees is the caller's choice (lpclip: the image encoder's output, not
-normalised); see each caller's docstring and ``docs/fidelity.md``. The fit runs on float64 features, as
+Which features it sees is the caller's choice: lpclip's are the image encoder's output, not normalised,
+and every notebook's probe fits those by default (``check_features``: "raw" or "normalized"); see each
+caller's docstring and ``docs/fidelity.md``. The fit runs on float64 features, as
 lpclip's (``feat_extractor.py`` stores them with ``.tolist()`` and ``np.savez``); ``dtype="float32"`` is
 vlmlab's behaviour before 2026-12-04, where scikit-learn's lbfgs ran the grid's Python-float Cs in
 float32 and the refined numpy-float64 Cs in float64 (numpy 2's promotion).
@@ -58,6 +59,23 @@ def check_dtype(dtype: str, name: str = "dtype") -> str:
     if dtype not in DTYPES:
         raise ValueError(f"{name}={dtype!r}; use one of {DTYPES}")
     return dtype
+
+
+FEATURES = ("raw", "normalized")
+
+
+def check_features(kind: str, name: str = "features") -> str:
+    """``kind`` if it is one of ``FEATURES`` (which image features a probe fits: "raw", the encoder's output as
+    lpclip's, or "normalized", unit rows), else a ValueError naming ``name``."""
+    if kind not in FEATURES:
+        raise ValueError(f"{name}={kind!r}; use one of {FEATURES}")
+    return kind
+
+
+def probe_input(features, kind: str):
+    """The rows a probe fits or scores: ``features.raw`` for "raw", ``features.feats`` (unit rows) for
+    "normalized" (``features``: ``vlmlab.features.Features``)."""
+    return features.raw if check_features(kind) == "raw" else features.feats
 
 
 def _np(x, dtype=np.float32) -> np.ndarray:

@@ -57,6 +57,7 @@ seeds = [0]  # type: list[int]; non-empty; prompt seeds (init, batch order, patc
 template = ""  # empty: each dataset's own template; the paper uses "This is a photo of a {}" for all
 linear_probe = True  # fit the LP baseline (C searched on the validation split)
 lp_dtype = "float64"  # float64 | float32: the linear probes' fit (lpclip: float64; float32: vlmlab before 2026-12-04)
+lp_features = "raw"  # raw | normalized: the LP baseline's features (lpclip: the encoder's output; normalized: vlmlab before 2026-12-05)
 vision_only_source = "world:objects"  # source task of the vision-only classifier (empty: skip the row)
 vision_only_shots = 16  # type: int; range 1..; source images per class for its linear head
 vision_only_datasets = ["world:colours", "world:digits", "world:terrain"]  # where the vision-only row runs ([]: all)

@@ -53,10 +53,11 @@ def toy_stream(bundle):
 @pytest.fixture(scope="session")
 def support(bundle):
     train, val = _images(6, 1), _images(3, 2)
-    f_train = encode_single(bundle, ArrayImages(bundle, train)(torch.arange(6)))
-    f_val = encode_single(bundle, ArrayImages(bundle, val)(torch.arange(3)))
-    return Support(f_train, torch.tensor([0, 1, 2, 0, 1, 2]), ArrayImages(bundle, train), f_val,
-                   torch.tensor([0, 1, 2]), shots=2)
+    z_train = encode_single(bundle, ArrayImages(bundle, train)(torch.arange(6)), normalize=False)
+    z_val = encode_single(bundle, ArrayImages(bundle, val)(torch.arange(3)), normalize=False)
+    unit = lambda z: torch.nn.functional.normalize(z, dim=-1)          # noqa: E731
+    return Support(unit(z_train), torch.tensor([0, 1, 2, 0, 1, 2]), ArrayImages(bundle, train), unit(z_val),
+                   torch.tensor([0, 1, 2]), shots=2, norms=z_train.norm(dim=-1), val_norms=z_val.norm(dim=-1))
 
 
 @pytest.fixture(scope="session")

@@ -31,11 +31,13 @@ def test_every_method_runs_on_vit_b16(vit):
     images = ArrayImages(vit, rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8))   # resized to 224
     with torch.no_grad():
         x = images(torch.arange(3))
-        feats = encode_single(vit, x)                                  # (3, 512)
+        raw = encode_single(vit, x, normalize=False)                   # (3, 512)
+        feats = torch.nn.functional.normalize(raw, dim=-1)
         views = encode_views(vit, x[:1], 2, [view_seed(0, 0)])
     text = zero_shot_weights(vit, CLASSNAMES, "a photo of a {}.").cpu()
     labels = torch.tensor([0, 1, 2])
-    ctx = Context(vit, CLASSNAMES, text, support=Support(feats, labels, images, feats, labels, 1))
+    ctx = Context(vit, CLASSNAMES, text, support=Support(feats, labels, images, feats, labels, 1, norms=raw.norm(dim=-1),
+                                                              val_norms=raw.norm(dim=-1)))
     stream = Stream(labels[:1], images, feats[:1], views, name="toy")
     before = state_checksum(vit)
     for name in METHODS:

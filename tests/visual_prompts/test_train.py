@@ -196,3 +196,25 @@ def test_probe_features_through_the_cache_equal_encode_and_are_computed_once(tmp
     assert len(calls) == 1
     E._features(bundle, planted_cue(8), cache, "probe")               # other inputs: encoded
     assert len(calls) == 2
+
+
+def test_raw_probe_features_are_the_encoders_output_under_their_own_key(tmp_path, monkeypatch):
+    """The LP baseline's default features (``lp_features: raw``) are ``encode_images(..., normalize=False)``, as
+    lpclip's ``clip_model.visual(x)``; they are cached beside the unit ones, which keep their old key."""
+    from vlmlab.features import FeatureCache
+    from vlmlab.visual_prompts import evaluate as E
+    bundle, data = toy_bundle(), planted_cue()
+    calls, real = [], E.encode
+    monkeypatch.setattr(E, "encode", lambda *a, **k: calls.append(k.get("normalize")) or real(*a, **k))
+    cache = FeatureCache(tmp_path)
+    unit, _ = E._features(bundle, data, cache, "probe")
+    raw, y = E._features(bundle, data, cache, "probe", "raw")
+    assert calls == [True, False]                                    # two entries, one encode each
+    with torch.no_grad():
+        z = bundle.encode_images(data.tensors[0], normalize=False).float()
+    torch.testing.assert_close(raw, z, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.nn.functional.normalize(raw, dim=-1), unit, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(len(raw)))
+    assert torch.equal(E._features(bundle, data, cache, "probe", "raw")[0], raw) and len(calls) == 2
+    with pytest.raises(ValueError, match="features"):
+        E._features(bundle, data, cache, "probe", "unit")

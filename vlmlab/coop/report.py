@@ -21,6 +21,7 @@ from vlmlab.coop.augment import eval_features
 from vlmlab.coop.train import coop_logits
 from vlmlab.coop.variants import Variant
 from vlmlab.metrics import accuracy
+from vlmlab.probe import probe_input
 from vlmlab.prompts import PromptLearner, zero_shot_logits
 
 AVERAGE = "Average"
@@ -106,7 +107,8 @@ def domain_generalization(bundle, source, targets: Sequence[tuple[str, object, t
             probe = sweep.linear_probes.get((source.name, shots, seed))
             if probe is not None:
                 rows.append({**base, "method": "linear_probe", "n_ctx": 0, "position": "-", "init": "-",
-                             "csc": False, "seed": seed, "accuracy": accuracy(pick(probe.logits(f.feats)), f.labels)})
+                             "csc": False, "seed": seed, "accuracy": accuracy(pick(probe.logits(probe_input(f, sweep.lp_features))),
+                                                                f.labels)})
             for v in variants:
                 ctx = sweep.contexts.get((source.name, v.name, shots, seed))
                 if ctx is None:

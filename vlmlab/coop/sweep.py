@@ -9,11 +9,11 @@
 Protocol (``coop.md`` §4, §8): K shots per class from the train pool (``vlmlab.data.sample_few_shot``,
 seeded; every K drawn on its own, as CoOp's, or nested in K with ``fewshot_draws="nested"``); the test
 set is the whole test split; zero-shot uses the dataset's hand-written template; the linear probe is
-logistic regression on evaluation-transform features with C searched on min(K, 4) val shots per class
-(``vlmlab.probe``, CoOp's 8 bisection rounds by default).
-Departures: the linear probe uses the *same* shots as CoOp (CoOp's lpclip draws its own with numpy)
-and unit-norm features (lpclip uses raw ``visual()`` outputs); zero-shot rows repeat per seed (one
-deterministic value) so every method has the same keys.
+logistic regression on evaluation-transform features, the image encoder's output before normalisation as
+lpclip's ``visual()`` (``lp_features="normalized"``: unit embeddings, vlmlab before 2026-12-05), with C
+searched on min(K, 4) val shots per class (``vlmlab.probe``, CoOp's 8 bisection rounds by default).
+Departures: the linear probe uses the *same* shots as CoOp (CoOp's lpclip draws its own with numpy);
+zero-shot rows repeat per seed (one deterministic value) so every method has the same keys.
 CoOp runs are independent: ``workers > 1`` trains them in that many processes (CPU), each with
 ``threads`` torch threads; results do not depend on ``workers``. With ``batch_runs`` (default) the
 cached-mode runs of a dataset with the same prompt design (M, position, CSC, init) are trained together,
@@ -41,7 +41,7 @@ from vlmlab.data.fewshot import check_draws, sample_few_shot
 from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.probe import check_dtype
+from vlmlab.probe import check_dtype, check_features, probe_input
 from vlmlab.prompts import zero_shot_logits, zero_shot_weights
 from vlmlab.runtime import get_logger
 
@@ -61,6 +61,7 @@ class Sweep:
     zero_shot_weights: dict = field(default_factory=dict)
     linear_probes: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
+    lp_features: str = "raw"          # what the probes fit and score (``vlmlab.probe.probe_input``)
 
 
 def zero_shot_accuracy(bundle: ClipBundle, split: Splits, feats) -> tuple[float, torch.Tensor]:
@@ -69,10 +70,11 @@ def zero_shot_accuracy(bundle: ClipBundle, split: Splits, feats) -> tuple[float,
     return accuracy(zero_shot_logits(feats.feats, w), feats.labels), w
 
 
-def _subset_feats(bundle, data, idx: torch.Tensor, cache):
-    """Evaluation-transform features of ``data[idx]`` (one cached extraction) and item -> row."""
+def _subset_feats(bundle, data, idx: torch.Tensor, cache, kind: str):
+    """The probe's evaluation-transform features of ``data[idx]`` (one cached extraction; ``kind`` as
+    ``probe_input``) and item -> row."""
     f = eval_features(bundle, data.subset(idx.tolist()), cache)
-    return f.feats, {int(i): r for r, i in enumerate(idx.tolist())}
+    return probe_input(f, kind), {int(i): r for r, i in enumerate(idx.tolist())}
 
 
 def _rows(where: dict, idx: torch.Tensor) -> torch.Tensor:
@@ -85,7 +87,7 @@ def _union(draws: dict[int, torch.Tensor]) -> torch.Tensor:
 
 
 def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epochs_table, methods, lp_refine, cache,
-                   lp_dtype: str = "float64", nested: bool = False):
+                   lp_dtype: str = "float64", nested: bool = False, lp_features: str = "raw"):
     """CoOp and probe jobs of one (dataset, seed); features computed once for the union of the K draws (with
     nested draws, the largest K's)."""
     c = split.n_classes
@@ -94,12 +96,13 @@ def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epoc
     pool = _union(idx)
     jobs = []
     if "linear_probe" in methods:
-        f_train, w_train = _subset_feats(bundle, split.train, pool, cache)
+        f_train, w_train = _subset_feats(bundle, split.train, pool, cache, lp_features)
         vidx = {k: sample_few_shot(y_val, min(k, 4), seed, c, nested=nested) for k in shots}
-        f_val, w_val = _subset_feats(bundle, split.val, _union(vidx), cache)
+        f_val, w_val = _subset_feats(bundle, split.val, _union(vidx), cache, lp_features)
+        f_test = probe_input(test, lp_features)
         for k in shots:
             jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, idx[k])], y_train[idx[k]]),
-                                 (f_val[_rows(w_val, vidx[k])], y_val[vidx[k]]), test.feats, test.labels, lp_refine,
+                                 (f_val[_rows(w_val, vidx[k])], y_val[vidx[k]]), f_test, test.labels, lp_refine,
                                  lp_dtype))
     if "coop" not in methods or not variants:
         return jobs
@@ -138,7 +141,8 @@ def _collect(out: Sweep, jobs, results) -> list[dict]:
 def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int], seeds: Sequence[int],
               variants: Sequence[Variant | str | dict], cfg: CoOpConfig = CoOpConfig(), *,
               methods: Sequence[str] = ("zero_shot", "linear_probe", "coop"), epochs_by_dataset: dict | None = None,
-              lp_refine: int = 8, lp_dtype: str = "float64", fewshot_draws: str = "independent",
+              lp_refine: int = 8, lp_dtype: str = "float64", lp_features: str = "raw",
+              fewshot_draws: str = "independent",
               workers: int = 1, threads: int | None = None,
               cache: FeatureCache | None = None, batch_runs: bool = True, cache_runs: bool = True) -> Sweep:
     """Run the grid (see the module docstring).
@@ -151,7 +155,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         methods: which of zero_shot, linear_probe, coop to run.
         epochs_by_dataset: {dataset name: {K: epochs}} exceptions (CoOp: ImageNet 50 for every K).
         lp_refine: bisection rounds of the probe's C search. lp_dtype: the probe's fit dtype (``vlmlab.probe``:
-            "float64", lpclip's; "float32"). fewshot_draws: "independent" (CoOp's: each K drawn on its own) or
+            "float64", lpclip's; "float32"). lp_features: what the probe fits, "raw" (the encoder's output,
+            lpclip's) or "normalized" (unit embeddings; ``vlmlab.probe.probe_input``). fewshot_draws: "independent" (CoOp's: each K drawn on its own) or
             "nested" (a seed's K-shot sets nest; ``vlmlab.data.fewshot``). workers, threads: processes for the runs.
         cache: the shared feature cache.
         batch_runs: train the cached-mode CoOp runs of a dataset and prompt design together (same results).
@@ -163,10 +168,11 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         raise KeyError(f"unknown method(s) {bad}; use zero_shot, linear_probe, coop")
     nested = check_draws(fewshot_draws)
     check_dtype(lp_dtype, "lp_dtype")
+    check_features(lp_features, "lp_features")
     t0, cpu0 = time.perf_counter(), time.process_time()
     variants = [parse_variant(v) for v in variants]
     shots = sorted(int(k) for k in shots)
-    rows, jobs, out = [], [], Sweep(pd.DataFrame(columns=COLUMNS), pd.DataFrame())
+    rows, jobs, out = [], [], Sweep(pd.DataFrame(columns=COLUMNS), pd.DataFrame(), lp_features=lp_features)
     for split in splits:
         test = eval_features(bundle, split.test, cache)
         if "zero_shot" in methods:
@@ -176,7 +182,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         table = (epochs_by_dataset or {}).get(split.name, cfg.epochs)
         for seed in seeds:
             jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache,
-                                   lp_dtype, nested)
+                                   lp_dtype, nested, lp_features)
     t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
     results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads,
                         cache=cache if cache_runs else None)

@@ -14,6 +14,8 @@ shuffle: UniInfo seed 42, TPT seed 0, TDA seed 1; here one run seed) and the log
 dataset order. What a batch carries is what the method declares in ``inputs``:
 
     "feats"   (B, D)        unit single-view features (from the feature cache, else encoded)
+    "raw_feats" (B, D)      the same before normalisation, the image encoder's output (the linear probe's,
+                            as lpclip's): cached unit features times their cached norms, else encoded
     "views"   (B, V, D)     unit features of V views, view 0 = the image itself, the rest
                             RandomResizedCrop(S, scale 0.08-1, ratio 3/4-4/3) + horizontal flip
                             (TPT/ZERO/MTA's ImageNet augmentation), all views in one forward
@@ -43,7 +45,7 @@ from vlmlab.runtime import get_logger, progress, seed_everything
 log = get_logger("vlmlab.tta")
 
 REGIMES = ("static", "episodic", "online")
-INPUTS = ("feats", "views", "images")
+INPUTS = ("feats", "raw_feats", "views", "images")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class Support:
     Attributes:
         feats: (M, D) unit features. labels: (M,). images: the M images (Tip-Adapter augments them).
         val_feats: (M', D). val_labels: (M',). source: "clean" or "target" (where the shots came from).
+        norms, val_norms: (M,), (M',) norms of the encoder output before normalisation, or None.
     """
 
     feats: Tensor
@@ -130,6 +133,17 @@ class Support:
     val_labels: Tensor
     shots: int
     source: str = "clean"
+    norms: Tensor | None = None
+    val_norms: Tensor | None = None
+
+    def raw(self, split: str = "train") -> Tensor:
+        """(M, D) the encoder output before normalisation of the "train" or "val" part (unit features times
+        their norms)."""
+        feats, norms = (self.feats, self.norms) if split == "train" else (self.val_feats, self.val_norms)
+        if norms is None:
+            raise ValueError("this support set carries no norms (Support(..., norms=, val_norms=)); the linear "
+                             "probe's raw features need them, or use features='normalized'")
+        return feats * norms[:, None]
 
 
 @dataclass
@@ -176,6 +190,7 @@ class Stream:
         labels: (N,) true classes (read by the runner's caller, never by a method).
         images: model input on demand (needed unless every input a method reads is precomputed).
         feats: (N, D) precomputed single-view features, or None. views: (N, V, D), or None.
+        norms: (N,) norms of the encoder output before normalisation (with ``feats``), or None.
         view_seed: seed of the view augmentations. name, severity: what the stream is.
     """
 
@@ -186,6 +201,7 @@ class Stream:
     view_seed: int = 0
     name: str = ""
     severity: int = 0
+    norms: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -195,7 +211,8 @@ class Stream:
         idx = torch.as_tensor(idx).long()
         images = None if self.images is None else _Subset(self.images, idx)
         return Stream(self.labels[idx], images, None if self.feats is None else self.feats[idx],
-                      None if self.views is None else self.views[idx], self.view_seed, self.name, self.severity)
+                      None if self.views is None else self.views[idx], self.view_seed, self.name, self.severity,
+                      None if self.norms is None else self.norms[idx])
 
 
 class _Subset:
@@ -217,6 +234,7 @@ class Batch:
     feats: Tensor | None = None
     views: Tensor | None = None
     images: Tensor | None = None
+    raw_feats: Tensor | None = None
 
 
 class TTAMethod:
@@ -346,7 +364,8 @@ def _fetch(method: TTAMethod, stream: Stream, idx: Tensor, bundle: ClipBundle) -
     batch = Batch(index=idx)
     need = set(method.inputs)
     images = None
-    if ("images" in need or ("feats" in need and stream.feats is None)
+    raw_cached = stream.feats is not None and stream.norms is not None
+    if ("images" in need or ("feats" in need and stream.feats is None) or ("raw_feats" in need and not raw_cached)
             or ("views" in need and (stream.views is None or stream.views.shape[1] < method.n_views))):
         if stream.images is None:
             raise ValueError(f"{type(method).__name__} needs {sorted(need)} but stream {stream.name!r} has no "
@@ -356,6 +375,9 @@ def _fetch(method: TTAMethod, stream: Stream, idx: Tensor, bundle: ClipBundle) -
         batch.images = images
     if "feats" in need:
         batch.feats = stream.feats[idx].to(bundle.device) if stream.feats is not None else encode_single(bundle, images)
+    if "raw_feats" in need:
+        batch.raw_feats = ((stream.feats[idx] * stream.norms[idx, None]).to(bundle.device) if raw_cached
+                           else encode_single(bundle, images, normalize=False))
     if "views" in need:
         if stream.views is not None and stream.views.shape[1] >= method.n_views:
             batch.views = stream.views[idx, :method.n_views].to(bundle.device)
@@ -396,8 +418,9 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
         if method.regime == "episodic":
             for j in range(len(idx)):
                 method.reset()
-                one = Batch(idx[j:j + 1], *(None if t is None else t[j:j + 1]
-                                            for t in (batch.feats, batch.views, batch.images)))
+                one = Batch(idx[j:j + 1], **{k: None if t is None else t[j:j + 1] for k, t in
+                                             (("feats", batch.feats), ("views", batch.views), ("images", batch.images),
+                                              ("raw_feats", batch.raw_feats))})
                 out[idx[j]] = method.predict(one).detach().float().cpu()[0]
         else:
             out[idx] = method.predict(batch).detach().float().cpu()

@@ -127,7 +127,7 @@ def support_set(P, bundle, text_classes: int, shots: int, seed: int, cache, corr
         parts.append((ds, encode(bundle, ds, cache, P.batch_size)))
     (train, f_train), (_, f_val) = parts
     return Support(f_train.feats, f_train.labels, image_source(bundle, train), f_val.feats, f_val.labels, shots,
-                   "target" if corruption else "clean")
+                   "target" if corruption else "clean", f_train.norms, f_val.norms)
 
 
 def method_runs(P) -> list[tuple[str, int | None, dict]]:
@@ -225,7 +225,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
         ds = corrupted(P.source, clean, corruption, P.severity, root=root, n=P.n_images, seed=P.seed,
                        corruption_seed=P.seed)
         f = encode(bundle, ds, cache, P.batch_size)
-        stream = Stream(f.labels, image_source(bundle, ds), f.feats, name=corruption, severity=P.severity)
+        stream = Stream(f.labels, image_source(bundle, ds), f.feats, name=corruption, severity=P.severity,
+                        norms=f.norms)
         first_stream = first_stream or (stream, ds)
         sub = balanced_subset(f.labels, P.n_images_multiview, P.seed)
         for seed in P.seeds:

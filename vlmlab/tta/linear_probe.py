@@ -5,9 +5,9 @@ Radford et al. (arXiv:2103.00020, CLIP README: sklearn LogisticRegression, C swe
 CoOp's protocol (Zhou et al., arXiv:2109.01134, ``lpclip/linear_probe.py``): C searched over
 {1e6, ..., 1e-6} on a few-shot validation set of min(K, 4) shots per class, then 8 rounds of
 lpclip's end-point search in log space (``vlmlab.probe.search_C``). C is never chosen on test data.
-Departure (docs/fidelity.md): features are the unit-norm cached image embeddings (lpclip uses the
-unnormalised ``encode_image`` output). The fit is float64, as lpclip's (``dtype: float32``: vlmlab before
-2026-12-04).
+Features: the image encoder's output before normalisation, as lpclip's (``clip_model.visual(x)``) and
+CLIP's linear-probe example (``features: normalized`` fits the unit embeddings, vlmlab before 2026-12-05).
+The fit is float64, as lpclip's (``dtype: float32``: vlmlab before 2026-12-04).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vlmlab.probe import fit_linear_probe
+from vlmlab.probe import check_features, fit_linear_probe
 from vlmlab.tta.base import Batch, Context, TTAConfig, TTAMethod
 
 
@@ -26,6 +26,7 @@ class LinearProbeConfig(TTAConfig):
     max_iter: int = 1000
     C: float | None = None       # fixed C (skips the search)
     dtype: str = "float64"       # the fit's feature dtype: lpclip's float64, or "float32" (vlmlab.probe)
+    features: str = "raw"        # "raw": the encoder's output (lpclip's) | "normalized": unit embeddings
 
 
 class LinearProbe(TTAMethod):
@@ -33,8 +34,13 @@ class LinearProbe(TTAMethod):
 
     config_cls = LinearProbeConfig
     regime = "static"
-    inputs = ("feats",)
+    inputs = ("raw_feats",)      # the default config's; an instance with features="normalized" reads "feats"
     needs_support = True
+
+    def __init__(self, config: LinearProbeConfig | None = None):
+        super().__init__(config)
+        self.inputs = ("raw_feats",) if check_features(self.config.features, "linear_probe: features") == "raw" \
+            else ("feats",)
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -42,9 +48,12 @@ class LinearProbe(TTAMethod):
         if s.shots != self.config.shots:
             raise ValueError(f"linear_probe has shots={self.config.shots} but the support set holds {s.shots} "
                              "per class; build the support with the method's shots")
-        self.probe = fit_linear_probe(s.feats, s.labels, s.val_feats, s.val_labels, C=self.config.C,
+        raw = self.config.features == "raw"
+        x, xv = (s.raw("train"), s.raw("val")) if raw else (s.feats, s.val_feats)
+        self.probe = fit_linear_probe(x, s.labels, xv, s.val_labels, C=self.config.C,
                                       refine=self.config.refine, max_iter=self.config.max_iter,
                                       seed=ctx.seed, n_classes=ctx.n_classes, dtype=self.config.dtype)
 
     def predict(self, batch: Batch) -> Tensor:
-        return self.probe.logits(batch.feats).to(batch.feats.device)                # (B, C)
+        x = batch.raw_feats if self.config.features == "raw" else batch.feats
+        return self.probe.logits(x).to(x.device)                                      # (B, C)

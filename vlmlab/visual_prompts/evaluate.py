@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.probe import fit_linear_probe
+from vlmlab.probe import check_features, fit_linear_probe
 from vlmlab.runcache import code_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger
 from vlmlab.visual_prompts.data import load_reference, load_splits
@@ -76,7 +76,9 @@ def _listed(selection, spec: str, name: str) -> bool:
 
 
 def _source_probe(P, bundle: ClipBundle):
-    """The vision-only model's head: a probe fitted on the source task (the paper: ImageNet classifiers)."""
+    """The vision-only model's head: a probe fitted on the source task (the paper: ImageNet classifiers). It reads
+    unit features whatever ``lp_features`` says: it is the stand-in for a classifier, not the LP baseline, and
+    its prompts are trained through ``predict``'s unit features."""
     src = load_splits(P.vision_only_source, shots=P.vision_only_shots, n_val=P.n_val, n_test=None, seed=P.seed,
                       root=P.data_root)
     x_tr, y_tr = encode(bundle, model_inputs(bundle, src.train), desc="source features")
@@ -84,21 +86,28 @@ def _source_probe(P, bundle: ClipBundle):
     return fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=len(src.classnames), seed=P.seed, dtype=P.lp_dtype)
 
 
-def _features(bundle: ClipBundle, data, cache: FeatureCache | None, desc: str) -> tuple[Tensor, Tensor]:
-    """``encode`` without a prompt, through ``cache`` when the inputs are in-memory tensors (keyed by their digest)."""
+def _features(bundle: ClipBundle, data, cache: FeatureCache | None, desc: str,
+              kind: str = "normalized") -> tuple[Tensor, Tensor]:
+    """``encode`` without a prompt (``kind``: "normalized" unit features, or "raw", the encoder's output), through
+    ``cache`` when the inputs are in-memory tensors (keyed by their digest)."""
+    normalize = check_features(kind) == "normalized"
     if cache is None or not isinstance(data, TensorDataset):
-        return encode(bundle, data, desc=desc)
+        return encode(bundle, data, desc=desc, normalize=normalize)
     key = {"kind": "vp-features", "model": bundle.identity, "inputs": tensor_digest(*data.tensors)}
+    if not normalize:
+        key["features"] = "raw"          # unit features keep the key they had before raw ones existed
     if (hit := cache.get(key)) is None:
-        hit = dict(zip(("feats", "labels"), encode(bundle, data, desc=desc)))
+        hit = dict(zip(("feats", "labels"), encode(bundle, data, desc=desc, normalize=normalize)))
         cache.put(key, hit)
     return hit["feats"], hit["labels"]
 
 
 def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int, cache=None) -> float:
-    x_tr, y_tr = _features(bundle, train_in, cache, "probe features")
-    x_va, y_va = _features(bundle, val_in, cache, "probe features")
-    x_te, y_te = _features(bundle, test_in, cache, "probe features")
+    """The LP baseline: lpclip's probe on ``P.lp_features`` ("raw": the encoder's output, lpclip's and CLIP's
+    linear-probe example; "normalized": unit embeddings, vlmlab before 2026-12-05)."""
+    x_tr, y_tr = _features(bundle, train_in, cache, "probe features", P.lp_features)
+    x_va, y_va = _features(bundle, val_in, cache, "probe features", P.lp_features)
+    x_te, y_te = _features(bundle, test_in, cache, "probe features", P.lp_features)
     probe = fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=n_classes, seed=P.seed, dtype=P.lp_dtype)
     return accuracy(probe.logits(x_te), y_te)
 
@@ -155,6 +164,8 @@ def run_visual_prompting(P, bundle: ClipBundle, cache: FeatureCache | None = Non
 
     ``cache``: trained prompts are kept there and a rerun with the same inputs and training code loads
     them (``train_prompt_cached``)."""
+    if P.linear_probe:
+        check_features(P.lp_features, "lp_features")               # before any training
     rows, hist, prompts, vo_rows = [], [], {}, []
     probe_src = _source_probe(P, bundle) if P.vision_only_source else None
     for spec in P.datasets:

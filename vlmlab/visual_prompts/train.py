@@ -190,15 +190,16 @@ def _loader(data: Dataset, batch_size: int, num_workers: int, shuffle: bool = Fa
 
 @torch.inference_mode()
 def encode(bundle: ClipBundle, data: Dataset, prompter: Prompter | None = None, batch_size: int = 256,
-           num_workers: int = 0, desc: str = "") -> tuple[Tensor, Tensor]:
-    """Unit image features (N, D) of ``data`` (from ``model_inputs``), prompted or not, and labels (N,)."""
+           num_workers: int = 0, desc: str = "", normalize: bool = True) -> tuple[Tensor, Tensor]:
+    """Unit image features (N, D) of ``data`` (from ``model_inputs``), prompted or not, and labels (N,);
+    ``normalize=False``: the image encoder's output itself."""
     feats, labels = [], []
     dev = bundle.device
     with frozen(bundle.model), bundle.autocast():
         loader = _loader(data, batch_size, num_workers)
         for x, y in progress(loader, desc=desc or "encode", total=len(loader), leave=False):
             x = x.to(dev)
-            feats.append(bundle.encode_images(prompter(x) if prompter is not None else x).float().cpu())
+            feats.append(bundle.encode_images(prompter(x) if prompter is not None else x, normalize).float().cpu())
             labels.append(y)
     return torch.cat(feats).clone(), torch.cat(labels).clone()
 
