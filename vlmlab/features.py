@@ -3,10 +3,12 @@
     feats = extract(bundle, dataset, cache=FeatureCache())      # Features: feats (N, D), labels (N,)
 
 Cache key = sha1 of canonical JSON {model: bundle.identity, dataset: dataset key,
-transform: transform id, seed, extra}. A file ``<sha1>.safetensors`` holds ``feats`` and
-``labels`` (plus anything passed to ``put``) and the key's canonical JSON in its metadata
+transform: transform id, seed, extra}. A file ``<sha1>.safetensors`` holds ``feats``, ``labels`` and
+``norms`` (the encoder output's norms, so ``Features.raw`` gives the unnormalised output; plus anything
+passed to ``put``) and the key's canonical JSON in its metadata
 (``vlmlab_key``); ``<sha1>.json`` beside it shows the key to humans. A file that cannot be read,
-or whose stored key is not the one asked for (copied or renamed under another key), is a miss.
+or whose stored key is not the one asked for (copied or renamed under another key), is a miss; so,
+for ``extract`` and ``extract_arrays``, is a file without ``norms`` (written before they were kept).
 Both are written to a temporary file in the same folder (``results.atomic_path``) and moved into
 place, so a killed run leaves either the whole file or none (at worst a stray ``.*.tmp*`` file,
 which is never read), with the umask's permissions, so a shared cache reads like other files.

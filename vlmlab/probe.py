@@ -10,7 +10,7 @@ split, never on test, as ``lpclip/linear_probe.py`` (KaiyangZhou/CoOp @ ff61507)
 3. the reported probe is the last round's C (not the best C ever seen).
 
 Which features it sees is the caller's choice: lpclip's are the image encoder's output, not normalised,
-and every notebook's probe fits those by default (``check_features``: "raw" or "normalized"); see each
+and every notebook's linear-probe baseline fits those by default (``check_features``: "raw" or "normalized"); see each
 caller's docstring and ``docs/fidelity.md``. The fit runs on float64 features, as
 lpclip's (``feat_extractor.py`` stores them with ``.tolist()`` and ``np.savez``); ``dtype="float32"`` is
 vlmlab's behaviour before 2026-12-04, where scikit-learn's lbfgs ran the grid's Python-float Cs in

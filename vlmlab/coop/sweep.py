@@ -10,7 +10,7 @@ Protocol (``coop.md`` §4, §8): K shots per class from the train pool (``vlmlab
 seeded; every K drawn on its own, as CoOp's, or nested in K with ``fewshot_draws="nested"``); the test
 set is the whole test split; zero-shot uses the dataset's hand-written template; the linear probe is
 logistic regression on evaluation-transform features, the image encoder's output before normalisation as
-lpclip's ``visual()`` (``lp_features="normalized"``: unit embeddings, vlmlab before 2026-12-05), with C
+lpclip's ``visual()`` (``lp_features="normalized"``: unit embeddings, vlmlab until fidelity row #17), with C
 searched on min(K, 4) val shots per class (``vlmlab.probe``, CoOp's 8 bisection rounds by default).
 Departures: the linear probe uses the *same* shots as CoOp (CoOp's lpclip draws its own with numpy);
 zero-shot rows repeat per seed (one deterministic value) so every method has the same keys.
@@ -156,8 +156,9 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         epochs_by_dataset: {dataset name: {K: epochs}} exceptions (CoOp: ImageNet 50 for every K).
         lp_refine: bisection rounds of the probe's C search. lp_dtype: the probe's fit dtype (``vlmlab.probe``:
             "float64", lpclip's; "float32"). lp_features: what the probe fits, "raw" (the encoder's output,
-            lpclip's) or "normalized" (unit embeddings; ``vlmlab.probe.probe_input``). fewshot_draws: "independent" (CoOp's: each K drawn on its own) or
-            "nested" (a seed's K-shot sets nest; ``vlmlab.data.fewshot``). workers, threads: processes for the runs.
+            lpclip's) or "normalized" (unit embeddings; ``vlmlab.probe.probe_input``).
+        fewshot_draws: "independent" (CoOp's: each K drawn on its own) or "nested" (a seed's K-shot sets nest;
+            ``vlmlab.data.fewshot``). workers, threads: processes for the runs.
         cache: the shared feature cache.
         batch_runs: train the cached-mode CoOp runs of a dataset and prompt design together (same results).
         cache_runs: keep trained cached-mode runs in ``cache`` and load them on a rerun instead of training

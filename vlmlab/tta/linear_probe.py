@@ -6,7 +6,7 @@ CoOp's protocol (Zhou et al., arXiv:2109.01134, ``lpclip/linear_probe.py``): C s
 {1e6, ..., 1e-6} on a few-shot validation set of min(K, 4) shots per class, then 8 rounds of
 lpclip's end-point search in log space (``vlmlab.probe.search_C``). C is never chosen on test data.
 Features: the image encoder's output before normalisation, as lpclip's (``clip_model.visual(x)``) and
-CLIP's linear-probe example (``features: normalized`` fits the unit embeddings, vlmlab before 2026-12-05).
+CLIP's linear-probe example (``features: normalized`` fits the unit embeddings, vlmlab until fidelity row #17).
 The fit is float64, as lpclip's (``dtype: float32``: vlmlab before 2026-12-04).
 """
 from __future__ import annotations

@@ -104,7 +104,7 @@ def _features(bundle: ClipBundle, data, cache: FeatureCache | None, desc: str,
 
 def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int, cache=None) -> float:
     """The LP baseline: lpclip's probe on ``P.lp_features`` ("raw": the encoder's output, lpclip's and CLIP's
-    linear-probe example; "normalized": unit embeddings, vlmlab before 2026-12-05)."""
+    linear-probe example; "normalized": unit embeddings, vlmlab until fidelity row #17)."""
     x_tr, y_tr = _features(bundle, train_in, cache, "probe features", P.lp_features)
     x_va, y_va = _features(bundle, val_in, cache, "probe features", P.lp_features)
     x_te, y_te = _features(bundle, test_in, cache, "probe features", P.lp_features)
