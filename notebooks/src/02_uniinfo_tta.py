@@ -108,8 +108,9 @@ run.save_figure(fig, "accuracy_per_corruption")
 # %% [markdown]
 # ## Does UniInfo make the embeddings more uniform?
 # Uniformity is the poster metric (mean exp(-||z_i - z_j||^2) over pairs, lower = more uniform);
-# `unif_loss` is UniInfo's training loss (t = 0.5, log, diagonal kept, batches of 64); `modality_gap` is
-# the centroid gap between the image embeddings and their labels' class texts.
+# `unif_loss` is UniInfo's training loss (t = 0.5, log, diagonal kept) as its offline evaluator logs it, the mean
+# over batches of 128 in dataset order; `modality_gap` is the centroid gap between the image embeddings and
+# their labels' class texts.
 
 # %%
 run.save_table(ev.geometry, "uniinfo_geometry")

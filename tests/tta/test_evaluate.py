@@ -75,3 +75,29 @@ def test_balanced_subset_takes_the_same_count_per_class():
     assert torch.equal(balanced_subset(labels, None, 0), torch.arange(100))
     few = balanced_subset(labels, 3, seed=0)
     assert len(few) == 3 and len(set(labels[few].tolist())) == 3
+
+
+def test_geometry_unif_loss_is_uniinfos_offline_evaluator_value():
+    """``unif_loss`` = UniInfo's ``util/loss.py`` value on each batch of 128 in dataset order (the last one
+    smaller), averaged over batches as ignite's ``Average`` does; a straightforward recomputation here."""
+    from vlmlab.tta.evaluate import geometry_rows
+    g = torch.Generator().manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(300, 8, generator=g), dim=-1)
+    after = torch.nn.functional.normalize(z + 0.3 * torch.randn(300, 8, generator=g), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    labels = torch.arange(300) % 4
+
+    def official(batch):
+        zz = batch @ batch.T
+        rz = zz.diag().unsqueeze(0).expand_as(zz)
+        return torch.exp(-0.5 * (rz + rz.T - 2 * zz)).mean().log()
+
+    for batch, sizes in ((128, [128, 128, 44]), (64, [64] * 4 + [44])):
+        rows = geometry_rows("fog", z, after, labels, text, unif_batch=batch)
+        for row, emb in zip(rows, (z, after)):
+            parts = emb.double().split(batch)
+            assert [len(p) for p in parts] == sizes
+            ref = float(torch.stack([official(p) for p in parts]).mean())
+            assert row["unif_loss"] == pytest.approx(ref, rel=1e-9)
+            assert row["accuracy"] == pytest.approx(100 * float(((emb @ text.T).argmax(1) == labels).double().mean()))
+    assert rows[0]["unif_loss"] != geometry_rows("fog", z, after, labels, text)[0]["unif_loss"]   # batch matters

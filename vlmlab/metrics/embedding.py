@@ -13,7 +13,7 @@ Computation: blocks of ``block_size`` rows in float64, log U = logsumexp(-t d^2)
 accumulated over the upper-triangle blocks (off-diagonal blocks count twice), so memory is
 O(block_size^2) and never N x N. With grad enabled each block is checkpointed, so the backward
 pass is blockwise too. ``uniformity_per_batch`` averages U over consecutive batches, as UniInfo
-logs ``unif_loss`` (B = 64 online).
+logs ``unif_loss`` (B = 64 online, 128 offline).
 
 Modality gap (§6). Centroid form (Liang et al., NeurIPS 2022, arXiv:2203.02053,
 ``Weixin-Liang/Modality-Gap`` get_gap_stats.ipynb):

@@ -69,6 +69,10 @@ def _one(means: pd.Series, method: str) -> float:
     return float(_rows(means, method).iloc[0])
 
 
+READOUT = ("UniInfo's row is its `uniinfo.readout` (default: the EMA teacher's offline pass; docs/fidelity.md "
+           "measures the other readouts)")
+
+
 def check_beats_no_adapt(ev: Evidence) -> Verdict:
     """UniInfo's mean accuracy is above No-adapt's (poster: 27.10 vs 23.09, +4.01)."""
     means = method_means(ev)
@@ -86,7 +90,7 @@ def check_best_mean(ev: Evidence) -> Verdict:
         raise NotMeasured("UniInfo is the only method of this run: nothing to compare with")
     best = others.idxmax()
     return holds_if(uni > others.max(), {"UniInfo": uni, f"best other ({best})": float(others.max())},
-                    f"UniInfo > every other of {len(others)} rows (strict)", headline=uni)
+                    f"UniInfo > every other of {len(others)} rows (strict); {READOUT}", headline=uni)
 
 
 def check_beats_no_adapt_every_corruption(ev: Evidence) -> Verdict:
@@ -97,7 +101,7 @@ def check_beats_no_adapt_every_corruption(ev: Evidence) -> Verdict:
     worst = diff.idxmin()
     return holds_if(bool((diff > 0).all()), {"corruptions won": int((diff > 0).sum()), "of": len(diff),
                                              f"smallest gain ({worst})": float(diff.min())},
-                    "UniInfo > No-adapt on each corruption (strict)", headline=float((diff > 0).sum()))
+                    f"UniInfo > No-adapt on each corruption (strict); {READOUT}", headline=float((diff > 0).sum()))
 
 
 def _no_adapt_compare(ev: Evidence, method: str, above: bool) -> Verdict:

@@ -145,17 +145,21 @@ def method_runs(P) -> list[tuple[str, int | None, dict]]:
 
 
 def geometry_rows(corruption: str, z_before: torch.Tensor, z_after: torch.Tensor, labels: torch.Tensor,
-                  text: torch.Tensor, tau: float = 0.01) -> list[dict]:
+                  text: torch.Tensor, tau: float = 0.01, unif_batch: int = 128) -> list[dict]:
     """Uniformity (poster metric; UniInfo's per-batch loss), entropy at tau, centroid modality gap to the
-    label's class text, accuracy; before and after adaptation."""
+    label's class text, accuracy; before and after adaptation.
+
+    ``unif_loss`` is what UniInfo's offline evaluator logs (``evaluator/classification_evaluator.py``): the
+    training loss (t = 0.5, log, all pairs) of each batch of ``unif_batch`` embeddings in dataset order (its
+    ``val_dataloader``: 128, unshuffled; the last batch smaller), averaged unweighted over the batches
+    (ignite ``Average`` of a scalar)."""
     rows = []
     for stage, z in (("before", z_before), ("after", z_after)):
         z = z.double()
         logits = z @ text.double().T
-        n = (len(z) // 64) * 64 or len(z)
         rows.append({"corruption": corruption, "stage": stage, "n_images": len(z),
                      "uniformity": float(uniformity_loss(z, t=1.0)),
-                     "unif_loss": float(uniformity_per_batch(z[:n], 64, t=0.5, log=True, include_self=True)),
+                     "unif_loss": float(uniformity_per_batch(z, unif_batch, t=0.5, log=True, include_self=True)),
                      "entropy": float(softmax_entropy_from_logits(logits / tau).mean()),
                      "modality_gap": float(modality_gap_centroid(z, text.double()[labels])),
                      "accuracy": accuracy(logits, labels)})
@@ -250,7 +254,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                                    "accuracy": acc, "no_adapt_same_images": base, "difference": acc - base})
                 if name == "uniinfo":
                     z_after = method.embeddings
-                    geometry += [r | {"seed": seed} for r in geometry_rows(corruption, f.feats, z_after, f.labels, text)]
+                    geometry += [r | {"seed": seed} for r in geometry_rows(
+                        corruption, f.feats, z_after, f.labels, text, unif_batch=method.config.eval_batch_size)]
                     history += [h | {"corruption": corruption, "seed": seed} for h in method.history]
                     if corruption == P.pca_corruption and pca is None:
                         pca = pca_frame({"before (frozen)": f.feats, "after UniInfo": z_after}, text, f.labels)
