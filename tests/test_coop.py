@@ -210,9 +210,10 @@ def test_summary_tables_mean_std_and_average():
     assert s.average.loc["CoOp M16 end", "16 shot"] == "60.00 ± 7.07"
 
 
-def test_missing_shift_loader_names_what_is_missing(splits):
-    with pytest.raises(DatasetNotFound, match="ImageNet-V2"):
-        dg_target("imagenet_v2", splits)
+def test_missing_shift_data_names_what_is_missing(splits, tmp_path):
+    for spec, what in (("imagenet_v2", "ImageNet-V2 not found"), ("imagenet_sketch", "ImageNet-Sketch not found")):
+        with pytest.raises(DatasetNotFound, match=what):
+            dg_target(spec, splits, root=tmp_path)
     with pytest.raises(ValueError, match="share the classes"):
         dg_target("world:objects", splits, n_test=20)
 

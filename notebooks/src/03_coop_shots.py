@@ -20,7 +20,7 @@
 #   often cut the object out; 71.3 vs 76.5 % on objects, 16 shots).
 #   Domain generalization: objects → renditions, thermal, corrupted objects (the V2/Sketch/A/R analogues).
 # * **paper**: open_clip RN50 (OpenAI weights) on CoOp's 11 datasets with CoOp's split files under
-#   `data_root`; ImageNet → ImageNet-A/R (V2 and Sketch have no loader in `vlmlab.data` yet).
+#   `data_root`; ImageNet → ImageNet-V2, -Sketch, -A and -R (CoOp's Table 1).
 #
 # Training follows CoOp's configs (SGD lr 0.002, cosine, one warm-up epoch at 1e-5, batch 32,
 # 50/100/100/200/200 epochs for 1/2/4/8/16 shots). `mode="cached"` encodes `n_views` augmented

@@ -293,6 +293,7 @@ def _item_of(spec: str) -> str:
     from vlmlab.visual_prompts.data import PAPER_DATASETS
     spec = PAPER_DATASETS.get(spec, spec)
     fixed = {"imagenet_val": "imagenet-val", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r",
+             "imagenet_v2": "imagenet-v2", "imagenet_sketch": "imagenet-sketch",
              "coop:ImageNet": "imagenet-train", "folder:RESISC45": "resisc45"}
     if spec in fixed:
         return fixed[spec]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -150,3 +151,60 @@ def test_split_json_labels_must_be_contiguous(data_root):
     f.write_text(json.dumps(table))
     with pytest.raises(ValueError, match="labels are not"):
         coop_dataset(data_root, "DTD", "test")
+
+
+def _jpeg(path, seed: int):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+
+
+def _folders(base, wnids, ext=".JPEG"):
+    for c, w in enumerate(wnids):
+        _jpeg(base / w / f"img_{c}{ext}", 700 + c)
+
+
+def _v2_tree(root, n_classes: int, per_class: int = 2):
+    base = root / "imagenetv2" / "imagenetv2-matched-frequency-format-val"
+    for k in range(n_classes):
+        for i in range(per_class):
+            _jpeg(base / str(k) / f"{i:03d}.jpeg", 500 + 10 * k + i)
+    return base
+
+
+def test_imagenet_v2_labels_are_folder_numbers_and_names_the_sorted_wnids(data_root, tree):
+    """CoOp's ``imagenetv2.py``: folder ``k`` is class ``k`` (numeric order, so "10" is not between "1" and "2"),
+    named by the k-th wnid of ``classnames.txt``."""
+    from vlmlab.data import imagenet_v2
+    rows = [(w, n) for w, n in zip(tree.wnids, tree.names)]
+    extra = [(f"n0000{k:04d}", f"class {k}") for k in range(6, 13)]         # 12 classes: folders 0..11
+    (data_root / "imagenet" / "classnames.txt").write_text("".join(f"{w} {n}\n" for w, n in rows + extra))
+    _v2_tree(data_root, 12)
+    ds = imagenet_v2(data_root)
+    assert len(ds) == 24 and ds.labels.tolist() == [k for k in range(12) for _ in range(2)]
+    assert ds.classnames == tree.names + [n for _, n in extra]
+    assert all(f"/{k}/" in p for p, k in zip(ds.paths, ds.labels.tolist()))
+    assert getattr(ds, "imagenet_indices", None) is None                    # the 1000-class index itself
+
+
+def test_imagenet_v2_and_sketch_errors_and_layouts(data_root, tree, tmp_path):
+    from vlmlab.data import imagenet_sketch, imagenet_v2
+    for loader, what in ((imagenet_v2, "ImageNet-V2 not found"), (imagenet_sketch, "ImageNet-Sketch not found")):
+        with pytest.raises(DatasetNotFound, match=what):
+            loader(tmp_path)
+    bad = data_root / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / "n0001"
+    bad.mkdir(parents=True)
+    with pytest.raises(DatasetNotFound, match="class folders 0..999"):
+        imagenet_v2(data_root)
+    # Sketch: the release's own sketch/ folder, wnid folders, labels in sorted wnid order as ImageNet's
+    _folders(data_root / "imagenet-sketch" / "sketch", list(reversed(tree.wnids)))
+    ds = imagenet_sketch(data_root)
+    assert ds.classnames == tree.names and ds.labels.tolist() == list(range(5))
+    assert [p.split("/")[-2] for p in ds.paths] == tree.wnids
+
+
+def test_load_source_names_the_two_new_targets(data_root, tree):
+    from vlmlab.data import load_source
+    _v2_tree(data_root, 5, per_class=1)
+    _folders(data_root / "imagenet-sketch" / "images", tree.wnids)
+    assert len(load_source("imagenet_v2", root=data_root)) == 5
+    assert load_source("imagenet_sketch", root=data_root).classnames == tree.names

@@ -17,6 +17,8 @@ from vlmlab.data.real import (
     imagenet_a,
     imagenet_c,
     imagenet_r,
+    imagenet_sketch,
+    imagenet_v2,
     imagenet_val,
     read_classnames,
 )

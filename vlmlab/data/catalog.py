@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmlab.data.real import COOP_DATASETS, IMAGENET_C_CORRUPTIONS
+from vlmlab.data.real import COOP_DATASETS, IMAGENET_C_CORRUPTIONS, IMAGENET_V2_URL
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"                # torchvision AlexNet, the LPIPS backbone
@@ -210,6 +210,15 @@ def _imagenet_items() -> list[Item]:
         Item("imagenet-r", "ImageNet-R (30,000 images, 200 classes)", (NB01, NB03),
              Tree(("imagenet-r", "imagenet-rendition/imagenet-r"), n_dirs=200, min_files=30000),
              (Archive(tar.format("imagenet-r"), None, (("imagenet-r", "imagenet-r"),)),), 2.1),
+        Item("imagenet-v2", "ImageNet-V2 matched-frequency (10,000 images, 1000 classes)", (NB03,),
+             Tree(("imagenetv2/imagenetv2-matched-frequency-format-val", "imagenetv2-matched-frequency-format-val"),
+                  n_dirs=1000, min_files=10000),
+             (Archive(IMAGENET_V2_URL, None, (("imagenetv2-matched-frequency-format-val",
+                                              "imagenetv2/imagenetv2-matched-frequency-format-val"),)),), 1.26),
+        Item("imagenet-sketch", "ImageNet-Sketch (50,889 images, 1000 classes)", (NB03,),
+             Tree(("imagenet-sketch/images", "imagenet-sketch/sketch", "sketch"), n_dirs=1000, min_files=50889),
+             Manual("download ImageNet-Sketch from https://github.com/HaohanWang/ImageNet-Sketch and extract its "
+                    "1000 class folders into <root>/imagenet-sketch/images/<wnid>/", "Google Drive / Kaggle"), 8.4),
     ]
 
 

@@ -6,6 +6,9 @@ Layouts (``<root>`` = the data root; the first existing candidate wins):
     ImageNet-C     <root>/imagenet-c/<corruption>/<severity>/<wnid>/*.JPEG   (Hendrycks' tarballs)
     ImageNet-A     <root>/imagenet-a/<wnid>/  or  <root>/imagenet-adversarial/imagenet-a/<wnid>/ (CoOp)
     ImageNet-R     <root>/imagenet-r/<wnid>/  or  <root>/imagenet-rendition/imagenet-r/<wnid>/ (CoOp)
+    ImageNet-V2    <root>/imagenetv2/imagenetv2-matched-frequency-format-val/<class index>/ (CoOp; folders 0..999)
+    ImageNet-Sketch <root>/imagenet-sketch/images/<wnid>/ (CoOp) or <root>/imagenet-sketch/sketch/<wnid>/ (the
+                   release's own folder name)
     CoOp datasets  <root>/<folder>/<image_dir>/... + <root>/<folder>/split_zhou_<Name>.json
 
 Labels of ImageNet folders are the sorted wnid order, which is the standard 1000-class index.
@@ -15,6 +18,10 @@ Curated names: CoOp's ``classnames.txt`` (Google Drive link in KaiyangZhou/CoOp 
 copied from CLIP's ``Prompt_Engineering_for_ImageNet.ipynb``); the same 1000 names in class-index
 order are ``open_clip.zero_shot_metadata.IMAGENET_CLASSNAMES``. UniInfo instead uses all WordNet
 synonyms joined by ", " (``uniinfo_tta.md`` §2.1): pass your own file as ``classnames=``.
+
+ImageNet-V2 and ImageNet-Sketch hold all 1000 classes, labelled by the standard index (V2's folder number,
+Sketch's sorted wnids), as CoOp's ``datasets/imagenetv2.py`` and ``imagenet_sketch.py`` read them; their
+class names come from a ``classnames.txt`` in their folder, then ``<root>/imagenet/``.
 
 ImageNet-A/R hold 200 of the 1000 classes. Their labels index the 200-class subset (sorted wnids)
 and ``ds.imagenet_indices`` (200,) maps them into a 1000-class head (TPT's ``imagenet_a_mask`` /
@@ -36,6 +43,8 @@ IMAGENET_C_CORRUPTIONS = (
     "jpeg_compression")
 IMAGENET_C_EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
+IMAGENET_V2_URL = "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz"
+
 # One line per dataset: how to obtain it (CoOp's per-dataset instructions live in its DATASETS.md).
 HOW_TO_GET = {
     "imagenet": "download ILSVRC2012 val from https://image-net.org, sort it into <wnid>/ folders "
@@ -44,6 +53,10 @@ HOW_TO_GET = {
                   "(hendrycks/robustness) and extract them into <root>/imagenet-c/",
     "imagenet-a": "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar and extract it into <root>/",
     "imagenet-r": "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar and extract it into <root>/",
+    "imagenetv2": f"download {IMAGENET_V2_URL} and extract it into <root>/imagenetv2/ (CoOp DATASETS.md; "
+                  "https://github.com/modestyachts/ImageNetV2)",
+    "imagenet-sketch": "download ImageNet-Sketch (https://github.com/HaohanWang/ImageNet-Sketch: Google Drive or "
+                       "Kaggle) and extract its class folders into <root>/imagenet-sketch/images/ (CoOp DATASETS.md)",
     "ImageNet": "see 'imagenet' above; CoOp layout <root>/imagenet/images/{train,val}/ + classnames.txt",
     "Caltech101": "101_ObjectCategories.tar.gz from https://data.caltech.edu/records/mzrjq-6wc02 into <root>/caltech-101/ "
                   "+ split_zhou_Caltech101.json (CoOp DATASETS.md)",
@@ -239,6 +252,58 @@ def imagenet_r(root=None, *, classnames=None, transform=None, on_error="raise", 
     """ImageNet-R (30,000 renditions, 200 classes); see the module doc for ``imagenet_indices``."""
     kw = dict(transform=transform, on_error=on_error, verify=verify, n=n, max_per_class=max_per_class, seed=seed)
     return _imagenet_subset(root, "imagenet-r", "imagenet-rendition", classnames, kw)
+
+
+def imagenet_v2(root=None, *, classnames=None, transform=None, on_error="raise", verify=False,
+                n=None, max_per_class=None, seed=0) -> ImageDataset:
+    """ImageNet-V2 matched-frequency (10,000 images, 1000 classes): folder ``<k>/`` holds class ``k``.
+
+    Class names: ``classnames.txt`` in ``<root>/imagenetv2/``, then ``<root>/imagenet/``, its wnids in sorted
+    order giving classes 0..999 (CoOp's file is sorted; it reads them in file order); without one, the
+    folder numbers are the names.
+    """
+    root = data_root(root)
+    folder = "imagenetv2-matched-frequency-format-val"
+    image_dir = _first_dir([root / "imagenetv2" / folder, root / folder], "ImageNet-V2", "imagenetv2")
+    entries = sorted((e.name for e in os.scandir(image_dir) if e.is_dir() and not e.name.startswith(".")),
+                     key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
+    if not entries or not all(e.isdigit() for e in entries):
+        raise DatasetNotFound(f"ImageNet-V2 in {str(image_dir)!r} should hold class folders 0..999, found "
+                              f"{entries[:3] or 'none'}")
+    n_classes = int(entries[-1]) + 1
+    if n_classes != 1000 or len(entries) != 1000:
+        log.warning("ImageNet-V2: %d class folders up to %d in %s (the release has 0..999)", len(entries),
+                    n_classes - 1, image_dir)
+    samples = []
+    for e in entries:
+        names = sorted(x.name for x in os.scandir(image_dir / e) if x.is_file() and _is_image(x.name))
+        samples += [(str(image_dir / e / x), int(e)) for x in names]
+    files = [Path(classnames)] if classnames else [image_dir.parent / "classnames.txt", root / "imagenet" / "classnames.txt"]
+    table = next((read_classnames(f) for f in files if f.is_file()), None)
+    if table is None:
+        log.info("ImageNet-V2: no classnames.txt in %s; using folder numbers as class names", [str(f) for f in files])
+        names = [str(k) for k in range(n_classes)]
+    else:
+        wnids = sorted(table)
+        if len(wnids) < n_classes:
+            raise KeyError(f"the class-name file lists {len(wnids)} wnids but ImageNet-V2 has class {n_classes - 1}")
+        names = [table[w] for w in wnids[:n_classes]]
+    kw = dict(transform=transform, on_error=on_error, verify=verify, n=n, max_per_class=max_per_class, seed=seed)
+    return _build(samples, names, "imagenetv2", image_dir, "test", **kw)
+
+
+def imagenet_sketch(root=None, *, classnames=None, transform=None, on_error="raise", verify=False,
+                    n=None, max_per_class=None, seed=0) -> ImageDataset:
+    """ImageNet-Sketch (50,889 sketches, 1000 classes), labels = sorted wnid index as ImageNet's."""
+    root = data_root(root)
+    base = root / "imagenet-sketch"
+    image_dir = _first_dir([base / "images", base / "sketch", root / "sketch"], "ImageNet-Sketch", "imagenet-sketch")
+    files = [Path(classnames)] if classnames else [base / "classnames.txt", root / "imagenet" / "classnames.txt"]
+    kw = dict(transform=transform, on_error=on_error, verify=verify, n=n, max_per_class=max_per_class, seed=seed)
+    ds = _imagenet_folder(image_dir, "imagenet-sketch", "test", files, kw)
+    if len(ds.classnames) != 1000:
+        log.warning("ImageNet-Sketch: %d class folders in %s (the release has 1000)", len(ds.classnames), image_dir)
+    return ds
 
 
 def _read_split_json(path: Path, image_dir: Path, split: str) -> tuple[list, list[str]]:

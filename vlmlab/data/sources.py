@@ -6,6 +6,7 @@ Notebooks name their data with a string, and this module turns it into a dataset
     "world:objects"       the procedural world (embedded profile), any task of vlmlab.world.TASKS
     "imagenet_val"        ImageNet validation under the data root (paper profile)
     "imagenet_a" / "imagenet_r"   the 200-class ImageNet variants
+    "imagenet_v2" / "imagenet_sketch"   the 1000-class ImageNet variants (CoOp's other two DG targets)
     "coop:<Name>"         one of CoOp's 11 split-file datasets
 
 ``corrupted(...)`` gives the same images under an ImageNet-C corruption: generated for world
@@ -58,10 +59,14 @@ def load_source(spec: str, *, root=None, split: str = "test", n: int | None = No
         return real.imagenet_a(root, **kw)
     if kind == "imagenet_r":
         return real.imagenet_r(root, **kw)
+    if kind == "imagenet_v2":
+        return real.imagenet_v2(root, **kw)
+    if kind == "imagenet_sketch":
+        return real.imagenet_sketch(root, **kw)
     if kind == "coop":
         return real.coop_dataset(root, name, split, **kw)
     raise KeyError(f"unknown data source {spec!r}; use 'world:<task>', 'imagenet_val', 'imagenet_a', "
-                   f"'imagenet_r' or 'coop:<Name>'")
+                   f"'imagenet_r', 'imagenet_v2', 'imagenet_sketch' or 'coop:<Name>'")
 
 
 def corrupted(spec: str, clean, corruption: str, severity: int, *, root=None, n: int | None = None,
