@@ -41,8 +41,10 @@ def bench(model: str, device: str, methods: list[str], n: int, n_multi: int, sho
     names = list(test.classnames)
     text = zero_shot_weights(bundle, names, "a photo of a {}.").cpu()
     src = ArrayImages(bundle, train.images)
-    f = encode_single(bundle, src(torch.arange(len(train.labels)))).cpu()
-    ctx = Context(bundle, names, text, support=Support(f, train.labels, src, f, train.labels, shots))
+    z = encode_single(bundle, src(torch.arange(len(train.labels))), normalize=False).cpu()
+    f, norms = torch.nn.functional.normalize(z, dim=-1), z.norm(dim=-1)          # as the feature cache keeps them
+    ctx = Context(bundle, names, text, support=Support(f, train.labels, src, f, train.labels, shots, norms=norms,
+                                                       val_norms=norms))
     rows = []
     for name in methods:
         overrides = dict(overrides_by_method.get(name, {}))
