@@ -125,6 +125,7 @@ def checks() -> list[Check]:
               _both(_metrics(*(f"mean_acc/Linear probing ({k})" for k in (1, 5, 10))), _claims), "fixed #17"),
         Check("03_probe_normalized", "03_coop_shots", {"lp_features": "normalized"}, _both(_lp03, _claims),
               "fixed #17"),
+        Check("03_probe_coop_draws", "03_coop_shots", {"lp_draws": "coop"}, _both(_lp03, _claims), "fixed #20"),
         Check("04_probe_normalized", "04_visual_prompt_fid", {"lp_features": "normalized"}, _both(_lp04, _claims),
               "fixed #17"),
         Check("02_uniinfo_online", "02_uniinfo_tta", {"uniinfo": {"readout": "online"}},

@@ -260,7 +260,7 @@ def test_probe_jobs_fit_and_score_the_encoders_output_or_unit_rows(bundle, split
     from vlmlab.data.fewshot import sample_few_shot
     test = eval_features(bundle, splits.test)
     jobs = _jobs_for_seed(bundle, splits, test, [1, 2], 3, [], CoOpConfig(), {}, ("linear_probe",), 1, None,
-                          lp_features=kind)
+                          lp_features=kind, lp_draws="coop")
     train = eval_features(bundle, splits.train)                      # every item, one extraction
     y_train = torch.as_tensor(splits.train.labels)
     with torch.no_grad():                                           # the encoder's output, straight
@@ -282,6 +282,50 @@ def features_input(bundle, data):
     return arrays_to_input(bundle, torch.from_numpy(np.asarray(data.images)))
 
 
+def test_lpclip_draw_is_lpclips_numpy_loop():
+    """``sample_lpclip`` equals lpclip/linear_probe.py's sampling written out: np.random.seed, then choice per class
+    of the train labels and, from the same stream, min(K, 4) per class of the val labels."""
+    from vlmlab.data.fewshot import sample_lpclip
+    y_train = np.random.default_rng(0).permutation(np.repeat(np.arange(5), 9))
+    y_val = np.random.default_rng(1).permutation(np.repeat(np.arange(5), 6))
+    state = np.random.get_state()
+    try:
+        for k, seed in ((1, 1), (2, 2), (8, 3)):
+            np.random.seed(seed)
+            ref_train = [i for c in np.unique(y_train)
+                         for i in np.random.choice(np.where(y_train == c)[0], size=k, replace=False)]
+            ref_val = [i for c in np.unique(y_train)
+                       for i in np.random.choice(np.where(y_val == c)[0], size=min(k, 4), replace=False)]
+            tr, va = sample_lpclip(torch.as_tensor(y_train), y_val, k, seed)
+            assert tr.tolist() == ref_train and va.tolist() == ref_val
+            assert np.bincount(y_train[tr.numpy()]).tolist() == [k] * 5
+    finally:
+        np.random.set_state(state)
+    a, b = sample_lpclip(y_train, y_val, 2, 1), sample_lpclip(y_train, y_val, 2, 2)
+    assert not torch.equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("draws", ["lpclip", "coop"])
+def test_probe_jobs_hold_lpclips_draw_or_coops_shots(bundle, splits, draws):
+    from vlmlab.coop.augment import eval_features
+    from vlmlab.data.fewshot import sample_lpclip
+    test = eval_features(bundle, splits.test)
+    jobs = _jobs_for_seed(bundle, splits, test, [1, 2], 3, [], CoOpConfig(), {}, ("linear_probe",), 1, None,
+                          lp_draws=draws)
+    train, val = eval_features(bundle, splits.train), eval_features(bundle, splits.val)
+    y_train, y_val = torch.as_tensor(splits.train.labels), torch.as_tensor(splits.val.labels)
+    for job, k in zip(jobs, [1, 2]):
+        if draws == "lpclip":
+            ti, vi = sample_lpclip(y_train, y_val, k, 3)
+        else:
+            from vlmlab.data.fewshot import sample_few_shot
+            ti = sample_few_shot(y_train, k, 3, splits.n_classes, nested=False)
+            vi = sample_few_shot(y_val, min(k, 4), 3, splits.n_classes, nested=False)
+        assert torch.equal(job.train[1], y_train[ti]) and torch.equal(job.val[1], y_val[vi])
+        torch.testing.assert_close(job.train[0], train.raw[ti], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(job.val[0], val.raw[vi], atol=1e-5, rtol=1e-5)
+
+
 def test_sweep_names_a_bad_draw_or_probe_dtype_before_any_work(bundle, splits):
     with pytest.raises(ValueError, match="few-shot draws"):
         run_sweep(bundle, [splits], [1], [1], ["M4_end"], fewshot_draws="fresh")
@@ -289,3 +333,5 @@ def test_sweep_names_a_bad_draw_or_probe_dtype_before_any_work(bundle, splits):
         run_sweep(bundle, [splits], [1], [1], ["M4_end"], lp_dtype="float16")
     with pytest.raises(ValueError, match="lp_features"):
         run_sweep(bundle, [splits], [1], [1], ["M4_end"], lp_features="unit")
+    with pytest.raises(ValueError, match="lp_draws"):
+        run_sweep(bundle, [splits], [1], [1], ["M4_end"], lp_draws="numpy")

@@ -314,7 +314,8 @@ def test_the_probe_cache_key_holds_the_fit_dtype():
 @pytest.mark.parametrize("nested", [False, True])
 def test_each_shot_count_trains_on_its_own_draw_and_its_own_views(bundle, nested):
     """Independent draws (CoOp's) or nested ones: every job holds sample_few_shot's draw for its K, with the views
-    and labels of exactly those items (views computed once for the union of the draws)."""
+    and labels of exactly those items (views computed once for the union of the draws); the probes too, with
+    ``lp_draws="coop"``."""
     from vlmlab import world
     from vlmlab.coop.augment import eval_features, view_features
     from vlmlab.coop.sweep import _jobs_for_seed
@@ -325,7 +326,7 @@ def test_each_shot_count_trains_on_its_own_draw_and_its_own_views(bundle, nested
                    test.template)
     cfg = CoOpConfig(n_views=2, epochs={1: 1})
     jobs = _jobs_for_seed(bundle, split, eval_features(bundle, test), [1, 2, 4], 3, [parse_variant("M4_end")], cfg,
-                          cfg.epochs, ("linear_probe", "coop"), 0, None, nested=nested)
+                          cfg.epochs, ("linear_probe", "coop"), 0, None, nested=nested, lp_draws="coop")
     y = torch.as_tensor(split.train.labels).long()
     seen = {}
     for job in jobs:

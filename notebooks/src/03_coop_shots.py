@@ -54,6 +54,7 @@ coop = {"crop_scale": [0.5, 1.0]}  # other CoOpConfig overrides (CoOp: crop_scal
 lp_refine = 8  # bisection rounds of the linear probe's C search (CoOp: 8)
 lp_dtype = "float64"  # float64 | float32: the probe's fit (lpclip: float64; float32: vlmlab before 2026-12-04)
 lp_features = "raw"  # raw | normalized: the probe's features (lpclip: the encoder's output; normalized: vlmlab until fidelity row #17)
+lp_draws = "lpclip"  # lpclip | coop: the probe's shots (lpclip: its own numpy draw; coop: CoOp's shots, vlmlab until fidelity row #20)
 workers = 2  # type: int; range 1..; CPU processes for the CoOp runs (1: in this process; GPU runs use 1)
 threads = 1  # type: int; range 0..; torch threads per worker (0: $VLMLAB_THREADS or torch's default)
 batch_runs = True  # train a dataset's cached-mode runs of one prompt design together (same results, faster)
@@ -90,7 +91,7 @@ splits = [vlmlab.coop.load_splits(s, root=P.data_root or None, n_train_per_class
 # %%
 cfg = vlmlab.coop.CoOpConfig(mode=P.mode, n_views=P.n_views, epochs=P.epochs).replace(**P.coop)
 sweep = vlmlab.coop.run_sweep(bundle, splits, P.shots, P.seeds, P.variants, cfg, epochs_by_dataset=P.epochs_by_dataset,
-                              lp_refine=P.lp_refine, lp_dtype=P.lp_dtype, lp_features=P.lp_features,
+                              lp_refine=P.lp_refine, lp_dtype=P.lp_dtype, lp_features=P.lp_features, lp_draws=P.lp_draws,
                               fewshot_draws=P.fewshot_draws, workers=P.workers, threads=P.threads,
                               cache=cache, batch_runs=P.batch_runs)
 run.save_table(sweep.table, "coop")

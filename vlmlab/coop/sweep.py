@@ -12,8 +12,9 @@ set is the whole test split; zero-shot uses the dataset's hand-written template;
 logistic regression on evaluation-transform features, the image encoder's output before normalisation as
 lpclip's ``visual()`` (``lp_features="normalized"``: unit embeddings, vlmlab until fidelity row #17), with C
 searched on min(K, 4) val shots per class (``vlmlab.probe``, CoOp's 8 bisection rounds by default).
-Departures: the linear probe uses the *same* shots as CoOp (CoOp's lpclip draws its own with numpy);
-zero-shot rows repeat per seed (one deterministic value) so every method has the same keys.
+The probe draws its own shots as lpclip does (``lp_draws="lpclip"``: numpy's legacy generator seeded with the
+run's seed, ``vlmlab.data.fewshot.sample_lpclip``); ``lp_draws="coop"`` fits it on CoOp's shots instead.
+Departure: zero-shot rows repeat per seed (one deterministic value) so every method has the same keys.
 CoOp runs are independent: ``workers > 1`` trains them in that many processes (CPU), each with
 ``threads`` torch threads; results do not depend on ``workers``. With ``batch_runs`` (default) the
 cached-mode runs of a dataset with the same prompt design (M, position, CSC, init) are trained together,
@@ -37,7 +38,7 @@ from vlmlab.coop.data import Splits
 from vlmlab.coop.jobs import Job, ProbeJob, run_units
 from vlmlab.coop.train import CoOpConfig, TrainSet
 from vlmlab.coop.variants import Variant, parse_variant
-from vlmlab.data.fewshot import check_draws, sample_few_shot
+from vlmlab.data.fewshot import check_draws, sample_few_shot, sample_lpclip
 from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
@@ -49,6 +50,7 @@ log = get_logger("vlmlab.coop")
 
 COLUMNS = ["dataset", "method", "n_ctx", "position", "init", "csc", "shots", "seed", "accuracy"]
 NONE = {"n_ctx": 0, "position": "-", "init": "-", "csc": False}
+LP_DRAWS = ("lpclip", "coop")        # the probe's shots: lpclip's own draw, or CoOp's
 
 
 @dataclass
@@ -82,12 +84,13 @@ def _rows(where: dict, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _union(draws: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Sorted item ids of all K's draws (as each draw is sorted); nested draws: the largest K's draw itself."""
+    """Sorted item ids of all K's draws; nested draws: the largest K's draw itself."""
     return torch.unique(torch.cat(list(draws.values())))
 
 
 def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epochs_table, methods, lp_refine, cache,
-                   lp_dtype: str = "float64", nested: bool = False, lp_features: str = "raw"):
+                   lp_dtype: str = "float64", nested: bool = False, lp_features: str = "raw",
+                   lp_draws: str = "lpclip"):
     """CoOp and probe jobs of one (dataset, seed); features computed once for the union of the K draws (with
     nested draws, the largest K's)."""
     c = split.n_classes
@@ -96,12 +99,17 @@ def _jobs_for_seed(bundle, split: Splits, test, shots, seed, variants, cfg, epoc
     pool = _union(idx)
     jobs = []
     if "linear_probe" in methods:
-        f_train, w_train = _subset_feats(bundle, split.train, pool, cache, lp_features)
-        vidx = {k: sample_few_shot(y_val, min(k, 4), seed, c, nested=nested) for k in shots}
+        if lp_draws == "lpclip":                               # lpclip's own numpy draw of train and val shots
+            draws = {k: sample_lpclip(y_train, y_val, k, seed) for k in shots}
+            tidx, vidx = {k: d[0] for k, d in draws.items()}, {k: d[1] for k, d in draws.items()}
+        else:                                                  # CoOp's shots; min(K, 4) val shots per class
+            tidx = idx
+            vidx = {k: sample_few_shot(y_val, min(k, 4), seed, c, nested=nested) for k in shots}
+        f_train, w_train = _subset_feats(bundle, split.train, _union(tidx), cache, lp_features)
         f_val, w_val = _subset_feats(bundle, split.val, _union(vidx), cache, lp_features)
         f_test = probe_input(test, lp_features)
         for k in shots:
-            jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, idx[k])], y_train[idx[k]]),
+            jobs.append(ProbeJob(split.name, k, seed, c, (f_train[_rows(w_train, tidx[k])], y_train[tidx[k]]),
                                  (f_val[_rows(w_val, vidx[k])], y_val[vidx[k]]), f_test, test.labels, lp_refine,
                                  lp_dtype))
     if "coop" not in methods or not variants:
@@ -141,7 +149,7 @@ def _collect(out: Sweep, jobs, results) -> list[dict]:
 def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int], seeds: Sequence[int],
               variants: Sequence[Variant | str | dict], cfg: CoOpConfig = CoOpConfig(), *,
               methods: Sequence[str] = ("zero_shot", "linear_probe", "coop"), epochs_by_dataset: dict | None = None,
-              lp_refine: int = 8, lp_dtype: str = "float64", lp_features: str = "raw",
+              lp_refine: int = 8, lp_dtype: str = "float64", lp_features: str = "raw", lp_draws: str = "lpclip",
               fewshot_draws: str = "independent",
               workers: int = 1, threads: int | None = None,
               cache: FeatureCache | None = None, batch_runs: bool = True, cache_runs: bool = True) -> Sweep:
@@ -156,7 +164,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         epochs_by_dataset: {dataset name: {K: epochs}} exceptions (CoOp: ImageNet 50 for every K).
         lp_refine: bisection rounds of the probe's C search. lp_dtype: the probe's fit dtype (``vlmlab.probe``:
             "float64", lpclip's; "float32"). lp_features: what the probe fits, "raw" (the encoder's output,
-            lpclip's) or "normalized" (unit embeddings; ``vlmlab.probe.probe_input``).
+            lpclip's) or "normalized" (unit embeddings; ``vlmlab.probe.probe_input``). lp_draws: the probe's
+            shots, "lpclip" (its own numpy draw, ``vlmlab.data.fewshot.sample_lpclip``) or "coop" (CoOp's shots).
         fewshot_draws: "independent" (CoOp's: each K drawn on its own) or "nested" (a seed's K-shot sets nest;
             ``vlmlab.data.fewshot``). workers, threads: processes for the runs.
         cache: the shared feature cache.
@@ -170,6 +179,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
     nested = check_draws(fewshot_draws)
     check_dtype(lp_dtype, "lp_dtype")
     check_features(lp_features, "lp_features")
+    if lp_draws not in LP_DRAWS:
+        raise ValueError(f"lp_draws={lp_draws!r}; use one of {LP_DRAWS}")
     t0, cpu0 = time.perf_counter(), time.process_time()
     variants = [parse_variant(v) for v in variants]
     shots = sorted(int(k) for k in shots)
@@ -183,7 +194,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         table = (epochs_by_dataset or {}).get(split.name, cfg.epochs)
         for seed in seeds:
             jobs += _jobs_for_seed(bundle, split, test, shots, seed, variants, cfg, table, methods, lp_refine, cache,
-                                   lp_dtype, nested, lp_features)
+                                   lp_dtype, nested, lp_features, lp_draws)
     t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
     results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads,
                         cache=cache if cache_runs else None)

@@ -74,6 +74,28 @@ def sample_few_shot(labels: Tensor | Sequence[int] | np.ndarray, shots: int, see
     return torch.sort(torch.cat(picks)).values if picks else torch.zeros(0, dtype=torch.long)
 
 
+def sample_lpclip(train_labels: Tensor | Sequence[int] | np.ndarray, val_labels: Tensor | Sequence[int] | np.ndarray,
+                  shots: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The linear probe's own K-shot draw, as CoOp's ``lpclip/linear_probe.py`` makes it (KaiyangZhou/CoOp ff61507).
+
+    numpy's legacy generator seeded with ``seed`` (``np.random.seed(seed)``), then for every class present in the
+    train labels, in ascending order, ``choice(<its indices in dataset order>, K, replace=False)``; then, from the
+    same stream, ``min(K, 4)`` per class of the validation labels (lpclip's ``val_shot_list``).
+
+    Returns:
+        ``(train_indices, val_indices)``: int64, class by class in draw order (the order lpclip fits them in).
+    """
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    rng = np.random.RandomState(seed)                      # the state np.random.seed(seed) gives the global one
+    y_train, y_val = _as_labels(train_labels).numpy(), _as_labels(val_labels).numpy()
+    out = []
+    for y, k in ((y_train, shots), (y_val, min(shots, 4))):
+        picks = [rng.choice(np.where(y == c)[0], size=k, replace=False) for c in np.unique(y_train)]
+        out.append(torch.from_numpy(np.concatenate(picks).astype(np.int64)))
+    return out[0], out[1]
+
+
 def split_support(indices: Tensor | Sequence[int], labels: Tensor | Sequence[int] | np.ndarray,
                   val_per_class: int, seed: int) -> tuple[Tensor, Tensor]:
     """Split a support set into train and validation parts, per class, to tune hyperparameters.
