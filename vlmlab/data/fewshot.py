@@ -8,7 +8,8 @@ independent of the other classes and without replacement. With ``nested=True`` (
 1-shot set is inside the 2-shot set, and so on, which makes shot curves less noisy; CoOp draws every K
 on its own (Dassl's ``generate_fewshot_dataset`` after the run's seed), which ``nested=False`` does: the
 permutation is seeded with ``(seed, K, c)``. CoOp's validation subset uses ``min(K, 4)`` shots per class
-(``sample_few_shot(val_labels, min(K, 4), seed)``).
+(``sample_few_shot(val_labels, min(K, 4), seed)``). CoOp's linear probe (lpclip) draws its own shots with
+numpy instead; ``sample_lpclip`` makes that draw.
 """
 from __future__ import annotations
 
