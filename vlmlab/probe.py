@@ -54,11 +54,15 @@ class LinearProbe:
 DTYPES = ("float64", "float32")
 
 
+def _one_of(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}; use one of {choices}")
+    return value
+
+
 def check_dtype(dtype: str, name: str = "dtype") -> str:
     """``dtype`` if it is one of ``DTYPES`` (the fit's feature dtype), else a ValueError naming ``name``."""
-    if dtype not in DTYPES:
-        raise ValueError(f"{name}={dtype!r}; use one of {DTYPES}")
-    return dtype
+    return _one_of(dtype, DTYPES, name)
 
 
 FEATURES = ("raw", "normalized")
@@ -67,9 +71,7 @@ FEATURES = ("raw", "normalized")
 def check_features(kind: str, name: str = "features") -> str:
     """``kind`` if it is one of ``FEATURES`` (which image features a probe fits: "raw", the encoder's output as
     lpclip's, or "normalized", unit rows), else a ValueError naming ``name``."""
-    if kind not in FEATURES:
-        raise ValueError(f"{name}={kind!r}; use one of {FEATURES}")
-    return kind
+    return _one_of(kind, FEATURES, name)
 
 
 def probe_input(features, kind: str):

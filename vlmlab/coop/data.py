@@ -37,6 +37,8 @@ CUSTOM_TEMPLATES = {
     "UCF101": "a photo of a person doing {}.",
     "ImageNet": "a photo of a {}.",
 }
+
+
 @dataclass
 class Splits:
     """One dataset of the sweep: its train pool, val pool and test set (datasets with ``.labels``)."""

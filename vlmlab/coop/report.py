@@ -103,12 +103,12 @@ def domain_generalization(bundle, source, targets: Sequence[tuple[str, object, t
             acc = accuracy(pick(zero_shot_logits(f.feats, sweep.zero_shot_weights[source.name])), f.labels)
             rows += [{**base, "method": "zero_shot", "n_ctx": 0, "position": "-", "init": "-", "csc": False,
                       "shots": 0, "seed": s, "accuracy": acc} for s in seeds]
+        x_probe = probe_input(f, sweep.lp_features)           # the rows the probes were fitted on
         for seed in seeds:
             probe = sweep.linear_probes.get((source.name, shots, seed))
             if probe is not None:
                 rows.append({**base, "method": "linear_probe", "n_ctx": 0, "position": "-", "init": "-",
-                             "csc": False, "seed": seed, "accuracy": accuracy(pick(probe.logits(probe_input(f, sweep.lp_features))),
-                                                                f.labels)})
+                             "csc": False, "seed": seed, "accuracy": accuracy(pick(probe.logits(x_probe)), f.labels)})
             for v in variants:
                 ctx = sweep.contexts.get((source.name, v.name, shots, seed))
                 if ctx is None:

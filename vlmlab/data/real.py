@@ -114,15 +114,17 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _scan_folders(image_dir: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    """ImageFolder scan: sorted class folders -> (folder names, (path, label) samples)."""
-    folders = sorted(e.name for e in os.scandir(image_dir) if e.is_dir() and not e.name.startswith("."))
+def _scan_folders(image_dir: Path, label_of=None) -> tuple[list[str], list[tuple[str, int]]]:
+    """ImageFolder scan: sorted class folders -> (folder names, (path, label) samples). The label is the folder's
+    place in sorted order, or ``label_of(folder)`` (folders then sorted by it) when given."""
+    folders = [e.name for e in os.scandir(image_dir) if e.is_dir() and not e.name.startswith(".")]
+    folders = sorted(folders, key=label_of) if label_of else sorted(folders)
     if not folders:
         raise DatasetNotFound(f"no class folders in {str(image_dir)!r} (expected <class>/<image> files)")
     samples = []
     for label, folder in enumerate(folders):
         names = sorted(e.name for e in os.scandir(image_dir / folder) if e.is_file() and _is_image(e.name))
-        samples += [(str(image_dir / folder / n), label) for n in names]
+        samples += [(str(image_dir / folder / n), label_of(folder) if label_of else label) for n in names]
     return folders, samples
 
 
@@ -265,19 +267,18 @@ def imagenet_v2(root=None, *, classnames=None, transform=None, on_error="raise",
     root = data_root(root)
     folder = "imagenetv2-matched-frequency-format-val"
     image_dir = _first_dir([root / "imagenetv2" / folder, root / folder], "ImageNet-V2", "imagenetv2")
-    entries = sorted((e.name for e in os.scandir(image_dir) if e.is_dir() and not e.name.startswith(".")),
-                     key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
-    if not entries or not all(e.isdigit() for e in entries):
-        raise DatasetNotFound(f"ImageNet-V2 in {str(image_dir)!r} should hold class folders 0..999, found "
-                              f"{entries[:3] or 'none'}")
-    n_classes = int(entries[-1]) + 1
-    if n_classes != 1000 or len(entries) != 1000:
-        log.warning("ImageNet-V2: %d class folders up to %d in %s (the release has 0..999)", len(entries),
+
+    def class_number(folder: str) -> int:
+        if not folder.isdigit():
+            raise DatasetNotFound(f"ImageNet-V2 in {str(image_dir)!r} should hold class folders 0..999, found "
+                                  f"{folder!r}")
+        return int(folder)
+
+    folders, samples = _scan_folders(image_dir, label_of=class_number)
+    n_classes = int(folders[-1]) + 1
+    if n_classes != 1000 or len(folders) != 1000:
+        log.warning("ImageNet-V2: %d class folders up to %d in %s (the release has 0..999)", len(folders),
                     n_classes - 1, image_dir)
-    samples = []
-    for e in entries:
-        names = sorted(x.name for x in os.scandir(image_dir / e) if x.is_file() and _is_image(x.name))
-        samples += [(str(image_dir / e / x), int(e)) for x in names]
     files = [Path(classnames)] if classnames else [image_dir.parent / "classnames.txt", root / "imagenet" / "classnames.txt"]
     table = next((read_classnames(f) for f in files if f.is_file()), None)
     if table is None:

@@ -39,8 +39,8 @@ class LinearProbe(TTAMethod):
 
     def __init__(self, config: LinearProbeConfig | None = None):
         super().__init__(config)
-        self.inputs = ("raw_feats",) if check_features(self.config.features, "linear_probe: features") == "raw" \
-            else ("feats",)
+        self.raw = check_features(self.config.features, "linear_probe: features") == "raw"
+        self.inputs = ("raw_feats",) if self.raw else ("feats",)
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
@@ -48,12 +48,11 @@ class LinearProbe(TTAMethod):
         if s.shots != self.config.shots:
             raise ValueError(f"linear_probe has shots={self.config.shots} but the support set holds {s.shots} "
                              "per class; build the support with the method's shots")
-        raw = self.config.features == "raw"
-        x, xv = (s.raw("train"), s.raw("val")) if raw else (s.feats, s.val_feats)
+        x, xv = (s.raw("train"), s.raw("val")) if self.raw else (s.feats, s.val_feats)
         self.probe = fit_linear_probe(x, s.labels, xv, s.val_labels, C=self.config.C,
                                       refine=self.config.refine, max_iter=self.config.max_iter,
                                       seed=ctx.seed, n_classes=ctx.n_classes, dtype=self.config.dtype)
 
     def predict(self, batch: Batch) -> Tensor:
-        x = batch.raw_feats if self.config.features == "raw" else batch.feats
+        x = batch.raw_feats if self.raw else batch.feats
         return self.probe.logits(x).to(x.device)                                      # (B, C)
