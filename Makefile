@@ -147,6 +147,10 @@ sweep: | $(SETUP)  ## run a parameter sweep: SWEEP=params/sweeps/<name>.yaml (SW
 gpu-check: | $(SETUP)  ## time each notebook's paper code path on random weights: images/s, peak GPU memory, est. GPU hours (GPU_CHECK_ARGS="--quick --json f.json")
 	$(RUN_ENV) $(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
+.PHONY: gpu-coop-grid
+gpu-coop-grid: | $(SETUP)  ## time CoOp steps on the GPU at 6 class counts x 8 variants, one run and batched; sum the paper grid's GPU hours (COOP_GRID_ARGS="--csv f.csv")
+	$(RUN_ENV) $(PY) benchmarks/bench_coop_paper_grid.py $(COOP_GRID_ARGS)
+
 bench: | $(SETUP)  ## run every benchmarks/ script (documented settings) -> results/bench/<name>.csv + summary.md
 	$(RUN_ENV) $(PY) benchmarks/run_all.py --out $(RESULTS_DIR)/bench $(BENCH_ARGS)
 

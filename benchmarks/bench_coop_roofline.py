@@ -39,7 +39,9 @@ against eager at each R, the compilation's seconds and the gradient's difference
 Measured on the embedded model (objects, bf16, one thread, 2026-12-04): 1.04-1.72x at R = 1-3, 0.96-1.18x
 at R = 15, 18-35 s to compile each (variant, R) shape, gradients 0.6-1.7 % from eager's; notebook 03's
 48 (dataset, variant) groups would spend more compiling than the compiled steps save, and their numbers
-would move by the rounding, so the trainer stays eager.
+would move by the rounding, so the trainer stays eager. On a GPU the picture differs: there the step is
+nearly all dispatch (``bench_coop_paper_grid.py --overhead``, RN50 fp16 on an H200: 1.5-1.8x compiled, 3.9-5.4x
+with CUDA graphs; docs/gpu/).
 """
 from __future__ import annotations
 
@@ -71,10 +73,11 @@ def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0, feat
     """
     g = torch.Generator().manual_seed(seed)
     ctx = learner.ctx.detach().unsqueeze(0).repeat(runs, *([1] * learner.ctx.dim()))              # a copy
-    ctx += 0.01 * torch.randn(ctx.shape, generator=g)                                 # distinct contexts
+    dev = ctx.device
+    ctx += 0.01 * torch.randn(ctx.shape, generator=g).to(dev)                         # distinct contexts
     dim = learner.bundle.embed_dim
-    feats = F.normalize(torch.randn(runs, BATCH, dim, generator=g), dim=-1)
-    labels = torch.randint(0, learner.n_cls, (runs, BATCH), generator=g)
+    feats = F.normalize(torch.randn(runs, BATCH, dim, generator=g), dim=-1).to(dev)
+    labels = torch.randint(0, learner.n_cls, (runs, BATCH), generator=g).to(dev)
 
     def step() -> torch.Tensor:
         leaf = ctx.detach().requires_grad_(True)
@@ -83,7 +86,7 @@ def step_fn(learner: PromptLearner, runs: int, scale: float, seed: int = 0, feat
             losses = torch.stack([F.cross_entropy(scale * feats[r].to(text.dtype) @ text[r].T, labels[r])
                                   for r in range(runs)])
         (grad,) = torch.autograd.grad(losses.sum(), leaf)
-        return grad
+        return grad.clone()            # a copy: a CUDA-graphed step's outputs are overwritten by the next
     return step
 
 
@@ -167,23 +170,25 @@ def measure(bundle, classnames, variant: str, runs: list[int], min_seconds: floa
 
 
 def measure_compiled(bundle, classnames, variant: str, runs: list[int], min_seconds: float,
-                     compiler=None) -> pd.DataFrame:
+                     compiler=None, sync=None) -> pd.DataFrame:
     """``--compile``: the step with ``torch.compile(text_features)`` against eager, one row per R.
 
     A fresh compilation per R (``dynamic=False``, dynamo reset first): ``compile_s`` is the first compiled
     step's wall time less an eager step's; ``grad_max_rel_diff``, the largest gradient difference from eager
     over the largest eager gradient (the compiled kernels round differently, so it is not 0).
-    ``compiler`` (tests): what wraps ``text_features`` instead of ``torch.compile``.
+    ``compiler`` (tests): what wraps ``text_features`` instead of ``torch.compile``. ``sync``: called after
+    every step, timed with it (a GPU's ``torch.cuda.synchronize``: otherwise the timer reads the launches).
     """
+    timed = (lambda fn: fn) if sync is None else (lambda fn: lambda: (fn(), sync())[0])
     compiler = compiler or (lambda fn: torch.compile(fn, dynamic=False))
     learner, scale = variant_learner(bundle, classnames, variant)
     rows = []
     for r in runs:
-        eager = step_fn(learner, r, scale)
+        eager = timed(step_fn(learner, r, scale))
         ms_eager = ms_per_step(eager, min_seconds)
         g_eager = eager()
         torch._dynamo.reset()
-        compiled = step_fn(learner, r, scale, features=compiler(text_features))
+        compiled = timed(step_fn(learner, r, scale, features=compiler(text_features)))
         t0 = time.perf_counter()
         g = compiled()
         compile_s = time.perf_counter() - t0 - ms_eager / 1e3

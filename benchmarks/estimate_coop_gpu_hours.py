@@ -1,4 +1,8 @@
-"""GPU hours of notebook 03's paper grid, estimated from FLOP counts (no GPU was lent to measure them).
+"""GPU hours of notebook 03's paper grid, estimated from FLOP counts.
+
+Measured since (``bench_coop_paper_grid.py`` on one H200, 2026-12-04; docs/gpu/): 127-138 GPU-h exact, 27-30
+cached and batched, 14-40x this estimate's. A CoOp step is bound by operator dispatch on a GPU, not by its
+FLOPs, so the counts below say how much arithmetic the text path saves, not how long the grid takes.
 
     python benchmarks/estimate_coop_gpu_hours.py                 # the table for docs/sweeps.md
     python benchmarks/estimate_coop_gpu_hours.py --tflops 100 300 --csv /tmp/coop_gpu_hours.csv
@@ -21,7 +25,7 @@ Image cost: the exact mode (the paper profile's, CoOp's) encodes the batch's 32 
 the cached mode encodes V = 32 views of every shot once. ``hours = FLOP / effective rate``; the rate
 range (default 100-300 TFLOP/s, one A100/H100 in fp16 at 10-30 % of peak) is the uncertainty. Batching
 runs (cached mode) does not change the FLOPs: on a GPU it fills the device for small-C datasets, which
-this count cannot show. An estimate: replace it with ``make gpu-check`` and measured ``provenance.json``.
+this count cannot show (measured: 2.5x fewer GPU-hours than one run at a time).
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ COOP_CLASSES = {"OxfordPets": 37, "Flowers102": 102, "FGVCAircraft": 100, "DTD":
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}     # params/paper/03_coop_shots.yaml `epochs`
 COOP_IMAGENET_EPOCHS = {1: 50}                             # `epochs_by_dataset`: ImageNet 50 for every K
 COOP_RUNS = {1: 4, 2: 4, 4: 4, 8: 4, 16: 8}   # notebooks/src/03_coop_shots.py `variants`: 4 at every K, 4 "@16"
-COOP_SEEDS, COOP_BATCH, COOP_REF_CLASSES = 3, 32, 100
+COOP_SEEDS, COOP_BATCH = 3, 32
 
 
 def epochs_for(table: dict[int, int], shots: int) -> int:
@@ -68,11 +68,16 @@ def coop_steps(n_classes: int, epochs: dict[int, int], runs: dict[int, int] = CO
 
 
 def coop_reference_steps(classes: dict[str, int] = COOP_CLASSES, seeds: int = COOP_SEEDS,
-                         ref: int = COOP_REF_CLASSES) -> float:
-    """The paper sweep in steps of a C = ``ref`` model: a step's cost grows with C (sweeps.md: the text
-    encoder runs over all C class prompts every step), so a dataset's steps count C / ref times."""
-    return seeds * sum(coop_steps(c, COOP_IMAGENET_EPOCHS if name == "ImageNet" else COOP_EPOCHS) * c / ref
-                       for name, c in classes.items())
+                         ref: int | None = None) -> float:
+    """The paper sweep's optimiser steps (runs x steps), summed over its datasets.
+
+    ``ref`` None (the default): every step counts once. On an H200 a step's time hardly depends on C
+    (``benchmarks/bench_coop_paper_grid.py``, 2026-12-04: cached M16 end 48 ms at C = 10, 54 at 100, 61 at 1,000;
+    the step is bound by operator dispatch, the device busy 4 of 55 ms at C = 100). With ``ref``, a
+    dataset's steps count C / ref times: the FLOP view (the text tower runs over all C class prompts every
+    step), right where the arithmetic dominates (a CPU), far off on a GPU."""
+    return seeds * sum(coop_steps(c, COOP_IMAGENET_EPOCHS if name == "ImageNet" else COOP_EPOCHS)
+                       * (1.0 if ref is None else c / ref) for name, c in classes.items())
 
 
 TTA_IMAGES = (15 * 50_000, "15 ImageNet-C corruptions x 50,000 images at severity 5, per method "
@@ -88,8 +93,9 @@ PAPER_COUNTS: dict[str, dict[str, tuple[float, str]]] = {
     "03_coop_shots": {
         "steps": (coop_reference_steps(),
                   "3 seeds x 11 datasets x (4 variants at K = 1, 2, 4, 8, 16 + 4 at K = 16) x CoOp's epochs x "
-                  "K*C/32 steps, each dataset's steps weighted by C/100 (params/paper/03_coop_shots.yaml, "
-                  "notebooks/src/03_coop_shots.py `variants`, docs/sweeps.md)"),
+                  "K*C/32 steps, each counted once: on a GPU a step's time hardly depends on C "
+                  "(params/paper/03_coop_shots.yaml, notebooks/src/03_coop_shots.py `variants`; "
+                  "benchmarks/bench_coop_paper_grid.py times every C and variant and sums the grid's schedule)"),
     },
     "04_visual_prompt_fid": {
         "images": (444_000 * 1_000 * 3,

@@ -40,10 +40,18 @@ def test_coop_steps_closed_forms(gc):
 
 def test_coop_reference_steps_weight_by_classes_and_use_imagenets_epochs(gc):
     one = gc.coop_steps(100, gc.COOP_EPOCHS)
-    assert gc.coop_reference_steps({"Food": 100}, seeds=1) == pytest.approx(one)
-    assert gc.coop_reference_steps({"Food": 200}, seeds=3) == pytest.approx(3 * 2 * gc.coop_steps(200, gc.COOP_EPOCHS))
-    imagenet = gc.coop_reference_steps({"ImageNet": 100}, seeds=1)
+    assert gc.coop_reference_steps({"Food": 100}, seeds=1, ref=100) == pytest.approx(one)
+    assert gc.coop_reference_steps({"Food": 200}, seeds=3, ref=100) == pytest.approx(3 * 2 * gc.coop_steps(200, gc.COOP_EPOCHS))
+    imagenet = gc.coop_reference_steps({"ImageNet": 100}, seeds=1, ref=100)
     assert imagenet == pytest.approx(gc.coop_steps(100, {1: 50})) and imagenet < one
+
+
+def test_coop_reference_steps_count_every_step_once_by_default(gc):
+    classes = {"Food": 100, "Cars": 196, "ImageNet": 1000}
+    plain = 2 * (gc.coop_steps(100, gc.COOP_EPOCHS) + gc.coop_steps(196, gc.COOP_EPOCHS)
+                 + gc.coop_steps(1000, {1: 50}))
+    assert gc.coop_reference_steps(classes, seeds=2) == plain
+    assert gc.coop_reference_steps(classes, seeds=2, ref=100) > plain          # C > 100 weighs more
 
 
 def test_estimate_and_timing(gc):

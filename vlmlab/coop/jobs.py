@@ -36,6 +36,7 @@ from vlmlab.runcache import code_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger, process_map
 
 log = get_logger("vlmlab.coop")
+MAX_ROWS = 4096          # prompts (runs x classes) one batched step holds at most (``batch_jobs``)
 _WORKER_BUNDLE: ClipBundle | None = None
 
 
@@ -142,7 +143,7 @@ class ProbeJob:
         return 50.0 * len(self.train[1]) * (7 + 2 * self.refine)
 
 
-def batch_jobs(jobs: Sequence, max_rows: int = 4096) -> list[tuple[list[int], Job | ProbeJob | BatchJob]]:
+def batch_jobs(jobs: Sequence, max_rows: int = MAX_ROWS) -> list[tuple[list[int], Job | ProbeJob | BatchJob]]:
     """Group the cached-mode CoOp jobs by (dataset, classes, ``group_key``) into ``BatchJob``s.
 
     A group is cut into batches of at most ``max_rows // C`` runs (at least one), so one step holds
