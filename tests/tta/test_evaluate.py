@@ -101,3 +101,23 @@ def test_geometry_unif_loss_is_uniinfos_offline_evaluator_value():
             assert row["unif_loss"] == pytest.approx(ref, rel=1e-9)
             assert row["accuracy"] == pytest.approx(100 * float(((emb @ text.T).argmax(1) == labels).double().mean()))
     assert rows[0]["unif_loss"] != geometry_rows("fog", z, after, labels, text)[0]["unif_loss"]   # batch matters
+
+
+def test_evaluate_searches_tip_adapter_on_each_streams_labels_under_the_switch(monkeypatch):
+    """search_on: test: before each corruption's stream the runner hands Tip-Adapter that stream's features and
+    labels; the row's accuracy is then the grid's best on that stream (search_test's return value)."""
+    from vlmlab.params import load
+    from vlmlab.tta.evaluate import evaluate
+    from vlmlab.tta.tip_adapter import TipAdapter
+
+    best = []
+    search = TipAdapter.search_test
+    monkeypatch.setattr(TipAdapter, "search_test", lambda self, f, y: best.append((len(y), search(self, f, y))) or best[-1][1])
+    over = {"methods": ["tip_adapter"], "tip_adapter": {"augment_epochs": 0, "search_on": "test"}, "n_cost_images": 0}
+    P = load("02_uniinfo_tta", "tiny", over)
+    table = evaluate(P, cache=False).table
+    assert [n for n, _ in best] == [P.n_images] * len(P.corruptions)
+    assert table.accuracy.tolist() == pytest.approx([b for _, b in best])
+    best.clear()
+    evaluate(load("02_uniinfo_tta", "tiny", {**over, "tip_adapter": {"augment_epochs": 0}}), cache=False)
+    assert best == []                                                    # the default never reads test labels

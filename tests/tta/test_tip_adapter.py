@@ -63,3 +63,26 @@ def test_keys_average_the_raw_view_features_then_normalise(ctx, monkeypatch):
         m.setup(ctx)
         torch.testing.assert_close(m.keys, expected[average], rtol=1e-5, atol=1e-6)
         assert calls == [average == "normalized"] * 2
+
+
+def test_search_on_test_sets_the_grid_best_on_the_test_labels(bundle, text):
+    """main_imagenet.py's protocol: search_hp on the test features and labels; the reported accuracy is its best."""
+    import pytest
+    from vlmlab.tta.tip_adapter import SEARCH_ON
+    kw = dict(beta_search=(0.1, 7.0, 10), alpha_search=(0.1, 3.0, 5))
+    m, keys = _setup(bundle, text, search_on="test", **kw)
+    assert (m.alpha, m.beta) == (1.17, 1.0) and not hasattr(m, "val_acc")          # no validation search
+    g = torch.Generator().manual_seed(1)
+    f = F.normalize(keys.repeat(4, 1) + 0.8 * torch.randn(24, text.shape[1], generator=g), dim=-1)
+    y = torch.randint(0, 3, (24,), generator=g)
+    clip = 100.0 * f @ text.T
+    brute = max(float(((clip + a * m.cache_logits(f, b)).argmax(1) == y).float().mean()) * 100
+                for b in grid(0.1, 7.0, 10) for a in grid(0.1, 3.0, 5))
+    assert m.search_test(f, y) == brute
+    assert float((m.predict(Batch(torch.arange(24), feats=f)).argmax(1) == y).float().mean()) * 100 == brute
+    val, _ = _setup(bundle, text, **kw)
+    assert not val.searches_on_test and m.searches_on_test and SEARCH_ON == ("val", "test")
+    with pytest.raises(RuntimeError, match="search_on='test'"):
+        val.search_test(f, y)
+    with pytest.raises(ValueError, match="search_on='train'"):
+        _setup(bundle, text, search_on="train")

@@ -244,6 +244,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                         multi.view_seed = seed
                         multi.views = cached_views(bundle, ds, sub, n_views, seed, cache)
                     s = multi
+                if getattr(method, "searches_on_test", False):     # Tip-Adapter's ImageNet protocol (a switch)
+                    method.search_test(s.feats, s.labels)
                 logits = run_stream(method, s, seed=seed, desc=f"{name} {corruption}")
                 acc = accuracy(logits, s.labels)
                 rows.append({"method": name, "corruption": corruption, "severity": P.severity, "shots": shots,

@@ -9,7 +9,9 @@ alpha/beta: ImageNet init alpha 1.17, beta 1 (``configs/imagenet.yaml``), then a
 (``search_hp``: beta in 200 steps over [0.1, 7), alpha in 20 steps over [0.1, 3), first best kept).
 Reference checked: gaopengcuhk/Tip-Adapter d0e2d6f. Departure: the search runs on the few-shot
 *validation* set (min(K, 4) shots per class), never on test; ``main_imagenet.py`` searches on the
-test set. Text: the run's prompt (the reference uses the 7-template ensemble:
+test set (``search_hp(..., test_features, test_labels, ...)``) and reports the grid's best test accuracy:
+``search_on="test"`` does that (the runner hands the stream's features and labels to ``search_test``
+before the stream; per corruption, each being its own test set). Text: the run's prompt (the reference uses the 7-template ensemble:
 ``templates="imagenet7"``). Support views are crops of the support image as the stream serves it
 (the 224 centre crop on real data); the reference crops the raw training image (RandomResizedCrop
 224, bicubic). Tip-Adapter-F
@@ -34,11 +36,15 @@ class TipAdapterConfig(TTAConfig):
     augment_epochs: int = 10                 # 0 = keys are the plain support features
     augment_scale: tuple[float, float] = (0.5, 1.0)
     key_average: str = "raw"                 # raw: mean of encoder outputs, then normalise (reference)
-    search: bool = True                      # grid-search alpha/beta on the validation shots
+    search: bool = True                      # grid-search alpha/beta (on ``search_on``)
+    search_on: str = "val"                   # "val": the validation shots; "test": the test labels (main_imagenet.py)
     beta_search: tuple[float, float, int] = (0.1, 7.0, 200)
     alpha_search: tuple[float, float, int] = (0.1, 3.0, 20)
     logit_scale: float = 100.0
     templates: str = "run"                   # "run": the run's prompt (departure); "imagenet7": the reference's ensemble
+
+
+SEARCH_ON = ("val", "test")
 
 
 def grid(lo: float, hi: float, steps: int) -> list[float]:
@@ -62,9 +68,24 @@ class TipAdapter(TTAMethod):
         self.text = ctx.class_text(cfg.templates)                                  # (C, D)
         self.keys = self._keys(ctx)                                               # (NK, D)
         self.values = F.one_hot(s.labels.long(), ctx.n_classes).float()          # (NK, C)
+        if cfg.search_on not in SEARCH_ON:
+            raise ValueError(f"tip_adapter search_on={cfg.search_on!r}; use one of {SEARCH_ON}")
         self.alpha, self.beta = cfg.alpha, cfg.beta
-        if cfg.search:
+        if cfg.search and cfg.search_on == "val":
             self.alpha, self.beta, self.val_acc = self._search(s.val_feats.float(), s.val_labels)
+
+    @property
+    def searches_on_test(self) -> bool:
+        """Whether the runner must call ``search_test`` with the stream's labels before the stream."""
+        return self.config.search and self.config.search_on == "test"
+
+    def search_test(self, feats: Tensor, labels: Tensor) -> float:
+        """``search_on="test"``, the reference's ImageNet protocol: alpha/beta set to the grid's best on the
+        test set itself (features (N, D), labels (N,)); returns that best test accuracy (%)."""
+        if not self.searches_on_test:
+            raise RuntimeError("tip_adapter.search_test is for search_on='test' (with search on)")
+        self.alpha, self.beta, self.test_acc = self._search(feats.float(), labels)
+        return self.test_acc
 
     def _keys(self, ctx: Context) -> Tensor:
         s, cfg = ctx.support, self.config
