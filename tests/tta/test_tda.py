@@ -39,6 +39,33 @@ def test_cache_keeps_capacity_and_lowest_entropy_entries():
         assert kept_keys == {i for i, e in enumerate(ents) if i % 2 == cls and e in cache.entries(cls)}
 
 
+def _reference_update(cache: dict, pred: int, item: list, capacity: int) -> None:
+    """tda_runner.py's update_cache, as written there: append or overwrite the last item, then a stable sort."""
+    import operator
+    if pred in cache:
+        if len(cache[pred]) < capacity:
+            cache[pred].append(item)
+        elif item[1] < cache[pred][-1][1]:
+            cache[pred][-1] = item
+        cache[pred] = sorted(cache[pred], key=operator.itemgetter(1))
+    else:
+        cache[pred] = [item]
+
+
+def test_cache_holds_the_references_entries_under_tied_entropies():
+    """Entropies from a set of 4 values: ties everywhere; the same items survive as in the reference's lists."""
+    g = torch.Generator().manual_seed(3)
+    ents = [float(v) for v in torch.tensor([0.1, 0.2, 0.3, 0.4])[torch.randint(0, 4, (200,), generator=g)]]
+    cls = torch.randint(0, 3, (200,), generator=g).tolist()
+    cache, ref = Cache(capacity=3, n_classes=3, dim=1), {}
+    for i, (c, e) in enumerate(zip(cls, ents)):
+        cache.add(c, torch.tensor([float(i)]), e)
+        _reference_update(ref, c, [i, e], 3)
+        for k in ref:
+            held = {int(x) for x, h in zip(cache.keys[k, :, 0], cache.entropy[k]) if not torch.isinf(h)}
+            assert held == {item[0] for item in ref[k]}, (i, k)
+
+
 def test_negative_cache_only_inside_the_entropy_band(bundle, text):
     m = _tda(bundle, text)
     c = 3

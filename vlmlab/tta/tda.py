@@ -43,9 +43,11 @@ class TDAConfig(TTAConfig):
 class Cache:
     """Per-class slots: keys (C, K, D), entropies (C, K) with +inf marking an empty slot, extras (C, K, E).
 
-    ``add`` follows the reference's policy: fill a free slot of the class, else replace the class's
-    highest-entropy entry when the new entropy is lower (the reference keeps each list sorted and
-    replaces its last item: the same set of entries).
+    ``add`` follows the reference's policy (``tda_runner.py update_cache``): fill a free slot of the class,
+    else replace the class's highest-entropy entry when the new entropy is lower. The reference keeps each
+    list sorted by a stable sort after appending or overwriting its last item, so among entries of equal
+    entropy the one that entered last sits last and is the one replaced; ``stamp`` (the order entries
+    entered) breaks ties the same way, so both hold the same entries even then.
     """
 
     def __init__(self, capacity: int, n_classes: int, dim: int, extra_dim: int = 0):
@@ -53,6 +55,8 @@ class Cache:
         self.keys = torch.zeros(n_classes, capacity, dim)
         self.entropy = torch.full((n_classes, capacity), math.inf)
         self.extra = torch.zeros(n_classes, capacity, extra_dim)
+        self.stamp = torch.zeros(n_classes, capacity, dtype=torch.long)
+        self._clock = 0
 
     def add(self, cls: int, feat: Tensor, ent: float, extra: Tensor | None = None) -> None:
         row = self.entropy[cls]
@@ -60,11 +64,14 @@ class Cache:
         if free.any():
             slot = int(free.nonzero()[0])
         elif ent < float(row.max()):
-            slot = int(row.argmax())
+            worst = (row == row.max()).nonzero()[:, 0]                      # ties: the latest to enter
+            slot = int(worst[self.stamp[cls, worst].argmax()])
         else:
             return
+        self._clock += 1
         self.keys[cls, slot] = feat
         self.entropy[cls, slot] = ent
+        self.stamp[cls, slot] = self._clock
         if extra is not None:
             self.extra[cls, slot] = extra
 
