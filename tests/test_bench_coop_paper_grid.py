@@ -148,3 +148,14 @@ def test_measure_times_every_mode_through_the_real_trainers(B):
                           ("M16_end", "exact", 1), ("M16_end", "cached", 1), ("M16_end", "batched", 3),
                           ("M16_end", "batched", 15)])
     assert (t.s_per_step > 0).all() and (t.run_step_per_s == t.runs / t.s_per_step).all()
+
+
+def test_grid_variants_are_the_paper_profiles(B):
+    """The notebook's variants under params/paper (the names, and the shots each runs at)."""
+    from vlmlab.coop import parse_variant
+    from vlmlab.params import load
+    P = load("03_coop_shots", "paper")
+    ours = {(parse_variant(v), tuple(s)) for v, s in B.GRID_VARIANTS}
+    theirs = {(parse_variant(v.split("@")[0]), parse_variant(v).shots_or(P.shots)) for v in P.variants}
+    assert ours == theirs and sorted(P.shots) == B.SHOTS and list(P.seeds) == list(B.SEEDS)
+    assert dict(P.epochs) == B.EPOCHS
