@@ -9,7 +9,8 @@ overrides on top (papermill ``-y``, run as a sweep case runs: ``vlmlab.sweep.cas
 ``papermill.log``) into ``results/check/<check>/``, then reads the numbers its row of docs/fidelity.md reports from that run and
 from the default run (``results/embedded/<nb>/``, from `make reproduce`; the script runs it when it is
 missing). A finished check (its ``provenance.json`` exists) is not rerun unless ``--force``; the
-default run is never rerun. Prints one markdown table (check, measure, default, switched, difference)
+default run is reused unless ``--fresh-default``, with a warning when it ran other code than the check
+(its ``provenance.json`` git commit, or an edited tree). Prints one markdown table (check, measure, default, switched, difference)
 and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
 feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min, ``03_fp32``
 (the whole notebook in fp32; its features are its own) about 9 min, ``03_crop_scale`` (objects, 16 shots,
@@ -158,6 +159,23 @@ def checks() -> list[Check]:
     ]
 
 
+def code_of(run: Path) -> str:
+    """The code a finished run ran: its provenance's git commit, with "+dirty" for an edited tree."""
+    git = json.loads((run / "provenance.json").read_text()).get("git") or {}
+    return f"{git.get('commit') or 'unknown'}{'+dirty' if git.get('dirty') else ''}"
+
+
+def stale_default(default: Path, out: Path) -> str | None:
+    """A warning when the default run and the switched run ran other code (a stale ``results/embedded``:
+    the difference would mix the code change with the switch), else None."""
+    a, b = code_of(default), code_of(out)
+    if a == b and not a.endswith("+dirty"):
+        return None
+    why = "ran other code" if a != b else "ran on an edited tree"
+    return (f"WARNING: {default} ({a}) and {out} ({b}) {why}: if the edit touched this notebook's code, the "
+            f"difference mixes it with the switch; rerun the default (--fresh-default)")
+
+
 def run_notebook(notebook: str, out: Path, overrides: dict) -> None:
     """One papermill run of ``notebook`` over its embedded profile file plus ``overrides`` into ``out``, as
     a sweep case runs (``vlmlab.sweep.case``: its command, environment, ``papermill.log`` and markers)."""
@@ -175,6 +193,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", help="check names (default: all)")
     ap.add_argument("--results", type=Path, default=ROOT / "results", help="results root (default: results/)")
     ap.add_argument("--force", action="store_true", help="rerun checks that already finished")
+    ap.add_argument("--fresh-default", action="store_true", help="rerun the default runs too (never reused)")
     ap.add_argument("--list", action="store_true", help="list the checks and exit")
     args = ap.parse_args()
     todo = checks()
@@ -187,16 +206,21 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"unknown check(s) {unknown}; known: {[c.name for c in todo]}")
         todo = [c for c in todo if c.name in args.only]
-    rows = []
+    rows, fresh = [], set()
     for c in todo:
         default = args.results / "embedded" / c.notebook
         if c.extra:                                  # a narrowed run: its own default beside it
             default = args.results / "check" / f"{c.name}_default"
+        if args.fresh_default and default.name not in fresh:
+            (default / "provenance.json").unlink(missing_ok=True)
         if not (default / "provenance.json").is_file():
             run_notebook(c.notebook, default, c.extra)
+            fresh.add(default.name)
         out = args.results / "check" / c.name
         if args.force or not (out / "provenance.json").is_file():
             run_notebook(c.notebook, out, {**c.extra, **c.overrides})
+        if (warning := stale_default(default, out)) is not None:
+            print(warning, flush=True)
         before, after = c.measure(default), c.measure(out)
         for key in before:
             rows.append({"check": c.name, "row": c.row, "measure": key, "default": round(before[key], 2),

@@ -65,3 +65,18 @@ def test_old_epochs_reach_coop_through_papermills_json():
     (check,) = [c for c in F.checks() if c.name == "03_old_epochs"]
     P = params.load(check.notebook, "embedded", json.loads(json.dumps(check.overrides)))
     assert [CoOpConfig(epochs=P.epochs).epochs_for(k) for k in (1, 2, 4, 8, 16)] == [25, 50, 50, 50, 50]
+
+
+def _provenance(run: Path, commit: str, dirty: bool) -> Path:
+    run.mkdir(parents=True)
+    (run / "provenance.json").write_text(f'{{"git": {{"commit": "{commit}", "dirty": {str(dirty).lower()}}}}}')
+    return run
+
+
+def test_a_default_run_of_other_code_is_flagged(tmp_path):
+    same = F.stale_default(_provenance(tmp_path / "a", "abc", False), _provenance(tmp_path / "b", "abc", False))
+    assert same is None
+    other = F.stale_default(tmp_path / "a", _provenance(tmp_path / "c", "def", False))
+    assert "abc" in other and "def" in other and "ran other code" in other
+    edited = F.stale_default(_provenance(tmp_path / "d", "abc", True), _provenance(tmp_path / "e", "abc", True))
+    assert "edited tree" in edited and F.code_of(tmp_path / "d") == "abc+dirty"
