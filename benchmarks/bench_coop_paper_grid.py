@@ -42,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_coop import _sync  # noqa: E402  (CUDA synchronisation around timed parts)
 from estimate_coop_gpu_hours import CLASSES, EPOCHS, SHOTS  # noqa: E402  (the grid, one definition)
 
 from vlmlab.coop.jobs import MAX_ROWS  # noqa: E402
@@ -153,11 +154,6 @@ def grid_hours(table: pd.DataFrame, images_per_s: float | None = None, classes: 
 
 # ---- measuring on the device --------------------------------------------------------------------------
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn, device) -> float:
     _sync(device)
     t0 = time.perf_counter()
@@ -195,7 +191,7 @@ def measure(bundle, cs, variant_names, s1: int, s2: int, image_size: int, log=pr
             base = parse_variant(vname).config(CoOpConfig(batch_size=BATCH))
             exact, cached = base.replace(mode="exact"), base.replace(mode="cached", n_views=VIEWS)
 
-            def one(mode_cfg, steps, _data=None):
+            def one(mode_cfg, steps):
                 n = BATCH * steps
                 tr = (TrainSet(labels[:n], data=data, indices=torch.arange(n)) if mode_cfg.mode == "exact"
                       else TrainSet(labels[:n], view_feats=feats[:n]))

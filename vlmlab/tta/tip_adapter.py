@@ -65,11 +65,11 @@ class TipAdapter(TTAMethod):
         s, cfg = ctx.support, self.config
         if s.shots != cfg.shots:
             raise ValueError(f"tip_adapter has shots={cfg.shots} but the support set holds {s.shots} per class")
+        if cfg.search_on not in SEARCH_ON:
+            raise ValueError(f"tip_adapter search_on={cfg.search_on!r}; use one of {SEARCH_ON}")
         self.text = ctx.class_text(cfg.templates)                                  # (C, D)
         self.keys = self._keys(ctx)                                               # (NK, D)
         self.values = F.one_hot(s.labels.long(), ctx.n_classes).float()          # (NK, C)
-        if cfg.search_on not in SEARCH_ON:
-            raise ValueError(f"tip_adapter search_on={cfg.search_on!r}; use one of {SEARCH_ON}")
         self.alpha, self.beta = cfg.alpha, cfg.beta
         if cfg.search and cfg.search_on == "val":
             self.alpha, self.beta, self.val_acc = self._search(s.val_feats.float(), s.val_labels)
