@@ -6,8 +6,8 @@
 Each benchmark runs in its own process with ``VLMLAB_CACHE`` in a fresh temporary folder (cold means
 cold) and writes ``<out>/<name>.csv``; its log goes to ``<out>/<name>.log``. ``summary.md`` gathers
 the ratios (cached vs exact CoOp, batched vs sequential CoOp, warm vs cold feature cache, images per
-second of rendering, corrupting and encoding, ms per image of the TTA methods, the batching ceiling of
-CoOp's text step) and each script's wall time. The two sweeps run ``--quick`` (their full grids fit
+second of rendering, corrupting and encoding, ms per image of the TTA methods, exact-mode CoOp's decode and
+crop by threads, the batching ceiling of CoOp's text step) and each script's wall time. The two sweeps run ``--quick`` (their full grids fit
 UniInfo's and notebook 04's constants and take hours on 2 cores). A failed script is listed in the
 summary and the exit status is 1.
 """
@@ -40,6 +40,7 @@ BENCHES = {
     "sweep_uniinfo": ("sweep_uniinfo.py", ["--quick"], "--out"),
     "sweep_visual_prompt": ("sweep_visual_prompt.py", ["--quick"], "--out"),
     "estimate_coop_gpu_hours": ("estimate_coop_gpu_hours.py", [], "--csv"),                  # FLOPs, no timing
+    "bench_crops": ("bench_crops.py", [], "--csv"),                    # exact-mode CoOp's decode + crop, by threads
     "bench_coop_roofline": ("bench_coop_roofline.py", ["--variant", "M16_end", "M16_end_csc", "--grid"], "--csv"),
     "bench_coop_roofline_bf16": ("bench_coop_roofline.py", ["--variant", "M16_end", "M16_end_csc", "--grid",
                                                             "--precision", "bf16"], "--csv"),      # notebook 03's
@@ -101,6 +102,10 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
         rows.append(("TTA ms per image (CPU)", ", ".join(f"{r.method} {r.ms_per_image:.1f}" for r in t.itertuples())))
     if (b := _read(out, "bench_blind_finetune")) is not None:
         rows.append(("notebook 05 fine-tuning, 2 workers vs 1", f"{b['speedup'].iloc[-1]:.2f}x"))
+    if (c := _read(out, "bench_crops")) is not None:
+        rows.append((f"exact-mode CoOp's decode + crop of a batch of {c['batch'].iloc[0]} ({c['files'].iloc[0]} files), "
+                     "ms by decoding threads", ", ".join(f"{r.workers}: {r.ms_per_batch:.0f} ({r.speedup:.1f}x)"
+                                                         for r in c.itertuples())))
     if (e := _read(out, "estimate_coop_gpu_hours")) is not None:
         official, ours = e["text_official_pflop"].sum(), e["text_ours_pflop"].sum()
         rows.append(("CoOp paper grid, text-tower FLOPs: CoOp's code vs vlmlab (counted, RN50)",

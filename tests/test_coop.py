@@ -111,6 +111,29 @@ def test_crop_params_respect_scale_ratio_and_bounds():
     assert crop_params(32, 32, view_rng(3, 7, 1)) == crop_params(32, 32, view_rng(3, 7, 1))
 
 
+def test_file_crops_do_not_depend_on_the_decoding_threads(bundle, tmp_path):
+    """augmented_inputs decodes and crops files in threads; each view has its own generator, so 1 or 4 threads (and
+    any order of completion) give the same inputs, and view v of item i is the same in any batch."""
+    from PIL import Image
+
+    from vlmlab.coop.augment import augmented_inputs
+    from vlmlab.data.base import ImageDataset
+
+    rng = np.random.default_rng(1)
+    samples = []
+    for i in range(6):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (30 + 7 * i, 50, 3), dtype=np.uint8)).save(path)
+        samples.append((path, i % 2))
+    ds = ImageDataset(samples, ["a", "b"], "files", root=tmp_path)
+    idx, views = [5, 0, 3, 3, 1, 2, 4, 0], [0, 1, 2, 3, 0, 0, 7, 1]
+    one = augmented_inputs(bundle, ds, idx, views, seed=9, workers=1)
+    torch.testing.assert_close(augmented_inputs(bundle, ds, idx, views, seed=9, workers=4), one, rtol=0, atol=0)
+    torch.testing.assert_close(augmented_inputs(bundle, ds, idx[2:4], views[2:4], seed=9, workers=4), one[2:4],
+                               rtol=0, atol=0)
+    assert (one[2] - one[3]).abs().max() > 1e-3                                       # views 2 and 3 of item 3 differ
+
+
 def test_cached_views_are_the_exact_modes_augmentations(bundle, splits):
     idx = torch.tensor([0, 5, 9])
     cached = view_features(bundle, splits.train, idx, n_views=3, seed=4)            # (3, V, D)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -95,11 +97,24 @@ def augment_one(image: Tensor | Image.Image, size: int, rng: np.random.Generator
 
 
 def augmented_inputs(bundle: ClipBundle, data, indices: Sequence[int], views: Sequence[int], seed: int,
-                     scale=SCALE) -> Tensor:
-    """Normalised model input of view ``views[b]`` of item ``indices[b]``: (B, 3, S, S)."""
-    x = torch.stack([augment_one(_image(data, int(i)), bundle.image_size, view_rng(seed, int(i), int(v)), scale)
-                     for i, v in zip(indices, views)])
-    return bundle.normalize_pixels(x)
+                     scale=SCALE, workers: int | None = None) -> Tensor:
+    """Normalised model input of view ``views[b]`` of item ``indices[b]``: (B, 3, S, S).
+
+    Image files are decoded and cropped by up to ``workers`` threads (default: min(8, CPU cores); PIL releases
+    the GIL while it decodes and resizes; each view has its own generator, so the result does not depend on
+    ``workers``); world arrays, a few small tensor operations each, are cropped in this thread."""
+    pairs = [(int(i), int(v)) for i, v in zip(indices, views)]
+    workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
+
+    def one(pair: tuple[int, int]) -> Tensor:
+        return augment_one(_image(data, pair[0]), bundle.image_size, view_rng(seed, *pair), scale)
+
+    if workers > 1 and len(pairs) > 1 and not hasattr(data, "images"):
+        with ThreadPoolExecutor(min(workers, len(pairs))) as pool:
+            xs = list(pool.map(one, pairs))
+    else:
+        xs = [one(pair) for pair in pairs]
+    return bundle.normalize_pixels(torch.stack(xs))
 
 
 @torch.no_grad()
