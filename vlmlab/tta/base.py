@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vlmlab.coop.augment import augmented_inputs
 from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.runtime import get_logger, progress, seed_everything
@@ -68,6 +69,8 @@ class ImageSource(Protocol):
 
     def __call__(self, idx: Tensor) -> Tensor: ...
 
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor: ...
+
 
 class ArrayImages:
     """Images held as uint8 (N, H, W, 3) arrays (the world), converted per batch with ``arrays_to_input``."""
@@ -81,6 +84,13 @@ class ArrayImages:
     def __call__(self, idx: Tensor) -> Tensor:
         batch = torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(idx)]))
         return arrays_to_input(self.bundle, batch.to(self.bundle.device))
+
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor:
+        """Normalised model input of a random resized crop (``scale`` of the area, bicubic, to S x S) and flip of
+        each *raw* array image (not of the served one): view ``views[b]`` of item ``idx[b]``
+        (``vlmlab.coop.augment.augmented_inputs``: torchvision's ``RandomResizedCrop`` draw on
+        ``view_rng(seed, item, view)``)."""
+        return augmented_inputs(self.bundle, self, np.asarray(idx).tolist(), views, seed, scale).to(self.bundle.device)
 
 
 class DatasetImages:
@@ -109,6 +119,13 @@ class DatasetImages:
         else:
             xs = [self._load(i) for i in items]
         return torch.stack(xs).to(self.bundle.device)
+
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor:
+        """As ``ArrayImages.crops``, from each decoded file (the raw image, before ``bundle.preprocess``): what a
+        ``RandomResizedCrop(S, scale, bicubic) + RandomHorizontalFlip`` train transform feeds the model."""
+        raw = self.dataset if getattr(self.dataset, "transform", None) is None else self.dataset.with_transform(None)
+        return augmented_inputs(self.bundle, raw, np.asarray(idx).tolist(), views, seed, scale,
+                                workers=self.workers).to(self.bundle.device)
 
 
 def image_source(bundle: ClipBundle, dataset) -> ImageSource:

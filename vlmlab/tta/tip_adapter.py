@@ -12,9 +12,11 @@ Reference checked: gaopengcuhk/Tip-Adapter d0e2d6f. Departure: the search runs o
 test set (``search_hp(..., test_features, test_labels, ...)``) and reports the grid's best test accuracy:
 ``search_on="test"`` does that (the runner hands the stream's features and labels to ``search_test``
 before the stream; per corruption, each being its own test set). Text: the run's prompt (the reference uses the 7-template ensemble:
-``templates="imagenet7"``). Support views are crops of the support image as the stream serves it
-(the 224 centre crop on real data); the reference crops the raw training image (RandomResizedCrop
-224, bicubic). Tip-Adapter-F
+``templates="imagenet7"``). Support views, as the reference's (``datasets/imagenet.py``'s ``train_preprocess``):
+RandomResizedCrop(S, scale 0.5-1, bicubic) + flip of the *raw* support image (the decoded file; the world's
+array), drawn per (run seed, support item, augment epoch) (``ImageSource.crops``); ``support_crops="served"``
+(vlmlab until 2026-12-04) cropped the model input instead (the 224 centre crop on real data; bilinear
+``roi_align``, ``make_views``). Tip-Adapter-F
 (fine-tuned keys) is not included: the poster's row is the training-free adapter.
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ class TipAdapterConfig(TTAConfig):
     augment_epochs: int = 10                 # 0 = keys are the plain support features
     augment_scale: tuple[float, float] = (0.5, 1.0)
     key_average: str = "raw"                 # raw: mean of encoder outputs, then normalise (reference)
+    support_crops: str = "raw"               # raw: crops of the raw image, bicubic (reference); served: of the S x S input
     search: bool = True                      # grid-search alpha/beta (on ``search_on``)
     search_on: str = "val"                   # "val": the validation shots; "test": the test labels (main_imagenet.py)
     beta_search: tuple[float, float, int] = (0.1, 7.0, 200)
@@ -45,6 +48,7 @@ class TipAdapterConfig(TTAConfig):
 
 
 SEARCH_ON = ("val", "test")
+SUPPORT_CROPS = ("raw", "served")
 
 
 def grid(lo: float, hi: float, steps: int) -> list[float]:
@@ -67,6 +71,8 @@ class TipAdapter(TTAMethod):
             raise ValueError(f"tip_adapter has shots={cfg.shots} but the support set holds {s.shots} per class")
         if cfg.search_on not in SEARCH_ON:
             raise ValueError(f"tip_adapter search_on={cfg.search_on!r}; use one of {SEARCH_ON}")
+        if cfg.support_crops not in SUPPORT_CROPS:
+            raise ValueError(f"tip_adapter support_crops={cfg.support_crops!r}; use one of {SUPPORT_CROPS}")
         self.text = ctx.class_text(cfg.templates)                                  # (C, D)
         self.keys = self._keys(ctx)                                               # (NK, D)
         self.values = F.one_hot(s.labels.long(), ctx.n_classes).float()          # (NK, C)
@@ -100,9 +106,11 @@ class TipAdapter(TTAMethod):
         for epoch in range(cfg.augment_epochs):
             parts = []
             for chunk in idx.split(256):
-                x = s.images(chunk)
-                seeds = [view_seed(ctx.seed * 1000 + epoch, i) for i in chunk.tolist()]
-                v = make_views(x, 1, seeds, scale=cfg.augment_scale, keep_original=False)[:, 0]
+                if cfg.support_crops == "raw":                                    # the reference's train transform
+                    v = s.images.crops(chunk, [epoch] * len(chunk), ctx.seed, scale=cfg.augment_scale)
+                else:                                                             # crops of the served S x S input
+                    seeds = [view_seed(ctx.seed * 1000 + epoch, i) for i in chunk.tolist()]
+                    v = make_views(s.images(chunk), 1, seeds, scale=cfg.augment_scale, keep_original=False)[:, 0]
                 parts.append(encode_single(ctx.bundle, v, normalize=cfg.key_average == "normalized").cpu())
             total = total + torch.cat(parts)
         return F.normalize(total / cfg.augment_epochs, dim=-1)
