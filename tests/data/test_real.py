@@ -208,3 +208,29 @@ def test_load_source_names_the_two_new_targets(data_root, tree):
     _folders(data_root / "imagenet-sketch" / "images", tree.wnids)
     assert len(load_source("imagenet_v2", root=data_root)) == 5
     assert load_source("imagenet_sketch", root=data_root).classnames == tree.names
+
+
+def test_tip_adapter_keys_from_a_coop_train_split_crop_the_files(data_root):
+    """The paper path of Tip-Adapter's support: a CoOp train split on disk, served through DatasetImages; its raw
+    crops decode each file (8 x 8 here) and resize the crop to the model's side, and the keys are built from them."""
+    import torch.nn.functional as F
+
+    from vlmlab.models.embedded import build_embedded
+    from vlmlab.prompts import zero_shot_weights
+    from vlmlab.tta import build
+    from vlmlab.tta.base import Context, Support, encode_single, image_source
+
+    bundle = build_embedded("cpu")
+    train = coop_dataset(data_root, "DTD", "train")
+    src = image_source(bundle, train)
+    crops = src.crops(torch.arange(len(train)), [0] * len(train), 3, (0.5, 1.0))
+    assert crops.shape == (9, 3, bundle.image_size, bundle.image_size)
+    unit = F.normalize(encode_single(bundle, src(torch.arange(9))), dim=-1)
+    text = zero_shot_weights(bundle, train.classnames, "a photo of a {}.").cpu()
+    ctx = Context(bundle, train.classnames, text, "a photo of a {}.", Support(unit, train.labels, src, unit[:3],
+                                                                            train.labels[:3], shots=3), seed=3)
+    m = build("tip_adapter", shots=3, augment_epochs=2, search=False)
+    m.setup(ctx)
+    want = sum(encode_single(bundle, src.crops(torch.arange(9), [e] * 9, 3, (0.5, 1.0)), normalize=False)
+               for e in range(2))
+    torch.testing.assert_close(m.keys, F.normalize(want / 2, dim=-1), rtol=1e-4, atol=1e-5)
