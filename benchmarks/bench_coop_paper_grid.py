@@ -235,7 +235,7 @@ def view_throughput(bundle, n: int, image_size: int) -> float:
 
 def crop_seconds(bundle, image_size: int, reps: int = 5) -> float:
     """Seconds of one exact-mode step's CPU part: CoOp's crop + flip of a batch of 32 (``augmented_inputs``)."""
-    from vlmlab.coop.augment import augmented_inputs
+    from vlmlab.data.augment import augmented_inputs
 
     data = SimpleNamespace(images=np.random.default_rng(2).integers(0, 256, (BATCH, image_size, image_size, 3),
                                                                      dtype=np.uint8))

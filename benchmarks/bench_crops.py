@@ -4,7 +4,7 @@
     python benchmarks/bench_crops.py --workers 1 8 --size 500 375 --image-size 224
 
 The paper profile trains CoOp in the exact mode (CoOp's protocol): every step decodes its batch's image files
-and takes a fresh random resized crop of each (``vlmlab.coop.augment.augmented_inputs``, the same function
+and takes a fresh random resized crop of each (``vlmlab.data.augment.augmented_inputs``, the same function
 Tip-Adapter's support keys use). The images here are synthetic JPEGs of ImageNet's typical size (500 x 375,
 quality 90, smooth noise so that they compress like photographs) in a temporary folder, read through an
 ``ImageDataset`` without transform, as the paper profile's are. Each row is the median of ``--reps`` batches
@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from vlmlab.coop.augment import augmented_inputs
+from vlmlab.data.augment import augmented_inputs
 from vlmlab.data.base import ImageDataset
 
 BATCH = 32

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from vlmlab.coop import (COLUMNS, CoOpConfig, TrainSet, Variant, lr_at, nearest_words, parse_variant, run_sweep,
                          summary_tables, train_coop)
-from vlmlab.coop.augment import crop_params, encode_augmented, view_features, view_rng
+from vlmlab.coop.augment import encode_augmented, view_features
+from vlmlab.data.augment import crop_params, view_rng
 from vlmlab.coop.data import Splits, dg_target
 from vlmlab.coop.report import domain_generalization
 from vlmlab.coop.sweep import _jobs_for_seed
@@ -116,7 +117,7 @@ def test_file_crops_do_not_depend_on_the_decoding_threads(bundle, tmp_path):
     any order of completion) give the same inputs, and view v of item i is the same in any batch."""
     from PIL import Image
 
-    from vlmlab.coop.augment import augmented_inputs
+    from vlmlab.data.augment import augmented_inputs
     from vlmlab.data.base import ImageDataset
 
     rng = np.random.default_rng(1)

@@ -115,7 +115,7 @@ def test_raw_crops_are_random_resized_crops_of_the_decoded_file(bundle, tmp_path
     import numpy as np
     from PIL import Image
 
-    from vlmlab.coop.augment import crop_params, view_rng
+    from vlmlab.data.augment import crop_params, view_rng
     from vlmlab.tta.base import DatasetImages
 
     _, ds = _wide_images(tmp_path)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vlmlab.coop.augment import augmented_inputs
+from vlmlab.data.augment import augmented_inputs
 from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.runtime import get_logger, progress, seed_everything
@@ -88,7 +88,7 @@ class ArrayImages:
     def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor:
         """Normalised model input of a random resized crop (``scale`` of the area, bicubic, to S x S) and flip of
         each *raw* array image (not of the served one): view ``views[b]`` of item ``idx[b]``
-        (``vlmlab.coop.augment.augmented_inputs``: torchvision's ``RandomResizedCrop`` draw on
+        (``vlmlab.data.augment.augmented_inputs``: torchvision's ``RandomResizedCrop`` draw on
         ``view_rng(seed, item, view)``)."""
         return augmented_inputs(self.bundle, self, np.asarray(idx).tolist(), views, seed, scale).to(self.bundle.device)
 
