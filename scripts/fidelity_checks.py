@@ -147,6 +147,8 @@ def checks() -> list[Check]:
                     _claims), "departures: few-shot draws"),
         Check("03_nested_draws", "03_coop_shots", {"fewshot_draws": "nested"}, _both(_coop_average, _lp03, _claims),
               "departures: few-shot draws"),
+        Check("04_eval_batch_256", "04_visual_prompt_fid", {"vp": {"eval_batch_size": 256}}, _both(_vp_gains, _claims),
+              "fixed #23"),
         Check("04_select_val", "04_visual_prompt_fid", {"select": "val"}, _both(_vp_gains, _claims),
               "departures: visual prompting, last epoch"),
         Check("04_patch_positions_all", "04_visual_prompt_fid", {"vp": {"patch_positions": "all"}},

@@ -157,6 +157,30 @@ def test_vp_config_takes_vpconfig_overrides_and_names_unknown_ones():
         vp_config(_P(base, vp={"positions": "all"}), "random_patch", 0)
 
 
+@pytest.mark.parametrize("eval_batch_size,draws", [(None, 4), (256, 1), (6, 3)])
+def test_evaluation_passes_hold_the_training_batch_as_the_references_val_loader(eval_batch_size, draws, monkeypatch):
+    """main_clip.py evaluates in batches of --batch_size, and a random patch draws one location per forward pass:
+    16 test images at batch 4 see 4 locations (256, vlmlab's pass before: one). Validation passes too."""
+    from vlmlab.visual_prompts import evaluate as E
+    from vlmlab.visual_prompts.prompters import RandomPatchPrompter
+
+    bundle, data = toy_bundle(), planted_cue()
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+
+    class _P(dict):
+        __getattr__ = dict.__getitem__
+
+    P = _P(prompt_sizes={"random_patch": 2}, epochs=2, batch_size=4, lr=1.0, warmup=1, init="randn", select="val",
+           num_workers=0, vp={} if eval_batch_size is None else {"eval_batch_size": eval_batch_size})
+    corners, real = [], RandomPatchPrompter.prompt
+    monkeypatch.setattr(RandomPatchPrompter, "prompt", lambda self, corner=None: corners.append(1) or real(self, corner))
+    res, _, hist = E._train_and_score(P, bundle, head, "random_patch", 0, data, data, data, {"dataset": "toy"})
+    assert res.prompter.n_params > 0 and len(hist) == 2
+    # training: 4 steps per epoch, 2 epochs; validation after each epoch and the test pass: `draws` each
+    assert len(corners) == 2 * 4 + 3 * draws
+    assert VPConfig(batch_size=32).eval_batch == 32 and VPConfig(batch_size=32, eval_batch_size=256).eval_batch == 256
+
+
 @pytest.mark.parametrize("method,select", [("random_patch", "last"), ("padding", "val")])
 def test_cached_training_returns_the_trained_prompt_and_later_draws_repeat(tmp_path, monkeypatch, method, select):
     from vlmlab.features import FeatureCache

@@ -154,7 +154,7 @@ def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in,
     cfg = vp_config(P, prompter, seed)
     res = train_prompt_cached(bundle, head, train_in, cfg, val_in, cache,
                               desc=f"VP {tag['dataset']}/{prompter}/s{seed}")
-    vp_acc = accuracy(*predict(bundle, head, test_in, res.prompter))
+    vp_acc = accuracy(*predict(bundle, head, test_in, res.prompter, cfg.eval_batch))
     hist = [dict(tag, prompter=prompter, seed=seed, **row) for row in res.history]
     return res, vp_acc, hist
 

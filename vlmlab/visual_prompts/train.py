@@ -13,7 +13,9 @@ the frozen encoder: the same numbers). Precision is the bundle's (``precision``:
 uses the reference's fp16 autocast, with a GradScaler as the reference; the embedded profile runs fp32,
 and a CPU autocasts bf16 only); the reported VP accuracy is the last epoch's, or the
 best epoch on a *validation* split with ``select="val"`` (the reference keeps the best epoch on the
-test set, which vlmlab does not do). Epochs, batch size and warm-up are parameters: the embedded
+test set, which vlmlab does not do). Evaluation passes hold ``batch_size`` images, as the reference's
+``val_loader``, so a random patch draws one location per ``batch_size`` test images (``eval_batch_size``
+fixes another size; 256 until 2026-12-04). Epochs, batch size and warm-up are parameters: the embedded
 profile scales them down (a few epochs over 16 shots per class), the paper profile keeps them.
 
 Vision-only row (the paper's ``main_vision.py``): a classifier with a fixed linear head trained on a
@@ -67,6 +69,12 @@ class VPConfig:
     select: str = "last"         # "last" epoch, or best "val" accuracy (never the test set)
     seed: int = 0                # prompt init, batch order and random-patch locations
     num_workers: int = 0
+    eval_batch_size: int | None = None  # None: batch_size, as the reference's val_loader (vlmlab before: 256)
+
+    @property
+    def eval_batch(self) -> int:
+        """Images per evaluation pass: one random-patch location is drawn per pass (``eval_batch_size``)."""
+        return int(self.eval_batch_size or self.batch_size)
 
 
 @dataclass
@@ -276,7 +284,7 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
             row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1, cfg.lr, _warmup(cfg, total), total),
                    "loss": loss, "train_acc": train_acc}
             if val is not None and (cfg.select == "val" or epoch + 1 == cfg.epochs):
-                row["val_acc"] = accuracy(*predict(bundle, head, val, prompter))
+                row["val_acc"] = accuracy(*predict(bundle, head, val, prompter, cfg.eval_batch))
                 if cfg.select == "val" and row["val_acc"] > best[0]:
                     best = (row["val_acc"], {k: v.detach().clone() for k, v in prompter.state_dict().items()})
                     result.best_epoch = epoch + 1
