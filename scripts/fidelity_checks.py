@@ -149,6 +149,8 @@ def checks() -> list[Check]:
               "departures: few-shot draws"),
         Check("04_eval_batch_256", "04_visual_prompt_fid", {"vp": {"eval_batch_size": 256}}, _both(_vp_gains, _claims),
               "fixed #23"),
+        Check("04_eval_under_bf16", "04_visual_prompt_fid", {"eval_precision": "bundle"}, _both(_vp_gains, _claims),
+              "fixed #24", extra={"precision": "bf16"}),        # the paper profile's fp16 autocast, as a CPU can run it
         Check("04_select_val", "04_visual_prompt_fid", {"select": "val"}, _both(_vp_gains, _claims),
               "departures: visual prompting, last epoch"),
         Check("04_patch_positions_all", "04_visual_prompt_fid", {"vp": {"patch_positions": "all"}},

@@ -52,6 +52,7 @@ lr = 10.0  # SGD learning rate (the paper: 40; the world's value from benchmarks
 warmup = 10  # type: int; range 0..; linear warm-up steps (the paper: 1000), then cosine to 0
 init = "randn"  # prompt init: "randn" (the paper) or "zeros" (starts at zero-shot)
 select = "last"  # report the "last" epoch, or the best "val" epoch (the paper picks the best *test* epoch)
+eval_precision = "fp32"  # fp32 | bundle: evaluation passes in fp32 with an fp32 text head, as the reference's validate; bundle: under `precision`'s autocast (vlmlab before 2026-12-04)
 vp = {}  # other VPConfig overrides, e.g. {"patch_positions": "all", "cap_warmup": True} (docs/fidelity.md)
 seeds = [0]  # type: list[int]; non-empty; prompt seeds (init, batch order, patch locations); tables average over them
 template = ""  # empty: each dataset's own template; the paper uses "This is a photo of a {}" for all

@@ -149,7 +149,7 @@ def test_vp_config_takes_vpconfig_overrides_and_names_unknown_ones():
         __getattr__ = dict.__getitem__
 
     base = dict(prompt_sizes={"random_patch": 8}, epochs=2, batch_size=4, lr=1.0, warmup=1, init="zeros",
-                select="last", num_workers=0)
+                select="last", num_workers=0, eval_precision="fp32")
     assert vp_config(_P(base, vp={}), "random_patch", 0).patch_positions == "reference"
     cfg = vp_config(_P(base, vp={"patch_positions": "all", "cap_warmup": True}), "random_patch", 3)
     assert (cfg.patch_positions, cfg.cap_warmup, cfg.seed, cfg.prompt_size) == ("all", True, 3, 8)
@@ -171,7 +171,7 @@ def test_evaluation_passes_hold_the_training_batch_as_the_references_val_loader(
         __getattr__ = dict.__getitem__
 
     P = _P(prompt_sizes={"random_patch": 2}, epochs=2, batch_size=4, lr=1.0, warmup=1, init="randn", select="val",
-           num_workers=0, vp={} if eval_batch_size is None else {"eval_batch_size": eval_batch_size})
+           num_workers=0, eval_precision="fp32", vp={} if eval_batch_size is None else {"eval_batch_size": eval_batch_size})
     corners, real = [], RandomPatchPrompter.prompt
     monkeypatch.setattr(RandomPatchPrompter, "prompt", lambda self, corner=None: corners.append(1) or real(self, corner))
     res, _, hist = E._train_and_score(P, bundle, head, "random_patch", 0, data, data, data, {"dataset": "toy"})
@@ -179,6 +179,33 @@ def test_evaluation_passes_hold_the_training_batch_as_the_references_val_loader(
     # training: 4 steps per epoch, 2 epochs; validation after each epoch and the test pass: `draws` each
     assert len(corners) == 2 * 4 + 3 * draws
     assert VPConfig(batch_size=32).eval_batch == 32 and VPConfig(batch_size=32, eval_batch_size=256).eval_batch == 256
+
+
+def test_evaluation_runs_in_fp32_with_an_fp32_text_head_unless_asked(vp_bundle, toy_set):
+    """The reference converts CLIP to fp32 and autocasts only its training forward, so validate() runs fp32:
+    with a bf16 bundle, eval_view drops the autocast (the same logits as an fp32 bundle of the same weights, text
+    head included); "bundle" keeps it (other logits); an fp32 bundle is its own view; another value is named."""
+    import dataclasses
+
+    from vlmlab.runtime import effective_precision
+    from vlmlab.visual_prompts import eval_view
+
+    if effective_precision(vp_bundle.device, "bf16") != "bf16":
+        pytest.skip("this CPU has no bf16 autocast")
+    fp32 = dataclasses.replace(vp_bundle, precision="fp32")
+    bf16 = dataclasses.replace(vp_bundle, precision="bf16")
+    names, template = ["circle", "square box", "tri angle"], "a photo of a {}."
+    data = model_inputs(fp32, toy_set)
+    prompt = padding(8, fp32.image_size, generator=torch.Generator().manual_seed(0))
+    want = predict(fp32, clip_head(fp32, names, template), data, prompt)[0]
+    ev = eval_view(bf16, "fp32")
+    assert ev.precision == "fp32" and ev.model is bf16.model and bf16.precision == "bf16"
+    torch.testing.assert_close(predict(ev, clip_head(ev, names, template), data, prompt)[0], want, rtol=0, atol=0)
+    under = predict(eval_view(bf16, "bundle"), clip_head(bf16, names, template), data, prompt)[0]
+    assert (under - want).abs().max() > 1e-3                                   # bf16 rounding shows
+    assert eval_view(fp32, "fp32") is fp32 and eval_view(bf16, "bundle") is bf16
+    with pytest.raises(ValueError, match="eval_precision='fp16'"):
+        eval_view(bf16, "fp16")
 
 
 @pytest.mark.parametrize("method,select", [("random_patch", "last"), ("padding", "val")])

@@ -28,8 +28,8 @@ from vlmlab.runcache import code_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger
 from vlmlab.visual_prompts.data import load_reference, load_splits
 from vlmlab.visual_prompts.gap import EncoderFeatures, InceptionFeatures, LpipsNet, fid, gap_features, lpips
-from vlmlab.visual_prompts.train import (VPConfig, VPResult, clip_head, encode, model_inputs, new_prompter, predict,
-                                         train_prompt, vision_head)
+from vlmlab.visual_prompts.train import (VPConfig, VPResult, clip_head, encode, eval_view, model_inputs, new_prompter,
+                                         predict, train_prompt, vision_head)
 
 __all__ = ["COLUMNS", "CORRELATION_COLUMNS", "VPRun", "vp_config", "run_visual_prompting", "measure_gaps",
            "assemble", "correlation", "gain_summary"]
@@ -67,7 +67,7 @@ def vp_config(P, prompter: str, seed: int) -> VPConfig:
         raise KeyError(f"vp: {unknown} are not VPConfig fields; allowed: {sorted(VPConfig.__dataclass_fields__)}")
     return VPConfig(method=prompter, prompt_size=int(P.prompt_sizes[prompter]), epochs=P.epochs,
                     batch_size=P.batch_size, lr=P.lr, warmup=P.warmup, init=P.init, select=P.select, seed=seed,
-                    num_workers=P.num_workers, **extra)
+                    num_workers=P.num_workers, eval_precision=P.eval_precision, **extra)
 
 
 def _listed(selection, spec: str, name: str) -> bool:
@@ -127,7 +127,7 @@ def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in) -> dic
 
 
 def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_in=None,
-                        cache: FeatureCache | None = None, desc: str = "visual prompt") -> VPResult:
+                        cache: FeatureCache | None = None, desc: str = "visual prompt", eval_head=None) -> VPResult:
     """``train_prompt``, or the result stored in ``cache`` under ``vp_run_key`` (the trained prompt's
     weights, history, selected epoch and, for random patches, the location generator's state after
     training, so the test draws repeat); a trained result is stored there."""
@@ -140,7 +140,7 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
         history = [{c: (int(v) if c in ("epoch", "step") else v) for c, v in zip(HISTORY, row) if not math.isnan(v)}
                    for row in hit["history"].tolist()]
         return VPResult(prompter, history, int(hit["best_epoch"]))
-    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc)
+    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc, eval_head=eval_head)
     if key is not None and all(set(row) <= set(HISTORY) for row in res.history):   # else it could not be restored whole
         hist = torch.tensor([[float(r.get(c, math.nan)) for c in HISTORY] for r in res.history], dtype=torch.float64)
         gen = getattr(res.prompter, "generator", None)
@@ -150,11 +150,16 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
     return res
 
 
-def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in, tag: dict, cache=None):
+def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in, tag: dict, cache=None,
+                     eval_head=None):
+    """Train one prompt through ``head`` and score it on ``test_in`` through ``eval_head`` (default ``head``) on
+    ``eval_view(bundle, cfg.eval_precision)``, in passes of ``cfg.eval_batch``."""
     cfg = vp_config(P, prompter, seed)
+    eval_head = head if eval_head is None else eval_head
     res = train_prompt_cached(bundle, head, train_in, cfg, val_in, cache,
-                              desc=f"VP {tag['dataset']}/{prompter}/s{seed}")
-    vp_acc = accuracy(*predict(bundle, head, test_in, res.prompter, cfg.eval_batch))
+                              desc=f"VP {tag['dataset']}/{prompter}/s{seed}", eval_head=eval_head)
+    vp_acc = accuracy(*predict(eval_view(bundle, cfg.eval_precision), eval_head, test_in, res.prompter,
+                               cfg.eval_batch))
     hist = [dict(tag, prompter=prompter, seed=seed, **row) for row in res.history]
     return res, vp_acc, hist
 
@@ -171,15 +176,17 @@ def run_visual_prompting(P, bundle: ClipBundle, cache: FeatureCache | None = Non
     for spec in P.datasets:
         sp = load_splits(spec, shots=P.shots, n_val=P.n_val, n_test=P.n_test, seed=P.seed, root=P.data_root)
         head = clip_head(bundle, sp.classnames, P.template or sp.template)
+        ev = eval_view(bundle, P.eval_precision)
+        eval_head = head if ev is bundle else clip_head(ev, sp.classnames, P.template or sp.template)
         train_in, val_in, test_in = (model_inputs(bundle, d) for d in (sp.train, sp.val, sp.test))
-        zs_acc = accuracy(*predict(bundle, head, test_in))
+        zs_acc = accuracy(*predict(ev, eval_head, test_in))
         lp_acc = _linear_probe_acc(P, bundle, train_in, val_in, test_in, len(sp.classnames), cache) if P.linear_probe \
             else float("nan")
         kinds = [k for k in P.prompters if k == P.prompters[0] or _listed(P.compare_on, spec, sp.name)]
         for prompter in kinds:
             for seed in P.seeds:
                 res, vp_acc, h = _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in,
-                                                  {"dataset": sp.name, "model": "clip"}, cache)
+                                                  {"dataset": sp.name, "model": "clip"}, cache, eval_head)
                 hist += h
                 rows.append({"dataset": sp.name, "prompter": prompter, "seed": seed, "zero_shot_acc": zs_acc,
                              "vp_acc": vp_acc, "linear_probe_acc": lp_acc, "gain": vp_acc - zs_acc,
@@ -200,7 +207,7 @@ def _vision_only(P, bundle, probe_src, sp, train_in, val_in, test_in, rows, hist
                     sp.name, c, probe_src.n_classes)
         return []
     head = vision_head(probe_src, c, bundle.device)
-    base = accuracy(*predict(bundle, head, test_in))
+    base = accuracy(*predict(eval_view(bundle, P.eval_precision), head, test_in))
     prompter, out = P.prompters[0], []
     clip = [r for r in rows if r["dataset"] == sp.name and r["prompter"] == prompter]
     for seed in P.seeds:

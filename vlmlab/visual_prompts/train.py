@@ -15,7 +15,9 @@ and a CPU autocasts bf16 only); the reported VP accuracy is the last epoch's, or
 best epoch on a *validation* split with ``select="val"`` (the reference keeps the best epoch on the
 test set, which vlmlab does not do). Evaluation passes hold ``batch_size`` images, as the reference's
 ``val_loader``, so a random patch draws one location per ``batch_size`` test images (``eval_batch_size``
-fixes another size; 256 until 2026-12-04). Epochs, batch size and warm-up are parameters: the embedded
+fixes another size; 256 until 2026-12-04), and run in fp32 with an fp32 text head, as the reference's
+``validate`` on its fp32 model (``eval_precision="bundle"``: the bundle's autocast, vlmlab until 2026-12-04;
+``eval_view``). Epochs, batch size and warm-up are parameters: the embedded
 profile scales them down (a few epochs over 16 shots per class), the paper profile keeps them.
 
 Vision-only row (the paper's ``main_vision.py``): a classifier with a fixed linear head trained on a
@@ -24,6 +26,7 @@ downstream class i to ImageNet logit i); the same prompt is learned through it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,11 +46,12 @@ from vlmlab.runtime import get_logger, progress
 from vlmlab.visual_prompts.prompters import Prompter, build_prompter
 
 __all__ = ["VPConfig", "VPResult", "lr_at", "refine_classname", "TextHead", "LinearHead", "clip_head",
-           "vision_head", "model_inputs", "frozen", "encode", "predict", "train_prompt"]
+           "eval_view", "vision_head", "model_inputs", "frozen", "encode", "predict", "train_prompt"]
 
 log = get_logger("vlmlab.visual_prompts")
 PAPER_TEMPLATE = "This is a photo of a {}"
 SELECTS = ("last", "val")
+EVAL_PRECISIONS = ("fp32", "bundle")
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class VPConfig:
     seed: int = 0                # prompt init, batch order and random-patch locations
     num_workers: int = 0
     eval_batch_size: int | None = None  # None: batch_size, as the reference's val_loader (vlmlab before: 256)
+    eval_precision: str = "fp32"  # evaluation passes in fp32, the reference's; "bundle": the bundle's autocast
 
     @property
     def eval_batch(self) -> int:
@@ -136,6 +141,17 @@ def clip_head(bundle: ClipBundle, classnames, template: str = PAPER_TEMPLATE, ma
     """The fixed text classifier: one template, reference class-name cleaning, clamped logit scale."""
     weights = zero_shot_weights(bundle, [refine_classname(c) for c in classnames], template)  # (C, D)
     return TextHead(weights, min(bundle.logit_scale, max_logit_scale)).to(bundle.device)
+
+
+def eval_view(bundle: ClipBundle, eval_precision: str = "fp32") -> ClipBundle:
+    """The bundle that evaluation passes run on: the same model without autocast for ``"fp32"`` (the reference's
+    ``convert_models_to_fp32``, with autocast only around the training forward: ``validate`` runs fp32), or the
+    bundle itself for ``"bundle"`` (its autocast, vlmlab until 2026-12-04). A bundle already in fp32 is its own view."""
+    if eval_precision not in EVAL_PRECISIONS:
+        raise ValueError(f"eval_precision={eval_precision!r}; use one of {EVAL_PRECISIONS}")
+    if eval_precision == "bundle" or bundle.precision == "fp32":
+        return bundle
+    return dataclasses.replace(bundle, precision="fp32")
 
 
 def vision_head(probe: LinearProbe, n_classes: int, device=None) -> LinearHead:
@@ -250,7 +266,7 @@ def new_prompter(bundle: ClipBundle, cfg: VPConfig) -> Prompter:
 
 
 def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPConfig = VPConfig(),
-                 val: Dataset | None = None, desc: str = "visual prompt") -> VPResult:
+                 val: Dataset | None = None, desc: str = "visual prompt", eval_head: nn.Module | None = None) -> VPResult:
     """Learn one prompt for ``train`` through the frozen model and the fixed ``head``.
 
     Args:
@@ -259,12 +275,15 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
         train: items ``(normalised input (3, S, S), label)`` (``model_inputs``).
         cfg: ``VPConfig``.
         val: validation items; required for ``cfg.select == "val"``, else used for the history only.
+        eval_head: the head of the validation passes (default ``head``): with ``cfg.eval_precision="fp32"`` and a
+            bundle that autocasts, the text head computed in fp32 (``clip_head(eval_view(bundle), ...)``).
 
     Returns:
         ``VPResult`` with the prompter (last or best-validation epoch) on the bundle's device.
     """
     if cfg.select not in SELECTS:
         raise ValueError(f"VPConfig.select={cfg.select!r}; use one of {SELECTS}")
+    ev, eval_head = eval_view(bundle, cfg.eval_precision), (eval_head if eval_head is not None else head).to(bundle.device)
     if cfg.select == "val" and val is None:
         raise ValueError("VPConfig.select='val' needs a validation split: pass val=model_inputs(bundle, val_set)")
     prompter = new_prompter(bundle, cfg)
@@ -284,7 +303,7 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
             row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1, cfg.lr, _warmup(cfg, total), total),
                    "loss": loss, "train_acc": train_acc}
             if val is not None and (cfg.select == "val" or epoch + 1 == cfg.epochs):
-                row["val_acc"] = accuracy(*predict(bundle, head, val, prompter, cfg.eval_batch))
+                row["val_acc"] = accuracy(*predict(ev, eval_head, val, prompter, cfg.eval_batch))
                 if cfg.select == "val" and row["val_acc"] > best[0]:
                     best = (row["val_acc"], {k: v.detach().clone() for k, v in prompter.state_dict().items()})
                     result.best_epoch = epoch + 1
