@@ -38,7 +38,7 @@ class TipAdapterConfig(TTAConfig):
     augment_epochs: int = 10                 # 0 = keys are the plain support features
     augment_scale: tuple[float, float] = (0.5, 1.0)
     key_average: str = "raw"                 # raw: mean of encoder outputs, then normalise (reference)
-    support_crops: str = "raw"               # raw: crops of the raw image, bicubic (reference); served: of the S x S input
+    support_crops: str = "raw"               # raw: crops of the raw image (reference); served: of the S x S input
     search: bool = True                      # grid-search alpha/beta (on ``search_on``)
     search_on: str = "val"                   # "val": the validation shots; "test": the test labels (main_imagenet.py)
     beta_search: tuple[float, float, int] = (0.1, 7.0, 200)

@@ -21,7 +21,8 @@ from vlmlab.visual_prompts.train import (LinearHead, TextHead, VPConfig, VPResul
 
 __all__ = ["PROMPTERS", "Prompter", "PadPrompter", "FixedPatchPrompter", "RandomPatchPrompter", "padding",
            "fixed_patch", "random_patch", "build_prompter", "VPConfig", "VPResult", "lr_at", "refine_classname",
-           "TextHead", "LinearHead", "clip_head", "eval_view", "vision_head", "model_inputs", "encode", "predict", "train_prompt",
+           "TextHead", "LinearHead", "clip_head", "eval_view", "vision_head", "model_inputs", "encode", "predict",
+           "train_prompt",
            "GapFeatures", "EncoderFeatures", "InceptionFeatures", "LpipsNet", "LpipsGap", "to_uint8", "gap_features",
            "fid", "lpips", "Splits", "load_splits", "load_reference", "COLUMNS", "CORRELATION_COLUMNS", "VPRun",
            "vp_config", "run_visual_prompting", "measure_gaps", "assemble", "correlation", "gain_summary"]

@@ -26,10 +26,9 @@ downstream class i to ImageNet logit i); the same prompt is learned through it.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -151,7 +150,7 @@ def eval_view(bundle: ClipBundle, eval_precision: str = "fp32") -> ClipBundle:
         raise ValueError(f"eval_precision={eval_precision!r}; use one of {EVAL_PRECISIONS}")
     if eval_precision == "bundle" or bundle.precision == "fp32":
         return bundle
-    return dataclasses.replace(bundle, precision="fp32")
+    return replace(bundle, precision="fp32")
 
 
 def vision_head(probe: LinearProbe, n_classes: int, device=None) -> LinearHead:
@@ -266,7 +265,8 @@ def new_prompter(bundle: ClipBundle, cfg: VPConfig) -> Prompter:
 
 
 def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPConfig = VPConfig(),
-                 val: Dataset | None = None, desc: str = "visual prompt", eval_head: nn.Module | None = None) -> VPResult:
+                 val: Dataset | None = None, desc: str = "visual prompt",
+                 eval_head: nn.Module | None = None) -> VPResult:
     """Learn one prompt for ``train`` through the frozen model and the fixed ``head``.
 
     Args:
