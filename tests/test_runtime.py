@@ -130,3 +130,21 @@ def test_load_clip_sets_the_bundle_precision():
         assert bf16.identity == bundle.identity + "@bf16"                   # bf16 autocasts on the CPU: other features
     with pytest.raises(ValueError, match="precision='fp8'"):
         load_clip("embedded", device="cpu", precision="fp8")
+
+
+def test_thread_map_keeps_the_order_and_uses_threads_only_when_asked():
+    import threading
+    import time as _time
+
+    from vlmlab.runtime import thread_map
+
+    def slow(x):
+        _time.sleep(0.01 * (5 - x))                   # later items finish first
+        return x * x, threading.get_ident()
+
+    out = thread_map(slow, range(5), workers=4)
+    assert [v for v, _ in out] == [0, 1, 4, 9, 16]
+    assert len({t for _, t in out}) > 1 and threading.get_ident() not in {t for _, t in out}
+    here = {t for _, t in thread_map(slow, range(3), workers=1)} | {t for _, t in thread_map(slow, [2], workers=4)}
+    assert here == {threading.get_ident()}
+    assert thread_map(slow, [], workers=4) == []

@@ -194,6 +194,16 @@ def _call(fn: Callable, item: Any) -> Any:
     return fn(_CONTEXT, item)
 
 
+def thread_map(fn: Callable[[Any], T], items: Iterable, workers: int) -> list[T]:
+    """``[fn(item) for item in items]`` in up to ``workers`` threads, for work that releases the GIL (PIL's
+    decoding and resizing); results in ``items``' order. One worker or one item runs in this thread."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with cf.ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 def process_map(fn: Callable[[Any, Any], T], items: Sequence, context: Any = None, workers: int = 1,
                 threads: int | None = None, desc: str = "", cost: Callable[[Any], float] | None = None,
                 on_result: Callable[[int, T], None] | None = None) -> list[T]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +24,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
+
+from vlmlab.runtime import thread_map
 
 SCALE = (0.08, 1.0)
 RATIO = (3 / 4, 4 / 3)
@@ -102,9 +103,5 @@ def augmented_inputs(bundle, data, indices: Sequence[int], views: Sequence[int],
     def one(pair: tuple[int, int]) -> Tensor:
         return augment_one(image_at(data, pair[0]), bundle.image_size, view_rng(seed, *pair), scale)
 
-    if workers > 1 and len(pairs) > 1 and not hasattr(data, "images"):
-        with ThreadPoolExecutor(min(workers, len(pairs))) as pool:
-            xs = list(pool.map(one, pairs))
-    else:
-        xs = [one(pair) for pair in pairs]
+    xs = thread_map(one, pairs, 1 if hasattr(data, "images") else workers)
     return bundle.normalize_pixels(torch.stack(xs))

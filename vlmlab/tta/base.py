@@ -41,7 +41,7 @@ from torch import Tensor
 from vlmlab.data.augment import augmented_inputs
 from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.runtime import get_logger, progress, seed_everything
+from vlmlab.runtime import get_logger, progress, seed_everything, thread_map
 
 log = get_logger("vlmlab.tta")
 
@@ -110,14 +110,7 @@ class DatasetImages:
         return x if isinstance(x, Tensor) else self.bundle.preprocess(x)
 
     def __call__(self, idx: Tensor) -> Tensor:
-        from concurrent.futures import ThreadPoolExecutor
-
-        items = np.asarray(idx).tolist()
-        if self.workers > 1 and len(items) > 1:
-            with ThreadPoolExecutor(min(self.workers, len(items))) as pool:
-                xs = list(pool.map(self._load, items))
-        else:
-            xs = [self._load(i) for i in items]
+        xs = thread_map(self._load, np.asarray(idx).tolist(), self.workers)
         return torch.stack(xs).to(self.bundle.device)
 
     def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor:
