@@ -139,6 +139,8 @@ def checks() -> list[Check]:
         Check("02_tip_served_crops", "02_uniinfo_tta", {"tip_adapter": {"support_crops": "served"}},
               _both(_metrics(*(f"mean_acc/Tip-Adapter ({k})" for k in (1, 5, 10)), "mean_acc/UniInfo"), _claims),
               "fixed #22"),
+        Check("02_zero_last_resort_tied", "02_uniinfo_tta", {"zero": {"last_resort": "tied"}},
+              _both(_metrics("mean_acc/ZERO"), _claims), "fixed #25"),
         Check("03_probe_float32", "03_coop_shots", {"lp_dtype": "float32"}, _both(_lp03, _claims), "fixed #12"),
         Check("04_probe_float32", "04_visual_prompt_fid", {"lp_dtype": "float32"}, _both(_lp04, _claims),
               "fixed #12"),

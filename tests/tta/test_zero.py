@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmlab.tta.zero import zero_vote
+from vlmlab.tta.zero import last_resort_winner, zero_vote
 
 
 def test_zero_equals_a_plain_majority_vote_without_ties():
@@ -39,8 +39,40 @@ def test_without_a_discarded_vote_the_best_tied_logit_of_the_most_confident_disc
     # every discarded view votes class 2; the most confident one (view 5) prefers class 0 among the tied,
     # the first in original order (view 4) would prefer class 1
     later = [[0.1, 0.3, 0.5], [0.6, 0.0, 2.0]] + [[0, 0, 0.5]] * 4
-    votes = zero_vote(_tied_views(later), scale=1.0, gamma=0.4, vote_dtype="float32")
-    assert votes.tolist() == [3.0, 2.0, 0.0]
+    for rule in ("reference", "tied"):         # C = 3, ties {0, 1}: the reference masks classes 2 and 1
+        votes = zero_vote(_tied_views(later), scale=1.0, gamma=0.4, vote_dtype="float32", last_resort=rule)
+        assert votes.tolist() == [3.0, 2.0, 0.0]
+
+
+def _tied_views5(later):
+    """Five classes; views 0-1 vote class 0, views 2-3 class 1 (a 2-2 tie among the k = 4 kept); then ``later``."""
+    confident = torch.zeros(4, 5)
+    confident[:2, 0] = confident[2:, 1] = 8.0
+    return torch.cat([confident, torch.tensor(later)])
+
+
+def test_the_reference_last_resort_masks_classes_counted_from_the_end_and_can_pick_an_untied_class():
+    # no discarded view votes class 0 or 1; the most confident one (view 5) has its top logit on class 2.
+    # The reference's logit[~ties] masks classes ~0 = -1 -> 4 and ~1 = -2 -> 3, so class 2 stays eligible
+    later = [[0.1, 0.0, 0.5, 0.0, 0.0], [0.6, 0.1, 2.0, 0.0, 0.0]] + [[0, 0, 0.5, 0, 0]] * 4
+    ref = zero_vote(_tied_views5(later), scale=1.0, gamma=0.4, vote_dtype="float32", last_resort="reference")
+    tied = zero_vote(_tied_views5(later), scale=1.0, gamma=0.4, vote_dtype="float32", last_resort="tied")
+    assert ref.tolist() == [2.0, 2.0, 1.0, 0.0, 0.0]
+    assert tied.tolist() == [3.0, 2.0, 0.0, 0.0, 0.0]
+
+
+def test_last_resort_winner_against_a_literal_reading_of_the_reference():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(200):
+        c = int(torch.randint(2, 9, (1,), generator=g))
+        logit = torch.randn(c, generator=g)
+        ties = sorted(torch.randperm(c, generator=g)[:int(torch.randint(2, c + 1, (1,), generator=g))].tolist())
+        ref = logit.clone()
+        ref[~torch.tensor(ties, dtype=torch.int)] = -torch.inf       # break_sample_tie, as written
+        assert last_resort_winner(logit, ties, "reference") == int(ref.argmax())
+        assert last_resort_winner(logit, ties, "tied") == max(ties, key=lambda t: float(logit[t]))
+    with pytest.raises(ValueError, match="last_resort"):
+        zero_vote(torch.randn(8, 3), 1.0, 0.5, last_resort="best")
 
 
 def test_votes_are_one_per_kept_view_in_float32():

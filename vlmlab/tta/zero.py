@@ -8,13 +8,16 @@ with unscaled logits l_v = f_v T^T and p_v = softmax(s * l_v):
 Ties (two or more classes with the top count): the first *discarded* view, in confidence order
 (ascending entropy, as ``greedy_break(ties, l[sorted_idx][k:])`` in ``ttas/zero.py`` since the
 "bugfix greedy_break" commit), whose argmax is a tied class; else the tied class with the largest
-logit in the most confident discarded view.
+logit in the most confident discarded view (``last_resort``, below).
 Reference checked: FarinaMatteo/zero c609f7c (``ttas/zero.py``, ``utils/tools.py``). Precision
 (``vote_dtype``): the reference runs under fp16 autocast, so its "zero" temperature is fp16's
 machine epsilon (9.8e-4) on fp16 logits, which leaves near-equal logits a soft, split vote and
 makes ties rarer; ``"float16"`` (default) reproduces that, ``"float32"`` gives a hard vote
-(eps 1.2e-7). Departure: the last-resort tie-break keeps the stated intent (best tied logit): the
-reference's ``logit[~ties]`` applies a bitwise NOT to the class indices. Episodic, no backprop;
+(eps 1.2e-7). Last resort (``last_resort``): the reference's ``break_sample_tie`` sets
+``logit[~ties] = -inf`` and takes the argmax over all classes; ``~`` on the integer class indices is a
+bitwise NOT (t -> -t - 1), so it masks the classes C - 1 - t counted from the front, not the untied
+ones, and the winner can be a class outside the tie. ``"reference"`` (default) does exactly that;
+``"tied"`` takes the stated intent, the tied class with the largest logit. Episodic, no backprop;
 the returned "logits" are the vote counts (+1 for a tie winner), as the reference returns them.
 """
 from __future__ import annotations
@@ -34,13 +37,33 @@ class ZeroConfig(TTAConfig):
     gamma: float = 0.3
     logit_scale: float | None = None      # None = bundle's exp(logit_scale) (the reference's model.temp)
     vote_dtype: str = "float16"           # float16: the reference's autocast vote; float32: a hard vote
+    last_resort: str = "reference"        # reference: logit[~ties] = -inf, argmax of all; tied: best tied logit
 
 
-def zero_vote(logits: Tensor, scale: float, gamma: float, vote_dtype: str = "float16") -> Tensor:
+LAST_RESORTS = ("reference", "tied")
+
+
+def last_resort_winner(logit: Tensor, ties: list[int], rule: str = "reference") -> int:
+    """The class a tie goes to when no discarded view votes a tied class; ``logit`` (C,) is the most
+    confident discarded view's. ``"reference"``: ``break_sample_tie``'s ``logit[~ties] = -inf`` (masks
+    classes C - 1 - t) and the argmax of all C; ``"tied"``: the tied class with the largest logit."""
+    if rule == "tied":
+        return ties[int(logit[ties].argmax())]
+    if rule == "reference":
+        masked = logit.clone()
+        masked[[-t - 1 for t in ties]] = -torch.inf
+        return int(masked.argmax())
+    raise ValueError(f"ZERO last_resort {rule!r}: use one of {LAST_RESORTS}")
+
+
+def zero_vote(logits: Tensor, scale: float, gamma: float, vote_dtype: str = "float16",
+              last_resort: str = "reference") -> Tensor:
     """ZERO's decision for one image: unscaled view logits (V, C) -> vote counts (C,), float32."""
     dtype = {"float16": torch.float16, "float32": torch.float32}.get(vote_dtype)
     if dtype is None:
         raise ValueError(f"ZERO vote_dtype {vote_dtype!r}: use 'float16' (the reference) or 'float32'")
+    if last_resort not in LAST_RESORTS:
+        raise ValueError(f"ZERO last_resort {last_resort!r}: use one of {LAST_RESORTS}")
     l = logits.to(dtype)
     ent = softmax_entropy_from_logits(scale * l.float())                          # (V,)
     order = torch.argsort(ent, stable=True)                                       # most confident first
@@ -51,7 +74,7 @@ def zero_vote(logits: Tensor, scale: float, gamma: float, vote_dtype: str = "flo
     if len(ties) > 1:
         winner = next((p for p in discarded.argmax(1).tolist() if p in ties), None)
         if winner is None:
-            winner = ties[int(discarded[0, ties].argmax())]
+            winner = last_resort_winner(discarded[0], ties, last_resort)
         votes = votes.clone()
         votes[winner] += 1
     return votes
@@ -67,4 +90,5 @@ class Zero(TTAMethod):
     def predict(self, batch: Batch) -> Tensor:
         scale = self.logit_scale
         text = self.ctx.text.to(batch.views)
-        return torch.stack([zero_vote(v @ text.T, scale, self.config.gamma, self.config.vote_dtype) for v in batch.views])
+        return torch.stack([zero_vote(v @ text.T, scale, self.config.gamma, self.config.vote_dtype,
+                                      self.config.last_resort) for v in batch.views])
