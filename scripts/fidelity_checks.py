@@ -141,6 +141,8 @@ def checks() -> list[Check]:
               "fixed #22"),
         Check("02_zero_last_resort_tied", "02_uniinfo_tta", {"zero": {"last_resort": "tied"}},
               _both(_metrics("mean_acc/ZERO"), _claims), "fixed #25"),
+        Check("02_uniinfo_train_mode", "02_uniinfo_tta", {"uniinfo": {"train_mode": True}},
+              _both(_metrics("mean_acc/No-adapt", "mean_acc/UniInfo"), _claims), "departures: UniInfo train mode"),
         Check("03_probe_float32", "03_coop_shots", {"lp_dtype": "float32"}, _both(_lp03, _claims), "fixed #12"),
         Check("04_probe_float32", "04_visual_prompt_fid", {"lp_dtype": "float32"}, _both(_lp04, _claims),
               "fixed #12"),

@@ -49,3 +49,19 @@ def test_every_method_runs_on_vit_b16(vit):
             assert trainable_count(m.student) == 1_179_648
     assert same_state(state_checksum(vit), before)
 
+
+
+@pytest.mark.timeout(600)
+def test_uniinfo_train_mode_changes_nothing_on_the_vit(vit):
+    # the official net.train(): no BatchNorm and no active dropout in a ViT, so the same logits and LoRA steps
+    rng = np.random.default_rng(1)
+    images = ArrayImages(vit, rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8))
+    text = zero_shot_weights(vit, CLASSNAMES, "a photo of a {}.").cpu()
+    stream = Stream(torch.tensor([0, 1]), images, name="toy")
+    outs = []
+    for train_mode in (False, True):
+        m = build("uniinfo", batch_size=2, train_mode=train_mode, readout="student_offline")
+        m.setup(Context(vit, CLASSNAMES, text))
+        outs.append(run_stream(m, stream, seed=0))
+    assert len(m.history) == 1 and m.history[0]["loss"] != 0
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)

@@ -100,3 +100,35 @@ def test_a_teacher_that_never_moves_reads_out_the_frozen_model(bundle, text, toy
 def test_readout_is_validated():
     with pytest.raises(ValueError, match="readout='last'"):
         build("uniinfo", readout="last")
+
+
+def _bn_buffers(module):
+    return {k: v.clone() for k, v in module.state_dict().items() if "running_" in k or "num_batches" in k}
+
+
+def test_train_mode_normalises_the_students_batch_by_its_own_statistics(bundle, text, toy_stream):
+    # the official step: net.train() for the student's forward, the teacher in eval(); LoRA B = 0 at the
+    # start, so the first online logits are the frozen tower's in train mode (batch statistics)
+    import copy
+    b = _batch(toy_stream, [0, 1, 2])
+    m = _uniinfo(bundle, text, train_mode=True, lora_extra="bn")
+    bn_student, bn_teacher = _bn_buffers(m.student), _bn_buffers(m.teacher)
+    assert bn_student                                                      # the embedded tower has BatchNorm
+    reference = copy.deepcopy(bundle.model.visual).train()
+    with torch.no_grad():
+        expected = F.normalize(reference(b.images).float(), dim=-1) @ text.T / 0.01
+    torch.testing.assert_close(m.predict(b), expected, atol=1e-3, rtol=1e-4)
+    frozen = encode_single(bundle, b.images) @ text.T / 0.01
+    assert not torch.allclose(expected, frozen, atol=1e-2)                 # the mode matters on this tower
+    moved = _bn_buffers(m.student)
+    assert all(torch.equal(moved[k], reference.state_dict()[k]) for k in moved)   # running stats updated once
+    assert any(not torch.equal(moved[k], bn_student[k]) for k in moved)
+    assert all(torch.equal(v, bn_teacher[k]) for k, v in _bn_buffers(m.teacher).items())  # teacher: pretrained
+    assert not m.student.training and not m.teacher.training
+
+
+def test_eval_mode_keeps_the_running_statistics(bundle, text, toy_stream):
+    m = _uniinfo(bundle, text, lora_extra="bn")
+    before = _bn_buffers(m.student)
+    m.predict(_batch(toy_stream, [0, 1, 2]))
+    assert all(torch.equal(v, before[k]) for k, v in _bn_buffers(m.student).items())

@@ -27,10 +27,15 @@ Readout (the reference records both; which one the paper's tables report is not 
 "online" = the student's logits on each batch before its update; "ema_offline" = a second pass
 with the EMA teacher after the stream (the repository figure: "Prediction with EMA LoRA ->
 Inference"; the default); "student_offline" = a second pass with the final student.
-Departures: the official step calls ``net.train()``; for the ViT that changes nothing, for the
-embedded ResNet it would switch BatchNorm to batch statistics (a different method, test-time BN),
-so the tower stays in eval mode. The frozen part of the tower before the first adapted module is
-run once per batch and shared by student and teacher (``vlmlab.models.lora.frozen_prefix``).
+Train mode (``train_mode``): the official step calls ``net.train()`` before the student's forward,
+and the teacher's forward runs in ``eval()`` (``tta/uninfo.py``); its EMA handler copies only
+``lora_`` buffers, so the teacher keeps the pretrained BatchNorm statistics. For the paper's ViT
+(no BatchNorm; loralib's dropout 0) the mode changes nothing. For the embedded ResNet, ``True`` makes
+the student normalise each batch by its own statistics and update its running ones, which adds
+test-time BN to the method; ``False`` (default) keeps the tower in eval mode (docs/fidelity.md).
+The frozen part of the tower before the first adapted module is run once per batch and shared by
+student and teacher (``vlmlab.models.lora.frozen_prefix``; not with ``train_mode``, where the
+student's frozen BatchNorm layers see batch statistics too).
 """
 from __future__ import annotations
 
@@ -69,6 +74,7 @@ class UniInfoConfig(TTAConfig):
     readout: str = "ema_offline"
     eval_batch_size: int = 128
     prefix_cache_mb: float = 1024.0           # keep frozen-prefix outputs for the second pass up to this size
+    train_mode: bool = False                  # True: the student's forward in train(), as the official net.train()
 
 
 def scaled_threshold(i0: float, n_classes: int, stated_for: int | None) -> float:
@@ -122,8 +128,11 @@ class UniInfo(TTAMethod):
         params = apply_lora(self.student, cfg.rank, cfg.lora_alpha, cfg.lora_extra, cfg.lora_backward)
         self.teacher = copy.deepcopy(self.student).eval()   # same trainable flags: same prefix split; never stepped
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.prefix, self.head_s = frozen_prefix(self.student)
-        _, self.head_t = frozen_prefix(self.teacher)
+        if cfg.train_mode:     # the student's frozen layers see batch statistics: nothing is shared
+            self.prefix, self.head_s, self.head_t = (lambda x: x), self.student, self.teacher
+        else:
+            self.prefix, self.head_s = frozen_prefix(self.student)
+            _, self.head_t = frozen_prefix(self.teacher)
         self.text = self.ctx.text.to(bundle.device).float()                          # (C, D)
         self.history: list[dict] = []
         self._prefix_cache: dict[int, Tensor] = {}
@@ -163,7 +172,9 @@ class UniInfo(TTAMethod):
         """One adaptation step; returns the student's logits from before the step (online readout)."""
         h = self._prefix(batch)
         self.opt.zero_grad(set_to_none=True)
+        self.student.train(self.config.train_mode)
         z = F.normalize(self.head_s(h).float(), dim=-1)                              # (B, D)
+        self.student.eval()                                                           # teacher and readouts: eval
         with torch.no_grad():
             z_t = F.normalize(self.head_t(h).float(), dim=-1)
         terms = self.losses(z, z_t)
