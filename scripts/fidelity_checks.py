@@ -163,6 +163,8 @@ def checks() -> list[Check]:
               _both(_coop_average, _claims), "fixed #11"),
         Check("03_fp32", "03_coop_shots", {"precision": "fp32"}, _both(_coop_average, _claims),
               "departures: CoOp precision"),
+        Check("03_ctx_float16", "03_coop_shots", {"coop": {"ctx_dtype": "float16"}}, _both(_coop_average, _claims),
+              "fixed #26"),
         Check("03_crop_scale", "03_coop_shots", {"coop": {"crop_scale": [0.08, 1.0]}}, _objects16,
               "departures: CoOp crop scale",
               extra={"datasets": ["world:objects"], "shots": [16], "variants": ["M16_end"], "dg_targets": [],

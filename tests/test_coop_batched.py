@@ -54,6 +54,37 @@ def test_batched_group_equals_sequential_runs(bundle, variant):
         assert accuracy(coop_logits(b.learner, test), labels) == accuracy(coop_logits(a.learner, test), labels)
 
 
+def test_a_float16_context_is_stepped_in_float16_and_batched_equals_sequential(bundle):
+    # CoOp's PREC fp16 keeps the context in fp16 and SGD steps it there; the batched trainer rounds each
+    # SGD update to fp16 as torch.optim.SGD does for an fp16 parameter
+    cfg = CoOpConfig(n_ctx=4, n_views=3, batch_size=8, epochs={1: 3, 2: 4}, ctx_dtype="float16")
+    shots, seeds = [1, 2], [1, 2]
+    trains = [_train(bundle, k, s) for k, s in zip(shots, seeds)]
+    seq = [train_coop(bundle, NAMES, t, cfg, seed=s, shots=k) for t, s, k in zip(trains, seeds, shots)]
+    bat = train_coop_batched(bundle, NAMES, trains, cfg, seeds, shots)
+    fp32 = train_coop(bundle, NAMES, trains[0], cfg.replace(ctx_dtype="float32"), seed=1, shots=1)
+    for a, b in zip(seq, bat):
+        assert a.learner.ctx.dtype == b.learner.ctx.dtype == a.learner.ctx_initial.dtype == torch.float16
+        assert (a.learner.ctx.float() - a.learner.ctx_initial.float()).abs().max() > 1e-3
+        torch.testing.assert_close(b.learner.ctx.float(), a.learner.ctx.float(), rtol=2e-3, atol=1e-4)
+    torch.testing.assert_close(seq[0].learner.ctx_initial, fp32.learner.ctx_initial.half())   # the init, rounded
+    assert not torch.equal(seq[0].learner.ctx.float(), fp32.learner.ctx)                      # steps rounded too
+    torch.testing.assert_close(seq[0].learner.ctx.float(), fp32.learner.ctx, rtol=0.05, atol=2e-3)
+    with pytest.raises(ValueError, match="ctx_dtype"):
+        CoOpConfig(ctx_dtype="bfloat16")
+
+
+def test_the_auto_context_dtype_is_coops_rule_the_models_dtype(bundle, monkeypatch):
+    import vlmlab.coop.train as train
+    assert train.context_dtype(bundle, CoOpConfig()) == torch.float32                     # an fp32 bundle
+    assert train.context_dtype(bundle, CoOpConfig(ctx_dtype="float16")) == torch.float16
+    for run, dtype in (("bf16", torch.float32), ("fp16", torch.float16)):   # bf16 autocast: CoOp's amp; fp16: PREC fp16
+        monkeypatch.setattr(train, "effective_precision", lambda device, precision, run=run: run)
+        assert train.context_dtype(bundle, CoOpConfig()) == dtype
+        assert build_learner(bundle, NAMES, CoOpConfig(n_ctx=4), 0).ctx.dtype == dtype
+    assert train.context_dtype(bundle, CoOpConfig(ctx_dtype="float32")) == torch.float32
+
+
 @pytest.mark.skipif("not __import__('vlmlab.runtime').runtime.cpu_has_bf16()", reason="this CPU has no bf16 kernels")
 def test_in_bf16_a_batched_group_matches_sequential_runs_to_bf16_rounding(bundle):
     """bf16 products may round differently with the batch's row count (oneDNN picks kernels by shape), so
@@ -138,9 +169,12 @@ def test_middle_and_front_prompts_are_built_position_by_position(bundle):
         torch.testing.assert_close(g, sum(w[c, at[c]] for c in range(len(NAMES))))
 
 
-def test_sgd_rows_follow_torch_sgd_and_others_stay():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_sgd_rows_follow_torch_sgd_and_others_stay(dtype):
+    # float16: CoOp's fp16 context, stepped by torch.optim.SGD in its own dtype
     g = torch.Generator().manual_seed(0)
-    p0, grads = torch.randn(3, 2, 4, generator=g), [torch.randn(3, 2, 4, generator=g) for _ in range(3)]
+    p0 = torch.randn(3, 2, 4, generator=g).to(dtype)
+    grads = [torch.randn(3, 2, 4, generator=g).mul(1e-2).to(dtype) for _ in range(3)]
     lr, mom, wd = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.9, 0.5, 0.0]), torch.tensor([5e-4, 0.0, 1e-2])
     ctx, buf = p0.clone(), torch.zeros_like(p0)
     a = torch.tensor([0, 2])                                          # row 1 is done: never touched
@@ -152,7 +186,9 @@ def test_sgd_rows_follow_torch_sgd_and_others_stay():
         for gr in grads:
             p.grad = gr[r].clone()
             opt.step()
-        torch.testing.assert_close(ctx[r], p.detach())
+        assert ctx.dtype == p.dtype == dtype
+        torch.testing.assert_close(ctx[r], p.detach(), rtol=0, atol=0) if dtype == torch.float16 else \
+            torch.testing.assert_close(ctx[r], p.detach())
     assert torch.equal(ctx[1], p0[1]) and torch.equal(buf[1], torch.zeros_like(buf[1]))
 
 

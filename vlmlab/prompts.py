@@ -118,7 +118,8 @@ def zero_shot_logits(feats: Tensor, weights: Tensor, scale: float = 100.0) -> Te
 #            = [SOS] [CLASS_i] [V]_1 .. [V]_M . [EOS]           "front" (in CoOp's code, not in the paper)
 #   g(prompt_i) = ln_final(transformer(prompt_i + pos))[EOS position] @ text_projection
 # Reference checked: KaiyangZhou/CoOp ff61507 ``trainers/coop.py`` (PromptLearner, TextEncoder).
-# Departures: ctx is float32 whatever the model's dtype (cast in forward; CoOp keeps it in fp16); CSC with a
+# ``ctx_dtype``: the context's storage (and so its SGD arithmetic); cast to the model's dtype in forward. CoOp's
+# fp16 model keeps it in fp16 (``PREC: fp16``); float32 is vlmlab's default for the embedded profile. CSC with a
 # phrase init is allowed (each class starts from the phrase; CoOp silently ignores CSC when CTX_INIT is set);
 # the text tower's weights stop requiring grad while the graph is built, so no gradient ever reaches the model;
 # with a causal mask the sequence is cut after the last EOS (tokens after it cannot reach the EOS readout), and
@@ -288,16 +289,18 @@ class PromptLearner(nn.Module):
         csc: class-specific context (C, M, W) instead of one unified (M, W) context.
         position: class-token position, "end", "middle" (first M//2 vectors, class, rest) or "front".
         seed: seed of the random init (a private generator; the global RNG is untouched).
+        ctx_dtype: the context's dtype (float32 default; float16 as CoOp's fp16 model stores it: the
+            init is rounded to it and an optimiser steps it in it).
 
     Attributes:
-        ctx: the only trainable parameter, (M, W) unified or (C, M, W) class-specific, float32.
+        ctx: the only trainable parameter, (M, W) unified or (C, M, W) class-specific, ``ctx_dtype``.
         tokens: (C, L) token ids of the placeholder prompts (their EOS positions are the readout).
         name_lens: class-name token counts as they sit in the prompt (between the phrase and the EOS).
     """
 
     def __init__(self, bundle: ClipBundle, classnames: Sequence[str], n_ctx: int = 4,
                  ctx_init: str | None = "a photo of a", csc: bool = False, position: str = "end", seed: int = 0,
-                 ctx_init_length: str = "words"):
+                 ctx_init_length: str = "words", ctx_dtype: torch.dtype = torch.float32):
         super().__init__()
         if ctx_init_length not in ("words", "tokens"):
             raise ValueError(f"ctx_init_length={ctx_init_length!r}; use 'words' (CoOp) or 'tokens'")
@@ -347,6 +350,7 @@ class PromptLearner(nn.Module):
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("token_prefix", embedded[:, :1], persistent=False)            # SOS
         self.register_buffer("token_suffix", embedded[:, 1 + n_ctx:], persistent=False)    # CLASS . EOS pad
+        init = init.to(ctx_dtype)
         self.register_buffer("ctx_initial", init.clone(), persistent=False)
         self.register_buffer("order", _layout(position, n_ctx, self.name_lens, tokens.shape[1]).to(device),
                              persistent=False)

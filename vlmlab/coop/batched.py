@@ -106,11 +106,14 @@ def _check_group(learners: Sequence[PromptLearner], cfgs: Sequence[CoOpConfig]) 
 
 @torch.no_grad()
 def _sgd(ctx: Tensor, grad: Tensor, buf: Tensor, a: Tensor, lr: Tensor, mom: Tensor, wd: Tensor) -> None:
-    """torch.optim.SGD (dampening 0, no Nesterov) on rows ``a`` of ctx, per-row lr, momentum, weight decay."""
-    shape = (-1,) + (1,) * (ctx.dim() - 1)
-    d = grad + wd.view(shape) * ctx[a]                                                  # d_p = g + wd * p
-    buf[a] = mom.view(shape) * buf[a] + d                                               # buf = m * buf + d_p
-    ctx[a] = ctx[a] - lr.view(shape) * buf[a]
+    """torch.optim.SGD (dampening 0, no Nesterov) on rows ``a`` of ctx, per-row lr, momentum, weight decay
+    (float32 tensors). Each of SGD's updates is computed in float32 and rounded to ctx's dtype, as its
+    kernels round an fp16 parameter (float16 context, ``CoOpConfig.ctx_dtype``); a no-op cast in float32."""
+    shape, dt, f = (-1,) + (1,) * (ctx.dim() - 1), ctx.dtype, torch.float32
+    d = (grad.to(f) + wd.view(shape) * ctx[a].to(f)).to(dt)                            # d_p = g + wd * p
+    b = (mom.view(shape) * buf[a].to(f)).to(dt)                                         # buf.mul_(m)
+    buf[a] = (b.to(f) + d.to(f)).to(dt)                                                 # .add_(d_p)
+    ctx[a] = (ctx[a].to(f) - lr.view(shape) * buf[a].to(f)).to(dt)                    # p.add_(buf, alpha=-lr)
 
 
 def train_coop_batched(bundle: ClipBundle, classnames, trains: Sequence[TrainSet], cfgs: CoOpConfig | Sequence[CoOpConfig],
@@ -141,8 +144,8 @@ def train_coop_batched(bundle: ClipBundle, classnames, trains: Sequence[TrainSet
     ctx = torch.stack([l.ctx.detach() for l in learners]).clone()                       # (R, M, W) | (R, C, M, W)
     buf = torch.zeros_like(ctx)
     dev = ctx.device
-    mom = torch.tensor([c.momentum for c in cfgs], dtype=ctx.dtype, device=dev)
-    wd = torch.tensor([c.weight_decay for c in cfgs], dtype=ctx.dtype, device=dev)
+    mom = torch.tensor([c.momentum for c in cfgs], dtype=torch.float32, device=dev)
+    wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=dev)
     scales = [c.logit_scale or bundle.logit_scale for c in cfgs]
     while active := [i for i, r in enumerate(runs) if r.step < r.total]:
         batches = [runs[i].next_batch(bundle) for i in active]
@@ -154,7 +157,7 @@ def train_coop_batched(bundle: ClipBundle, classnames, trains: Sequence[TrainSet
                                                   yb.to(text.device))
                                   for j, (i, (f, yb)) in enumerate(zip(active, batches))])
         (grad,) = torch.autograd.grad(losses.sum(), leaf)
-        lr = torch.tensor([runs[i].lr for i in active], dtype=ctx.dtype, device=dev)
+        lr = torch.tensor([runs[i].lr for i in active], dtype=torch.float32, device=dev)
         _sgd(ctx, grad, buf, a, lr, mom[a], wd[a])
         for i, v in zip(active, losses.tolist()):
             runs[i].record(v)

@@ -16,9 +16,12 @@ Two modes:
 CoOp draws a fresh crop every epoch (up to 200 at 16 shots). Measured on the world (objects, 16
 shots, V = 16, crops 50-100 %, 3 seeds; ``benchmarks/bench_coop.py``): 82.20 vs 82.53 % (-0.33
 points) at CoOp's 200 epochs, 75.40 vs 75.67 % at 50 epochs on an earlier model; docs/fidelity.md.
-The paper profile uses ``exact``. Other departures: fp32
-context (CoOp trains it in fp16; the towers run at the bundle's ``precision``); the order of
-samples comes from a torch generator seeded per run, not from Dassl's sampler.
+The paper profile uses ``exact``. ``ctx_dtype``: the context's storage and SGD arithmetic. CoOp
+creates it in the model's dtype (``trainers/coop.py``: fp16 under ``PREC: fp16``, fp32 under ``fp32``
+and ``amp``, which autocasts an fp32 model); ``"auto"`` (default) follows that rule with the bundle's
+effective ``precision``: fp16 autocast -> float16 (the paper profile on a GPU), fp32 or bf16 autocast
+(the embedded profile, CoOp's ``amp`` with bf16) -> float32. Departure: the order of samples comes
+from a torch generator seeded per run, not from Dassl's sampler.
 """
 from __future__ import annotations
 
@@ -35,13 +38,14 @@ from vlmlab.coop.augment import encode_augmented
 from vlmlab.coop.text_batch import text_features
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.prompts import PromptLearner
-from vlmlab.runtime import get_logger
+from vlmlab.runtime import effective_precision, get_logger
 
 log = get_logger("vlmlab.coop")
 
 MODES = ("cached", "exact")
 PAPER_EPOCHS = ((1, 50), (2, 100), (4, 100), (8, 200), (16, 200))
 IMAGENET_EPOCHS = ((1, 50),)
+CTX_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class CoOpConfig:
     ``n_views`` / ``view_sampling`` ("random" | "cycle"): the cached mode's views per image and how a
     step picks one ("cycle": view = epoch mod V, which equals the exact mode when V >= epochs).
     ``crop_scale``: area range of the random resized crop (Dassl's 0.08-1).
+    ``ctx_dtype`` ("auto" | "float32" | "float16"): the context's dtype, in which SGD steps it ("auto":
+    float16 under an fp16 bundle, as CoOp's PREC fp16; else float32; ``context_dtype``).
     """
 
     n_ctx: int = 16
@@ -71,12 +77,15 @@ class CoOpConfig:
     view_sampling: str = "random"
     logit_scale: float | None = None
     crop_scale: tuple = (0.08, 1.0)
+    ctx_dtype: str = "auto"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"CoOpConfig.mode={self.mode!r}; use one of {MODES}")
         if self.view_sampling not in ("random", "cycle"):
             raise ValueError(f"CoOpConfig.view_sampling={self.view_sampling!r}; use 'random' or 'cycle'")
+        if self.ctx_dtype not in ("auto", *CTX_DTYPES):
+            raise ValueError(f"CoOpConfig.ctx_dtype={self.ctx_dtype!r}; use 'auto' or one of {tuple(CTX_DTYPES)}")
         object.__setattr__(self, "epochs", tuple(sorted((int(k), int(e)) for k, e in dict(self.epochs).items())))
         object.__setattr__(self, "crop_scale", tuple(float(x) for x in self.crop_scale))
 
@@ -132,9 +141,18 @@ class CoOpResult:
     steps: int = 0
 
 
+def context_dtype(bundle: ClipBundle, cfg: CoOpConfig) -> torch.dtype:
+    """The context's dtype: ``cfg.ctx_dtype``, or for "auto" CoOp's rule (the model's dtype): float16 when
+    the bundle's forward passes effectively run fp16 (``PREC: fp16``), else float32 (``fp32``, ``amp``)."""
+    if cfg.ctx_dtype != "auto":
+        return CTX_DTYPES[cfg.ctx_dtype]
+    fp16 = effective_precision(bundle.device, bundle.precision) == "fp16"
+    return torch.float16 if fp16 else torch.float32
+
+
 def build_learner(bundle: ClipBundle, classnames, cfg: CoOpConfig, seed: int = 0) -> PromptLearner:
     return PromptLearner(bundle, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init or None, csc=cfg.csc,
-                         position=cfg.position, seed=seed)
+                         position=cfg.position, seed=seed, ctx_dtype=context_dtype(bundle, cfg))
 
 
 def step_loss(learner: PromptLearner, feats: Tensor, labels: Tensor, scale: float) -> Tensor:
