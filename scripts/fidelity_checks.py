@@ -157,6 +157,8 @@ def checks() -> list[Check]:
               "fixed #24", extra={"precision": "bf16"}),        # the paper profile's fp16 autocast, as a CPU can run it
         Check("04_select_val", "04_visual_prompt_fid", {"select": "val"}, _both(_vp_gains, _claims),
               "departures: visual prompting, last epoch"),
+        Check("04_select_test", "04_visual_prompt_fid", {"select": "test"}, _both(_vp_gains, _claims),
+              "departures: visual prompting, last epoch"),
         Check("04_patch_positions_all", "04_visual_prompt_fid", {"vp": {"patch_positions": "all"}},
               _both(_vp_gains, _claims), "fixed #10a"),
         Check("03_old_epochs", "03_coop_shots", {"epochs": {1: 25, 2: 50, 4: 50, 8: 50, 16: 50}},

@@ -126,6 +126,55 @@ def test_select_val_keeps_the_best_validation_epoch():
         train_prompt(bundle, head, data, cfg)
 
 
+def _flipped(data: TensorDataset) -> TensorDataset:
+    """The same images with the two labels swapped: learning the cue lowers its accuracy."""
+    x, y = data.tensors
+    return TensorDataset(x, 1 - y)
+
+
+def test_select_test_reports_the_best_per_epoch_test_accuracy_as_the_reference():
+    # main_clip.py: validate(test) after every epoch, best_acc1 = max(acc1, best_acc1) (ties: the earlier epoch)
+    bundle, data = toy_bundle(), planted_cue()
+    test = _flipped(planted_cue(12))
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    cfg = VPConfig(prompt_size=2, epochs=6, batch_size=8, warmup=2, init="zeros", select="test", lr=1.0)
+    res = train_prompt(bundle, head, data, cfg, test=test)
+    tests = [row["test_acc"] for row in res.history]
+    assert len(tests) == 6 and tests[-1] < max(tests)                 # the last epoch is not the best here
+    assert tests[0] == tests[1] == max(tests)                          # a tie: the earlier epoch is kept
+    assert res.best_epoch == 1 + int(np.argmax(tests)) == 1
+    assert res.selected_test_acc == max(tests)
+    assert accuracy(*predict(bundle, head, test, res.prompter)) == max(tests)   # the best epoch's prompt
+    last = train_prompt(bundle, head, data, dataclasses.replace(cfg, select="last"))
+    assert last.selected_test_acc is None and "test_acc" not in last.history[0]
+    assert accuracy(*predict(bundle, head, test, last.prompter)) == tests[-1]   # test passes change no training
+    with pytest.raises(ValueError, match="test split"):
+        train_prompt(bundle, head, data, cfg)
+
+
+def test_select_test_through_the_cache_and_the_notebook_path(tmp_path):
+    from vlmlab.features import FeatureCache
+    from vlmlab.visual_prompts import evaluate as E
+
+    class _P(dict):
+        __getattr__ = dict.__getitem__
+
+    bundle, data, test = toy_bundle(), planted_cue(), _flipped(planted_cue(12))
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    P = _P(prompt_sizes={"padding": 2}, epochs=6, batch_size=8, lr=1.0, warmup=2, init="zeros", select="test",
+           num_workers=0, eval_precision="fp32", vp={})
+    cache = FeatureCache(tmp_path)
+    res, vp_acc, hist = E._train_and_score(P, bundle, head, "padding", 0, data, None, test, {"dataset": "toy"}, cache)
+    assert vp_acc == res.selected_test_acc == max(h["test_acc"] for h in hist)
+    again, vp_again, _ = E._train_and_score(P, bundle, head, "padding", 0, data, None, test, {"dataset": "toy"}, cache)
+    assert vp_again == vp_acc and again.best_epoch == res.best_epoch and again.history == res.history
+    cfg = E.vp_config(P, "padding", 0)
+    other = _flipped(planted_cue(10))
+    assert E.vp_run_key(bundle, head, cfg, data, None, test) != E.vp_run_key(bundle, head, cfg, data, None, other)
+    last = dataclasses.replace(cfg, select="last")                   # the test set enters the key only for "test"
+    assert E.vp_run_key(bundle, head, last, data, None, test) == E.vp_run_key(bundle, head, last, data, None, other)
+
+
 def test_text_head_is_the_zero_shot_classifier():
     feats, w = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
     torch.testing.assert_close(TextHead(w, 37.0)(feats), zero_shot_logits(feats, w, 37.0))

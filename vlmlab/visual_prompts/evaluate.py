@@ -112,26 +112,33 @@ def _linear_probe_acc(P, bundle, train_in, val_in, test_in, n_classes: int, cach
     return accuracy(probe.logits(x_te), y_te)
 
 
-HISTORY = ("epoch", "step", "lr", "loss", "train_acc", "val_acc")
+HISTORY = ("epoch", "step", "lr", "loss", "train_acc", "val_acc", "test_acc")
 
 
-def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in) -> dict | None:
-    """Cache key of one prompt training (``vlmlab.runcache``): ``None`` unless the inputs are in-memory tensors."""
-    if not isinstance(train_in, TensorDataset) or not (val_in is None or isinstance(val_in, TensorDataset)):
+def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in, test_in=None) -> dict | None:
+    """Cache key of one prompt training (``vlmlab.runcache``): ``None`` unless the inputs are in-memory tensors.
+    ``test_in`` enters the key only with ``select="test"`` (the only setting whose training reads it)."""
+    test_in = test_in if cfg.select == "test" else None
+    if not all(d is None or isinstance(d, TensorDataset) for d in (val_in, test_in)) or \
+            not isinstance(train_in, TensorDataset):
         return None
     import vlmlab.visual_prompts.prompters as prompters, vlmlab.visual_prompts.train as train  # noqa: E401
-    return {"kind": "vp-run", "model": bundle.identity, "cfg": asdict(cfg),
-            "head": tensor_digest(*head.state_dict().values()),
-            "train": tensor_digest(*train_in.tensors), "val": tensor_digest(*(val_in.tensors if val_in else [None])),
-            "code": code_fingerprint(train, prompters)}
+    key = {"kind": "vp-run", "model": bundle.identity, "cfg": asdict(cfg),
+           "head": tensor_digest(*head.state_dict().values()),
+           "train": tensor_digest(*train_in.tensors), "val": tensor_digest(*(val_in.tensors if val_in else [None])),
+           "code": code_fingerprint(train, prompters)}
+    if test_in is not None:
+        key["test"] = tensor_digest(*test_in.tensors)
+    return key
 
 
 def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_in=None,
-                        cache: FeatureCache | None = None, desc: str = "visual prompt", eval_head=None) -> VPResult:
+                        cache: FeatureCache | None = None, desc: str = "visual prompt", eval_head=None,
+                        test_in=None) -> VPResult:
     """``train_prompt``, or the result stored in ``cache`` under ``vp_run_key`` (the trained prompt's
     weights, history, selected epoch and, for random patches, the location generator's state after
     training, so the test draws repeat); a trained result is stored there."""
-    key = vp_run_key(bundle, head, cfg, train_in, val_in) if cache is not None else None
+    key = vp_run_key(bundle, head, cfg, train_in, val_in, test_in) if cache is not None else None
     if key is not None and (hit := cache.get(key)) is not None:
         prompter = new_prompter(bundle, cfg)
         prompter.load_state_dict({k[2:]: v for k, v in hit.items() if k.startswith("p.")})
@@ -140,7 +147,7 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
         history = [{c: (int(v) if c in ("epoch", "step") else v) for c, v in zip(HISTORY, row) if not math.isnan(v)}
                    for row in hit["history"].tolist()]
         return VPResult(prompter, history, int(hit["best_epoch"]))
-    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc, eval_head=eval_head)
+    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc, eval_head=eval_head, test=test_in)
     if key is not None and all(set(row) <= set(HISTORY) for row in res.history):   # else it could not be restored whole
         hist = torch.tensor([[float(r.get(c, math.nan)) for c in HISTORY] for r in res.history], dtype=torch.float64)
         gen = getattr(res.prompter, "generator", None)
@@ -153,13 +160,17 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
 def _train_and_score(P, bundle, head, prompter, seed, train_in, val_in, test_in, tag: dict, cache=None,
                      eval_head=None):
     """Train one prompt through ``head`` and score it on ``test_in`` through ``eval_head`` (default ``head``) on
-    ``eval_view(bundle, cfg.eval_precision)``, in passes of ``cfg.eval_batch``."""
+    ``eval_view(bundle, cfg.eval_precision)``, in passes of ``cfg.eval_batch``. With ``select="test"`` the score
+    is the best of the per-epoch test accuracies, the number the reference reports (``best_acc1``)."""
     cfg = vp_config(P, prompter, seed)
     eval_head = head if eval_head is None else eval_head
     res = train_prompt_cached(bundle, head, train_in, cfg, val_in, cache,
-                              desc=f"VP {tag['dataset']}/{prompter}/s{seed}", eval_head=eval_head)
-    vp_acc = accuracy(*predict(eval_view(bundle, cfg.eval_precision), eval_head, test_in, res.prompter,
-                               cfg.eval_batch))
+                              desc=f"VP {tag['dataset']}/{prompter}/s{seed}", eval_head=eval_head, test_in=test_in)
+    if cfg.select == "test":
+        vp_acc = res.selected_test_acc
+    else:
+        vp_acc = accuracy(*predict(eval_view(bundle, cfg.eval_precision), eval_head, test_in, res.prompter,
+                                   cfg.eval_batch))
     hist = [dict(tag, prompter=prompter, seed=seed, **row) for row in res.history]
     return res, vp_acc, hist
 

@@ -11,9 +11,11 @@ Bahng et al., arXiv:2203.17274; reference checked: hjbahng/visual_prompting 679e
 Departures: the text features are computed once (the reference recomputes them every step through
 the frozen encoder: the same numbers). Precision is the bundle's (``precision``: the paper profile
 uses the reference's fp16 autocast, with a GradScaler as the reference; the embedded profile runs fp32,
-and a CPU autocasts bf16 only); the reported VP accuracy is the last epoch's, or the
-best epoch on a *validation* split with ``select="val"`` (the reference keeps the best epoch on the
-test set, which vlmlab does not do). Evaluation passes hold ``batch_size`` images, as the reference's
+and a CPU autocasts bf16 only); the reported VP accuracy is the last epoch's (default), or the
+best epoch on a *validation* split with ``select="val"``; ``select="test"`` is the reference's
+protocol: the test set is evaluated after every epoch and the best of those accuracies is reported
+(``best_acc1 = max(acc1, best_acc1)``; ties keep the earlier epoch), an accuracy selected on the
+test labels. Evaluation passes hold ``batch_size`` images, as the reference's
 ``val_loader``, so a random patch draws one location per ``batch_size`` test images (``eval_batch_size``
 fixes another size; 256 until 2026-12-04), and run in fp32 with an fp32 text head, as the reference's
 ``validate`` on its fp32 model (``eval_precision="bundle"``: the bundle's autocast, vlmlab until 2026-12-04;
@@ -49,7 +51,7 @@ __all__ = ["VPConfig", "VPResult", "lr_at", "refine_classname", "TextHead", "Lin
 
 log = get_logger("vlmlab.visual_prompts")
 PAPER_TEMPLATE = "This is a photo of a {}"
-SELECTS = ("last", "val")
+SELECTS = ("last", "val", "test")
 EVAL_PRECISIONS = ("fp32", "bundle")
 
 
@@ -69,7 +71,7 @@ class VPConfig:
     patch_positions: str = "reference"  # random patch corners: "reference" (S - p per axis) or "all" (S - p + 1)
     init: str = "randn"          # "randn" (reference) or "zeros" (identity prompt)
     max_logit_scale: float = 100.0
-    select: str = "last"         # "last" epoch, or best "val" accuracy (never the test set)
+    select: str = "last"         # "last" epoch, best "val" accuracy, or best "test" accuracy (the reference's)
     seed: int = 0                # prompt init, batch order and random-patch locations
     num_workers: int = 0
     eval_batch_size: int | None = None  # None: batch_size, as the reference's val_loader (vlmlab before: 256)
@@ -83,11 +85,17 @@ class VPConfig:
 
 @dataclass
 class VPResult:
-    """A trained prompter with its per-epoch history (epoch, lr, loss, train_acc[, val_acc])."""
+    """A trained prompter with its per-epoch history (epoch, lr, loss, train_acc[, val_acc][, test_acc])."""
 
     prompter: Prompter
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
+
+    @property
+    def selected_test_acc(self) -> float | None:
+        """The test accuracy recorded after epoch ``best_epoch`` (``select="test"``: the reported one), else None."""
+        return next((r["test_acc"] for r in self.history if r.get("epoch") == self.best_epoch and "test_acc" in r),
+                    None)
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int) -> float:
@@ -266,7 +274,7 @@ def new_prompter(bundle: ClipBundle, cfg: VPConfig) -> Prompter:
 
 def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPConfig = VPConfig(),
                  val: Dataset | None = None, desc: str = "visual prompt",
-                 eval_head: nn.Module | None = None) -> VPResult:
+                 eval_head: nn.Module | None = None, test: Dataset | None = None) -> VPResult:
     """Learn one prompt for ``train`` through the frozen model and the fixed ``head``.
 
     Args:
@@ -277,15 +285,24 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
         val: validation items; required for ``cfg.select == "val"``, else used for the history only.
         eval_head: the head of the validation passes (default ``head``): with ``cfg.eval_precision="fp32"`` and a
             bundle that autocasts, the text head computed in fp32 (``clip_head(eval_view(bundle), ...)``).
+        test: test items; required for ``cfg.select == "test"`` (evaluated after every epoch, as the
+            reference's ``validate``), else unused.
 
     Returns:
-        ``VPResult`` with the prompter (last or best-validation epoch) on the bundle's device.
+        ``VPResult`` with the prompter (last, best-validation or best-test epoch) on the bundle's device;
+        with ``select="test"`` the history's ``test_acc`` at ``best_epoch`` is the reported accuracy
+        (``selected_test_acc``).
     """
     if cfg.select not in SELECTS:
         raise ValueError(f"VPConfig.select={cfg.select!r}; use one of {SELECTS}")
     ev, eval_head = eval_view(bundle, cfg.eval_precision), (eval_head if eval_head is not None else head).to(bundle.device)
     if cfg.select == "val" and val is None:
         raise ValueError("VPConfig.select='val' needs a validation split: pass val=model_inputs(bundle, val_set)")
+    if cfg.select == "test":
+        if test is None:
+            raise ValueError("VPConfig.select='test' needs the test split: pass test=model_inputs(bundle, test_set)")
+        log.warning("%s: select='test' keeps the epoch of best *test* accuracy, as the reference does; the "
+                    "reported accuracy is selected on the test labels", desc)
     prompter = new_prompter(bundle, cfg)
     opt = torch.optim.SGD(prompter.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     loader = _loader(train, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed)
@@ -304,11 +321,14 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
                    "loss": loss, "train_acc": train_acc}
             if val is not None and (cfg.select == "val" or epoch + 1 == cfg.epochs):
                 row["val_acc"] = accuracy(*predict(ev, eval_head, val, prompter, cfg.eval_batch))
-                if cfg.select == "val" and row["val_acc"] > best[0]:
-                    best = (row["val_acc"], {k: v.detach().clone() for k, v in prompter.state_dict().items()})
-                    result.best_epoch = epoch + 1
+            if cfg.select == "test":
+                row["test_acc"] = accuracy(*predict(ev, eval_head, test, prompter, cfg.eval_batch))
+            score = row.get(f"{cfg.select}_acc", -1.0)
+            if cfg.select in ("val", "test") and score > best[0]:         # strictly better: ties keep the earlier
+                best = (score, {k: v.detach().clone() for k, v in prompter.state_dict().items()})
+                result.best_epoch = epoch + 1
             result.history.append(row)
-    if cfg.select == "val":
+    if cfg.select in ("val", "test"):
         prompter.load_state_dict(best[1])
     else:
         result.best_epoch = cfg.epochs
