@@ -3,6 +3,7 @@
     python benchmarks/sweep_uniinfo.py                       # embedded model, the 4 extra corruptions, severity 5
     python benchmarks/sweep_uniinfo.py --quick               # a smaller grid
     python benchmarks/sweep_uniinfo.py --out sweep.csv
+    python benchmarks/sweep_uniinfo.py --train-mode          # the student's forward in train() (official net.train())
 
 Swept, one block at a time (streams of ``--n`` images unless stated):
   A  LoRA on the attention pool only: I0 x learning rate
@@ -18,7 +19,8 @@ EMA-teacher accuracy (the notebook's readout). "Matched" momentum m = 1 - 0.46^(
 teacher travel the 54 % it travels on ImageNet-C (782 steps at m = 1e-3).
 
 With LoRA on the attention pool only, the frozen trunk's output is computed once per corruption
-and reused by every run (``UniInfo``'s prefix cache), so a run costs only attention-pool passes.
+and reused by every run (``UniInfo``'s prefix cache), so a run costs only attention-pool passes;
+not with ``--train-mode``, where the trunk's BatchNorm layers see each batch's statistics.
 """
 from __future__ import annotations
 
@@ -72,14 +74,15 @@ def run_one(method, corr: Corruption, n: int, seed: int) -> dict:
     """One online pass over the first ``n`` items, then both offline readouts; accuracies and uniformity."""
     torch.manual_seed(seed)                                  # the LoRA A draw, as run_stream seeds it
     method.reset()
-    if method.config.lora_extra == "none":
+    shared = method.config.lora_extra == "none" and not method.config.train_mode   # the frozen trunk, reused
+    if shared:
         method._prefix_cache = {i: corr.prefix[i] for i in range(n)}
     order = stream_order(n, seed)
     online = torch.empty(n, len(method.ctx.classnames))
     bs = method.config.batch_size
     for s in range(0, n, bs):
         idx = order[s:s + bs]
-        images = None if method.config.lora_extra == "none" else corr.src(idx)
+        images = None if shared else corr.src(idx)
         online[idx] = method.predict(Batch(idx, images=images)).cpu()
     out = {"online": accuracy(online, corr.labels[:n])}
     text = method.text
@@ -87,7 +90,7 @@ def run_one(method, corr: Corruption, n: int, seed: int) -> dict:
         with torch.no_grad():
             zs = []
             for idx in torch.arange(n).split(256):
-                h = corr.prefix[idx] if method.config.lora_extra == "none" else method.prefix(corr.src(idx))
+                h = corr.prefix[idx] if shared else method.prefix(corr.src(idx))
                 zs.append(F.normalize(head(h).float(), dim=-1))
             z = torch.cat(zs)
         out[name] = accuracy(z @ text.T, corr.labels[:n])
@@ -99,7 +102,8 @@ def run_one(method, corr: Corruption, n: int, seed: int) -> dict:
     return out
 
 
-def sweep(bundle, corrs: list[Corruption], configs: list[dict], n: int, seed: int, block: str) -> pd.DataFrame:
+def sweep(bundle, corrs: list[Corruption], configs: list[dict], n: int, seed: int, block: str,
+          train_mode: bool = False) -> pd.DataFrame:
     names = list(world.TASKS["objects"].classnames)
     ctx = Context(bundle, names, zero_shot_weights(bundle, names, "a photo of a {}.", mode="mean_then_norm").cpu())
     rows = []
@@ -108,7 +112,7 @@ def sweep(bundle, corrs: list[Corruption], configs: list[dict], n: int, seed: in
         over = {k: v for k, v in cfg.items() if k != "n"}
         if over.get("ema_momentum") == "matched":
             over["ema_momentum"] = matched_momentum(steps)
-        method = build("uniinfo", info_threshold_classes=None, readout="online", **over)
+        method = build("uniinfo", info_threshold_classes=None, readout="online", train_mode=train_mode, **over)
         method.setup(ctx)
         t0 = time.perf_counter()
         per = [run_one(method, c, cfg.get("n", n), seed) for c in corrs]
@@ -128,6 +132,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n-max", type=int, default=2000, help="longest stream of block C")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--train-mode", action="store_true", help="the student's forward in train(), as the official "
+                    "net.train() (UniInfoConfig.train_mode)")
     ap.add_argument("--out", default="sweep_uniinfo.csv")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -141,16 +147,17 @@ def main(argv=None) -> None:
     for block, (extra, i0s, lrs) in grids.items():
         blocks.append(sweep(bundle, corrs, [{"info_threshold": i0, "lr": lr, "ema_momentum": "matched",
                                              "lora_extra": extra} for i0, lr in itertools.product(i0s, lrs)],
-                            args.n, args.seed, block))
+                            args.n, args.seed, block, args.train_mode))
     best = pd.concat(blocks).sort_values("ema_offline", ascending=False).iloc[0]
     ref = {"info_threshold": float(best.info_threshold), "lr": float(best.lr), "lora_extra": best.lora_extra}
     lengths = sorted({args.n, args.n_max})
     blocks.append(sweep(bundle, corrs, [{**ref, "n": n, "ema_momentum": m} for n in lengths
-                                        for m in (1e-3, 1e-2, "matched", 0.3)], args.n, args.seed, "C"))
+                                        for m in (1e-3, 1e-2, "matched", 0.3)], args.n, args.seed, "C",
+                        args.train_mode))
     c = blocks[-1][blocks[-1].n == args.n].sort_values("ema_offline", ascending=False).iloc[0]
     ref["ema_momentum"] = float(c.ema_momentum)
     for seed in (args.seed + 1, args.seed + 2):
-        blocks.append(sweep(bundle, corrs, [ref], args.n, seed, "D"))
+        blocks.append(sweep(bundle, corrs, [ref], args.n, seed, "D", args.train_mode))
     table = pd.concat(blocks, ignore_index=True)
     table.to_csv(args.out, index=False)
     cols = ["block", "n", "info_threshold", "lr", "ema_momentum", "lora_extra", "no_adapt", "online", "ema_offline",

@@ -143,6 +143,10 @@ def checks() -> list[Check]:
               _both(_metrics("mean_acc/ZERO"), _claims), "fixed #25"),
         Check("02_uniinfo_train_mode", "02_uniinfo_tta", {"uniinfo": {"train_mode": True}},
               _both(_metrics("mean_acc/No-adapt", "mean_acc/UniInfo"), _claims), "departures: UniInfo train mode"),
+        # train mode with the values `python benchmarks/sweep_uniinfo.py --train-mode` fits on the validation corruptions
+        Check("02_uniinfo_train_mode_refit", "02_uniinfo_tta",
+              {"uniinfo": {"train_mode": True, "lora_extra": "none", "info_threshold": 10.0}},
+              _both(_metrics("mean_acc/No-adapt", "mean_acc/UniInfo"), _claims), "departures: UniInfo train mode"),
         Check("03_probe_float32", "03_coop_shots", {"lp_dtype": "float32"}, _both(_lp03, _claims), "fixed #12"),
         Check("04_probe_float32", "04_visual_prompt_fid", {"lp_dtype": "float32"}, _both(_lp04, _claims),
               "fixed #12"),
