@@ -21,24 +21,25 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
+from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 from vlmlab.data.augment import augmented_inputs
 from vlmlab.data.base import ImageDataset
+from vlmlab.models.bundle import ClipBundle
 
 BATCH = 32
-MEAN, STD = torch.tensor([0.48145466, 0.4578275, 0.40821073]), torch.tensor([0.26862954, 0.26130258, 0.27577711])
 
 
-def stand_in(image_size: int) -> SimpleNamespace:
-    """What ``augmented_inputs`` reads of a bundle: the input side and CLIP's pixel normalisation."""
-    return SimpleNamespace(image_size=image_size,
-                           normalize_pixels=lambda x: (x - MEAN[:, None, None]) / STD[:, None, None])
+def stand_in(image_size: int) -> ClipBundle:
+    """What ``augmented_inputs`` reads of a bundle, without a model: the input side and CLIP's pixel normalisation
+    (``ClipBundle.normalize_pixels`` with OpenAI's mean and std)."""
+    return ClipBundle(None, None, None, "stand-in", None, image_size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD,
+                      "stand-in")
 
 
 def jpeg_tree(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> ImageDataset:
@@ -61,12 +62,12 @@ def measure(data, bundle, workers: list[int], reps: int, n: int) -> pd.DataFrame
     rng = np.random.default_rng(1)
     rows = []
     for k in workers:
-        augmented_inputs(bundle, data, [i % n for i in range(BATCH)], [0] * BATCH, 0, scale=(0.08, 1.0), workers=k)  # warm-up
+        augmented_inputs(bundle, data, [i % n for i in range(BATCH)], [0] * BATCH, 0, workers=k)  # warm-up
         times = []
         for r in range(reps):
             idx = rng.choice(n, BATCH, replace=n < BATCH).tolist()
             t0 = time.perf_counter()
-            augmented_inputs(bundle, data, idx, [r + 1] * BATCH, 0, scale=(0.08, 1.0), workers=k)
+            augmented_inputs(bundle, data, idx, [r + 1] * BATCH, 0, workers=k)          # CoOp's crop scale
             times.append(time.perf_counter() - t0)
         rows.append({"workers": k, "ms_per_batch": 1e3 * statistics.median(times), "batch": BATCH, "reps": reps})
     out = pd.DataFrame(rows)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vlmlab.data.augment import augmented_inputs
+from vlmlab.data.augment import SCALE, augmented_inputs
 from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.runtime import get_logger, progress, seed_everything, thread_map
@@ -69,7 +69,7 @@ class ImageSource(Protocol):
 
     def __call__(self, idx: Tensor) -> Tensor: ...
 
-    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor: ...
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE) -> Tensor: ...
 
 
 class ArrayImages:
@@ -85,7 +85,7 @@ class ArrayImages:
         batch = torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(idx)]))
         return arrays_to_input(self.bundle, batch.to(self.bundle.device))
 
-    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor:
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE) -> Tensor:
         """Normalised model input of a random resized crop (``scale`` of the area, bicubic, to S x S) and flip of
         each *raw* array image (not of the served one): view ``views[b]`` of item ``idx[b]``
         (``vlmlab.data.augment.augmented_inputs``: torchvision's ``RandomResizedCrop`` draw on
@@ -113,7 +113,7 @@ class DatasetImages:
         xs = thread_map(self._load, np.asarray(idx).tolist(), self.workers)
         return torch.stack(xs).to(self.bundle.device)
 
-    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=(0.08, 1.0)) -> Tensor:
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE) -> Tensor:
         """As ``ArrayImages.crops``, from each decoded file (the raw image, before ``bundle.preprocess``): what a
         ``RandomResizedCrop(S, scale, bicubic) + RandomHorizontalFlip`` train transform feeds the model."""
         raw = self.dataset if getattr(self.dataset, "transform", None) is None else self.dataset.with_transform(None)
