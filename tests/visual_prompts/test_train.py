@@ -23,6 +23,11 @@ from vlmlab.world import WorldDataset
 CLASSNAMES = ["Circle", "square_box", "tri-angle"]
 
 
+class _P(dict):
+    """Notebook parameters as attributes (what ``vp_config`` and ``_train_and_score`` read)."""
+    __getattr__ = dict.__getitem__
+
+
 def test_lr_schedule_closed_forms():
     base, warm, total = 40.0, 10, 110
     assert lr_at(0, base, warm, total) == pytest.approx(base / warm)             # (step + 1) / warmup
@@ -156,9 +161,6 @@ def test_select_test_through_the_cache_and_the_notebook_path(tmp_path):
     from vlmlab.features import FeatureCache
     from vlmlab.visual_prompts import evaluate as E
 
-    class _P(dict):
-        __getattr__ = dict.__getitem__
-
     bundle, data, test = toy_bundle(), planted_cue(), _flipped(planted_cue(12))
     head = TextHead(torch.eye(3)[:2], scale=10.0)
     P = _P(prompt_sizes={"padding": 2}, epochs=6, batch_size=8, lr=1.0, warmup=2, init="zeros", select="test",
@@ -194,9 +196,6 @@ def test_vision_head_hard_codes_the_first_outputs():
 def test_vp_config_takes_vpconfig_overrides_and_names_unknown_ones():
     from vlmlab.visual_prompts import vp_config
 
-    class _P(dict):
-        __getattr__ = dict.__getitem__
-
     base = dict(prompt_sizes={"random_patch": 8}, epochs=2, batch_size=4, lr=1.0, warmup=1, init="zeros",
                 select="last", num_workers=0, eval_precision="fp32")
     assert vp_config(_P(base, vp={}), "random_patch", 0).patch_positions == "reference"
@@ -215,9 +214,6 @@ def test_evaluation_passes_hold_the_training_batch_as_the_references_val_loader(
 
     bundle, data = toy_bundle(), planted_cue()
     head = TextHead(torch.eye(3)[:2], scale=10.0)
-
-    class _P(dict):
-        __getattr__ = dict.__getitem__
 
     P = _P(prompt_sizes={"random_patch": 2}, epochs=2, batch_size=4, lr=1.0, warmup=1, init="randn", select="val",
            num_workers=0, eval_precision="fp32", vp={} if eval_batch_size is None else {"eval_batch_size": eval_batch_size})
