@@ -62,6 +62,27 @@ def make_tiny_clip(tmp_path_factory):
     return lambda name, **kw: build_tiny_clip(tmp_path_factory.mktemp("cfg"), name, **kw)
 
 
+def write_fake_imagenet(root, synonyms: dict[str, str], parts=("imagenet/val", "imagenet-c/fog/5"), per_class: int = 2):
+    """``parts`` of a fake ImageNet tree (``per_class`` random 8-px JPEGs per wnid) and ``imagenet/synset_words.txt``
+    ("<wnid> <synonyms>" lines) under ``root``."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for part in parts:
+        for w in synonyms:
+            (root / part / w).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / part / w / f"{i}.JPEG")
+    (root / "imagenet" / "synset_words.txt").write_text("".join(f"{w} {n}\n" for w, n in synonyms.items()))
+    return root
+
+
+@pytest.fixture
+def fake_imagenet():
+    """``write_fake_imagenet`` as a fixture, for test folders whose own conftest shadows this module's name."""
+    return write_fake_imagenet
+
+
 KERNEL = "vlmlab-pytest"
 
 

@@ -29,6 +29,7 @@ model = "embedded"  # "embedded" or an open_clip architecture, e.g. "ViT-B-16"
 pretrained = None  # open_clip tag or local weight file (None for the embedded model)
 data_root = ""  # root of real datasets (paper profile); empty: $VLMLAB_DATA
 source = "world:objects"  # clean evaluation set (vlmlab.data.load_source)
+classnames = ""  # ImageNet class names: empty for classnames.txt (CoOp's curated names), synsets for every WordNet synonym of a class, comma-joined (UniInfo's; paper profile), or a file of '<wnid> <name>' lines
 shift_sources = ["world:renditions", "world:thermal"]  # shifted sets with the same classes
 uniformity_kept_by = ["renditions"]  # shifted sets standing for the poster's domain-shift columns (claims)
 corruptions = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",

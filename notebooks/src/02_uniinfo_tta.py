@@ -32,6 +32,7 @@ pretrained = None  # open_clip tag or local weight file (None for the embedded m
 data_root = ""  # root of real datasets (paper profile); empty: $VLMLAB_DATA
 source = "world:objects"  # test set (vlmlab.data.load_source); corrupted per corruption
 support_source = ""  # where the few-shot shots come from (empty: source, train/val splits)
+classnames = ""  # ImageNet class names: empty for classnames.txt (CoOp's curated names), synsets for every WordNet synonym of a class, comma-joined (UniInfo's; paper profile), or a file of '<wnid> <name>' lines
 corruptions = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                "jpeg_compression"]  # type: list[str]; non-empty

@@ -104,3 +104,21 @@ def test_pca_keeps_groups_and_shapes():
     df = U.pca_2d({"a": torch.randn(5, 6, generator=g), "b": torch.randn(7, 6, generator=g)}, torch.randn(3, 6, generator=g))
     assert df.groupby("group").size().to_dict() == {"a": 5, "b": 7, "class text": 3}
     assert np.isfinite(df[["pc1", "pc2"]].values).all()
+
+
+def test_paper_profile_prompts_name_every_wordnet_synonym(bundle, tmp_path, monkeypatch, fake_imagenet):
+    """The paper profile's classnames: synsets reaches the text classifier as UniInfo's ", "-joined lists."""
+    from vlmlab.params import load
+    synonyms = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish, Carassius auratus",
+                "n01484850": "great white shark, white shark, man-eater"}
+    fake_imagenet(tmp_path / "data", synonyms)
+    monkeypatch.setenv("VLMLAB_CACHE", str(tmp_path / "cache"))
+    seen, real = [], U.zero_shot_weights
+    monkeypatch.setattr(U, "zero_shot_weights", lambda b, names, *a, **k: seen.append(list(names)) or real(b, names, *a, **k))
+    P = load("01_uniformity_analysis", "paper", {"data_root": str(tmp_path / "data"), "corruptions": ["fog"],
+                                                   "shift_sources": [], "uniformity_kept_by": [], "emd_samples": 4,
+                                                   "pca_condition": "fog"})
+    assert P.classnames == "synsets"
+    t = U.run_from_params(bundle, P).table
+    assert list(t.condition) == ["clean", "fog"] and (t.n_images == 6).all()
+    assert seen and all(names == list(synonyms.values()) for names in seen)

@@ -198,6 +198,18 @@ def test_status_looks_where_the_real_loaders_look(data_root):
     assert got["coop/DTD"].state == "incomplete" and "18 images" in got["coop/DTD"].detail
 
 
+@pytest.mark.parametrize("name", ["synset_words.txt", "LOC_synset_mapping.txt", "meta.bin"])
+def test_synset_status_accepts_every_file_the_loader_reads(data_root, name):
+    from vlmlab.data.real import SYNSET_FILES, synset_file
+    places, item = Places(data_root), ITEMS["imagenet-synsets"]
+    assert check.status(item, places).state == "missing"
+    assert check.status(item, places).looked.split(" | ") == [str(data_root / "imagenet" / f) for f in SYNSET_FILES]
+    (data_root / "imagenet" / name).write_bytes(b"x")
+    got = check.status(item, places)
+    assert got.ok and got.found == data_root / "imagenet" / name == synset_file(data_root)
+    assert {Path(p).name for p in (item.where.path, *item.where.alternatives)} == set(SYNSET_FILES)
+
+
 def test_cli_exit_codes(tmp_path, capsys):
     assert cli.main(["data", "status", "--profile", "embedded"]) == 0
     assert cli.main(["data", "fetch"]) == 2
@@ -308,6 +320,8 @@ def test_every_paper_profile_need_is_declared_for_its_notebook():
              "03_coop_shots": ["datasets", "dg_targets"], "04_visual_prompt_fid": ["datasets", "reference"]}
     for nb, keys in needs.items():
         p = _paper(nb)
+        if p.get("classnames") == "synsets":
+            assert nb in ITEMS["imagenet-synsets"].notebooks, nb
         specs = [s for k in keys for s in (p[k] if isinstance(p[k], list) else [p[k]])]
         for spec in specs:
             item = ITEMS[_item_of(spec)]

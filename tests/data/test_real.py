@@ -234,3 +234,69 @@ def test_tip_adapter_keys_from_a_coop_train_split_crop_the_files(data_root):
     want = sum(encode_single(bundle, src.crops(torch.arange(9), [e] * 9, 3, (0.5, 1.0)), normalize=False)
                for e in range(2))
     torch.testing.assert_close(m.keys, F.normalize(want / 2, dim=-1), rtol=1e-4, atol=1e-5)
+
+
+SYNONYMS = [["tench", "Tinca tinca"], ["goldfish", "Carassius auratus"],
+            ["great white shark", "white shark", "man-eater", "man-eating shark", "Carcharodon carcharias"],
+            ["tiger shark", "Galeocerdo cuvieri"], ["hammerhead", "hammerhead shark"]]
+
+
+def _synset_text(wnids, synonyms) -> str:
+    """The devkit's synset words as Caffe's synset_words.txt and Kaggle's LOC_synset_mapping.txt write them."""
+    return "".join(f"{w} {', '.join(s)}\n" for w, s in zip(wnids, synonyms))
+
+
+@pytest.mark.parametrize("name", ["synset_words.txt", "LOC_synset_mapping.txt", "meta.bin"])
+def test_synsets_give_uniinfo_class_names_from_each_file(data_root, tree, name):
+    """classnames='synsets': every WordNet synonym joined by ", " (UniInfo's ", ".join(IDX_TO_CLASSES[i])),
+    from either text file or torchvision's meta.bin, for the clean, corrupted and 200-class sets alike."""
+    from vlmlab.data import corrupted, load_source
+    folder = data_root / "imagenet"
+    shuffled = [3, 0, 4, 2, 1]                      # file order must not matter: names follow the sorted wnids
+    if name == "meta.bin":
+        torch.save(({tree.wnids[i]: tuple(SYNONYMS[i]) for i in shuffled}, []), folder / name)
+    else:
+        (folder / name).write_text(_synset_text([tree.wnids[i] for i in shuffled], [SYNONYMS[i] for i in shuffled]))
+    want = [", ".join(s) for s in SYNONYMS]
+    assert want[0] == "tench, Tinca tinca"
+    clean = load_source("imagenet_val", root=data_root, classnames="synsets")
+    assert clean.classnames == want
+    assert imagenet_val(data_root).classnames == tree.names               # the default stays classnames.txt
+    fog = corrupted("imagenet_val", clean, "fog", 5, root=data_root, classnames="synsets")
+    assert fog.classnames == want
+    a = imagenet_a(data_root, classnames="synsets")
+    assert a.classnames == [want[tree.wnids.index(w)] for w in tree.a_wnids]
+
+
+def test_synsets_file_order_of_preference(data_root, tree):
+    folder = data_root / "imagenet"
+    (folder / "LOC_synset_mapping.txt").write_text(_synset_text(tree.wnids, [[f"loc {i}"] for i in range(5)]))
+    (folder / "synset_words.txt").write_text(_synset_text(tree.wnids, [[f"words {i}"] for i in range(5)]))
+    assert imagenet_val(data_root, classnames="synsets").classnames[0] == "words 0"
+    (folder / "synset_words.txt").unlink()
+    assert imagenet_val(data_root, classnames="synsets").classnames[0] == "loc 0"
+
+
+def test_synsets_missing_says_where_to_get_them_and_how_to_opt_out(data_root):
+    with pytest.raises(DatasetNotFound) as err:
+        imagenet_val(data_root, classnames="synsets")
+    msg = str(err.value)
+    assert str(data_root / "imagenet") in msg and "LOC_synset_mapping.txt" in msg and "meta.bin" in msg
+    assert "classnames to ''" in msg
+
+
+def test_synsets_missing_a_class_names_it(data_root, tree):
+    (data_root / "imagenet" / "synset_words.txt").write_text(_synset_text(tree.wnids[:4], SYNONYMS[:4]))
+    with pytest.raises(KeyError, match="n00000005"):
+        imagenet_val(data_root, classnames="synsets")
+
+
+def test_classnames_apply_to_imagenet_sources_only(data_root):
+    from vlmlab.data import corrupted, load_source
+    with pytest.raises(ValueError, match="ImageNet sources"):
+        load_source("world:objects", n=4, classnames="synsets")
+    with pytest.raises(ValueError, match="ImageNet sources"):
+        load_source("coop:DTD", root=data_root, classnames="synsets")
+    with pytest.raises(ValueError, match="ImageNet sources"):
+        corrupted("world:objects", None, "fog", 5, classnames="synsets")
+    assert len(load_source("world:objects", n=4, classnames="")) == 4

@@ -121,3 +121,24 @@ def test_evaluate_searches_tip_adapter_on_each_streams_labels_under_the_switch(m
     best.clear()
     evaluate(load("02_uniinfo_tta", "tiny", {**over, "tip_adapter": {"augment_epochs": 0}}), cache=False)
     assert best == []                                                    # the default never reads test labels
+
+
+def test_paper_profile_reads_uniinfo_class_names(bundle, tmp_path, monkeypatch, fake_imagenet):
+    """params/paper's classnames: synsets gives every method UniInfo's ", "-joined WordNet lists; "" CoOp's file."""
+    import importlib
+
+    from vlmlab.params import load
+    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+    synonyms = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish, Carassius auratus"}
+    root = fake_imagenet(tmp_path / "data", synonyms)
+    (root / "imagenet" / "classnames.txt").write_text("n01440764 tench\nn01443537 goldfish\n")
+    seen, real = [], E.zero_shot_weights
+    monkeypatch.setattr(E, "zero_shot_weights", lambda b, names, *a, **k: seen.append(list(names)) or real(b, names, *a, **k))
+    small = {"data_root": str(root), "corruptions": ["fog"], "methods": ["no_adapt"], "n_cost_images": 0,
+             "n_cost_images_multiview": 0, "pca_corruption": "fog", "compare_published": False}
+    P = load("02_uniinfo_tta", "paper", small)
+    assert P.classnames == "synsets"
+    ev = E.evaluate(P, bundle=bundle, cache=False)
+    assert seen == [list(synonyms.values())] and len(ev.table) == 1 and ev.table.n_images.iloc[0] == 4
+    E.evaluate(load("02_uniinfo_tta", "paper", small | {"classnames": ""}), bundle=bundle, cache=False)
+    assert seen[-1] == ["tench", "goldfish"]

@@ -93,7 +93,8 @@ def run(bundle, *, source: str, corruptions: list[str], severities: list[int], s
         n_images: int, template: str, ensemble: list[str], corruption_prompts: dict[str, str],
         temperature: float | None = None, uniformity: UniformityOptions = UniformityOptions(),
         emd_samples: int = 1000, emd_seed: int = 0, seed: int = 0, data_root=None, text_mode: str = "clip",
-        batch_size: int = 256, cache: FeatureCache | None = None, keep_feats: tuple = ()) -> Result:
+        batch_size: int = 256, cache: FeatureCache | None = None, keep_feats: tuple = (),
+        classnames: str | None = None) -> Result:
     """Compute Table 1 for ``source`` under every corruption x severity and every shift set.
 
     Args:
@@ -104,11 +105,13 @@ def run(bundle, *, source: str, corruptions: list[str], severities: list[int], s
         corruption_prompts: corruption -> template naming it ("a foggy photo of a {}.").
         temperature: softmax temperature for the entropy (None = 1 / bundle.logit_scale).
         keep_feats: (condition, severity) pairs whose features are returned for plots.
+        classnames: ImageNet class names (``vlmlab.data.load_source``): None = ``classnames.txt``, ``"synsets"`` =
+            the WordNet synonym lists of the UniInfo code.
     """
     missing = [c for c in corruptions if c not in corruption_prompts]
     if missing:
         raise KeyError(f"corruption_prompts has no wording for {missing}; add e.g. {missing[0]}: 'a ... photo of a {{}}.'")
-    clean = load_source(source, root=data_root, n=n_images, seed=seed)
+    clean = load_source(source, root=data_root, n=n_images, seed=seed, classnames=classnames)
     names = clean.classnames
     plain = zero_shot_weights(bundle, names, template, mode=text_mode).cpu()
     ens = zero_shot_weights(bundle, names, ensemble, mode=text_mode).cpu()
@@ -117,7 +120,8 @@ def run(bundle, *, source: str, corruptions: list[str], severities: list[int], s
     rows, kept = [], {}
     grid = [("clean", 0)] + [(c, s) for c in corruptions for s in severities]
     for cond, sev in progress(grid, desc="conditions", total=len(grid)):
-        ds = corrupted(source, clean, cond, sev, root=data_root, n=n_images, seed=seed, corruption_seed=seed)
+        ds = corrupted(source, clean, cond, sev, root=data_root, n=n_images, seed=seed, corruption_seed=seed,
+                       classnames=classnames)
         f = encode(bundle, ds, cache, batch_size)
         weights = {"plain": plain, "ensemble": ens, "corruption_prompt": corr_w.get(cond)}
         rows.append({"condition": cond, "severity": sev, "n_images": len(f),
@@ -125,7 +129,7 @@ def run(bundle, *, source: str, corruptions: list[str], severities: list[int], s
         if (cond, sev) in keep_feats or (cond == "clean" and keep_feats):
             kept[(cond, sev)] = f
     for spec in shift_sources:
-        ds = load_source(spec, root=data_root, n=n_images, seed=seed)
+        ds = load_source(spec, root=data_root, n=n_images, seed=seed, classnames=classnames)
         f = encode(bundle, ds, cache, batch_size)
         index = getattr(ds, "imagenet_indices", None)
         index = torch.as_tensor(index) if index is not None else None
@@ -190,7 +194,7 @@ def run_from_params(bundle, P, cache: FeatureCache | None = None) -> Result:
                temperature=P.temperature, uniformity=UniformityOptions(**u), emd_samples=P.emd_samples,
                emd_seed=P.emd_seed, seed=P.seed, data_root=P.data_root or None, text_mode=P.text_mode,
                batch_size=P.batch_size, cache=cache,
-               keep_feats=((P.pca_condition, max(P.severities)),))
+               keep_feats=((P.pca_condition, max(P.severities)),), classnames=P.classnames or None)
 
 
 def compare_published(table: pd.DataFrame, published: pd.DataFrame, severity: int = 5) -> pd.DataFrame:

@@ -4,8 +4,9 @@ One ``Item`` per thing to obtain. ``where`` says where the loaders look and what
 
     Tree(candidates, require, n_dirs, min_files, parts)   a folder under the data root (first candidate
                                                           that exists wins, as in ``vlmlab.data.real``)
-    File(path, base, hash_prefix, known_hash)             one file under the data root or the torch hub
-                                                          checkpoints folder (``$TORCH_HOME/hub/checkpoints``)
+    File(path, base, hash_prefix, known_hash, alternatives)   one file under the data root or the torch hub
+                                                          checkpoints folder (``$TORCH_HOME/hub/checkpoints``), or
+                                                          the first of its ``alternatives`` that exists
     HubCache(repo_id, repo_type, needs)                   files in the Hugging Face cache (open_clip tags, LLaVA)
 
 ``get`` says how to obtain it: ``Archive`` / ``Download`` (a URL, fetched by pooch with its published
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmlab.data.real import COOP_DATASETS, IMAGENET_C_CORRUPTIONS, IMAGENET_V2_URL
+from vlmlab.data.real import COOP_DATASETS, HOW_TO_GET, IMAGENET_C_CORRUPTIONS, IMAGENET_V2_URL, SYNSET_FILES
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"                # torchvision AlexNet, the LPIPS backbone
@@ -49,6 +50,7 @@ class File:
     base: str = "data"
     known_hash: str | None = None      # "md5:<hex>" / "sha256:<hex>", as pooch spells it
     hash_prefix: str | None = None     # torch hub file names end in the first 8 hex digits of their sha256
+    alternatives: tuple[str, ...] = ()  # other names the loaders accept, tried in order after ``path``
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,11 @@ class Places:
     def file(self, spec: File) -> Path:
         return (self.torch_checkpoints() if spec.base == "torch_hub" else Path(self.data_root)) / spec.path
 
+    def found_file(self, spec: File) -> Path:
+        """The first of ``spec.path`` and its ``alternatives`` that exists; ``spec.path`` when none does."""
+        paths = [self.file(spec)] + [self.file(File(a, spec.base)) for a in spec.alternatives]
+        return next((p for p in paths if p.is_file()), paths[0])
+
 
 # ---------------------------------------------------------------------------------------------- the table
 NB01, NB02, NB03, NB04, NB05 = ("01_uniformity_analysis", "02_uniinfo_tta", "03_coop_shots",
@@ -198,8 +205,11 @@ def _imagenet_items() -> list[Item]:
              Tree(("imagenet/images/train", "imagenet/train"), n_dirs=1000, min_files=1281167),
              Manual("download ILSVRC2012_img_train.tar from https://image-net.org, extract into "
                     "<root>/imagenet/images/train/<wnid>/", IMAGENET_LOGIN), 138.0),
-        Item("imagenet-classnames", "CoOp's ImageNet classnames.txt", (NB01, NB02, NB03), File("imagenet/classnames.txt"),
+        Item("imagenet-classnames", "CoOp's ImageNet classnames.txt", (NB03,), File("imagenet/classnames.txt"),
              Manual(f"download classnames.txt from {COOP_SPLITS_URL} into <root>/imagenet/", "Google Drive"), 0.00003),
+        Item("imagenet-synsets", "ImageNet's WordNet synonym lists (UniInfo's class names; classnames: synsets)",
+             (NB01, NB02), File(f"imagenet/{SYNSET_FILES[0]}", alternatives=tuple(f"imagenet/{f}" for f in SYNSET_FILES[1:])),
+             Manual(HOW_TO_GET["imagenet-synsets"], IMAGENET_LOGIN), 0.00003),
         Item("imagenet-c", "ImageNet-C, 15 corruptions x 5 severities", (NB01, NB02),
              Tree(("imagenet-c",), n_dirs=1000, parts=tuple(f"{c}/{s}" for c in IMAGENET_C_CORRUPTIONS for s in range(1, 6))),
              tuple(Archive(zenodo.format(g), None, tuple((c, f"imagenet-c/{c}") for c in cs)) for g, cs in groups.items()),

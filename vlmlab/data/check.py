@@ -137,9 +137,11 @@ def status(item: Item, places: Places) -> Status:
         looked = str(found) if found else " | ".join(str(Path(places.data_root) / c) for c in where.candidates)
         return Status(item, state, looked, detail, found)
     if isinstance(where, File):
-        path = places.file(where)
+        path = places.found_file(where)
         state, detail = check_file(where, path)
-        return Status(item, state, str(path), detail, path if state != "missing" else None)
+        looked = str(path) if state != "missing" else " | ".join(
+            [str(path)] + [str(places.file(File(a, where.base))) for a in where.alternatives])
+        return Status(item, state, looked, detail, path if state != "missing" else None)
     state, detail, found = check_hub(where, places.hf_cache)
     return Status(item, state, _hub_label(where, places.hf_cache), detail, found)
 

@@ -17,7 +17,11 @@ the dataset folder, then ``<root>/imagenet/``; without one the wnids themselves 
 Curated names: CoOp's ``classnames.txt`` (Google Drive link in KaiyangZhou/CoOp ``DATASETS.md``,
 copied from CLIP's ``Prompt_Engineering_for_ImageNet.ipynb``); the same 1000 names in class-index
 order are ``open_clip.zero_shot_metadata.IMAGENET_CLASSNAMES``. UniInfo instead uses all WordNet
-synonyms joined by ", " (``uniinfo_tta.md`` §2.1): pass your own file as ``classnames=``.
+synonyms of a class joined by ", " ("tench, Tinca tinca"; its ``dataset/idx_to_classes.json``,
+``uniinfo_tta.md`` §2.1), the ILSVRC2012 devkit's synset words: ``classnames="synsets"`` reads them from
+``<root>/imagenet/`` (``SYNSET_FILES``: ``synset_words.txt`` as Caffe's ilsvrc12 data names it, Kaggle's
+``LOC_synset_mapping.txt``, both "<wnid> <words>" per line, or torchvision's ``meta.bin``, which
+``torchvision.datasets.ImageNet`` writes from the devkit). Any other ``classnames=`` is a file of your own.
 
 ImageNet-V2 and ImageNet-Sketch hold all 1000 classes, labelled by the standard index (V2's folder number,
 Sketch's sorted wnids), as CoOp's ``datasets/imagenetv2.py`` and ``imagenet_sketch.py`` read them; their
@@ -43,12 +47,19 @@ IMAGENET_C_CORRUPTIONS = (
     "jpeg_compression")
 IMAGENET_C_EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
+# classnames="synsets": UniInfo's class names, every WordNet synonym joined by ", ", looked for under <root>/imagenet/.
+SYNSETS = "synsets"
+SYNSET_FILES = ("synset_words.txt", "LOC_synset_mapping.txt", "meta.bin")
+
 IMAGENET_V2_URL = "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz"
 
 # One line per dataset: how to obtain it (CoOp's per-dataset instructions live in its DATASETS.md).
 HOW_TO_GET = {
     "imagenet": "download ILSVRC2012 val from https://image-net.org, sort it into <wnid>/ folders "
                 "(torchvision ImageFolder layout) and add CoOp's classnames.txt (KaiyangZhou/CoOp DATASETS.md)",
+    "imagenet-synsets": "Kaggle's ImageNet (imagenet-object-localization-challenge) has LOC_synset_mapping.txt, Caffe's "
+                        "ilsvrc12 data synset_words.txt: copy either into <root>/imagenet/; torchvision.datasets."
+                        "ImageNet(<root>/imagenet) writes meta.bin there from ILSVRC2012_devkit_t12.tar.gz (image-net.org)",
     "imagenet-c": "download noise/blur/weather/digital(/extra).tar from https://zenodo.org/record/2235448 "
                   "(hendrycks/robustness) and extract them into <root>/imagenet-c/",
     "imagenet-a": "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar and extract it into <root>/",
@@ -129,13 +140,46 @@ def _scan_folders(image_dir: Path, label_of=None) -> tuple[list[str], list[tuple
 
 
 def read_classnames(path: str | Path) -> dict[str, str]:
-    """CoOp ``classnames.txt``: lines ``"<wnid> <class name>"`` -> {wnid: name}, file order kept."""
+    """CoOp ``classnames.txt``: lines ``"<wnid> <class name>"`` -> {wnid: name}, file order kept.
+
+    A torchvision ImageNet ``meta.bin`` (any ``.bin``) gives each wnid's synonyms joined by ", ", in wnid order.
+    """
+    path = Path(path)
+    if path.suffix == ".bin":
+        from torchvision.datasets.imagenet import load_meta_file
+        wnid_to_classes, _ = load_meta_file(path.parent, path.name)
+        return {w: ", ".join(wnid_to_classes[w]) for w in sorted(wnid_to_classes)}
     out = {}
     for line in Path(path).read_text().splitlines():
         if line.strip():
             wnid, _, name = line.strip().partition(" ")
             out[wnid] = name.strip() or wnid
     return out
+
+
+def synset_file(root=None) -> Path:
+    """The WordNet synonym list under ``<root>/imagenet/`` (the first of ``SYNSET_FILES`` there).
+
+    Raises:
+        DatasetNotFound: none is there; the message says where each comes from.
+    """
+    folder = data_root(root) / "imagenet"
+    found = next((folder / f for f in SYNSET_FILES if (folder / f).is_file()), None)
+    if found is None:
+        raise DatasetNotFound(
+            f"classnames='synsets' needs ImageNet's WordNet synonym list in {str(folder)!r}, one of {SYNSET_FILES}. "
+            f"It ships with ImageNet: {HOW_TO_GET['imagenet-synsets']}. Or set classnames to '' for CoOp's "
+            f"curated names (classnames.txt; a departure from UniInfo's prompts, docs/fidelity.md)")
+    return found
+
+
+def _class_files(classnames: str | Path | None, root: Path, defaults: list[Path]) -> list[Path]:
+    """Class-name files to try: ``defaults`` (None / ""), the synonym list ("synsets") or the file given."""
+    if not classnames:
+        return defaults
+    if str(classnames) == SYNSETS:
+        return [synset_file(root)]
+    return [Path(classnames)]
 
 
 def _names_for(wnids: list[str], files: list[Path]) -> list[str]:
@@ -173,12 +217,13 @@ def imagenet_val(root=None, *, classnames=None, transform=None, on_error="raise"
 
     Args:
         root: data root (default ``runtime.data_root()``).
-        classnames: a ``classnames.txt`` to use instead of ``<root>/imagenet/classnames.txt``.
+        classnames: a ``classnames.txt`` to use instead of ``<root>/imagenet/classnames.txt``, or ``"synsets"``
+            for the WordNet synonym lists (UniInfo's class names; see the module docstring).
         n, max_per_class, seed: optional seeded subset (``ImageDataset.limit``).
     """
     root = data_root(root)
     image_dir = _first_dir([root / "imagenet" / "val", root / "imagenet" / "images" / "val"], "ImageNet val", "imagenet")
-    files = [Path(classnames)] if classnames else [root / "imagenet" / "classnames.txt"]
+    files = _class_files(classnames, root, [root / "imagenet" / "classnames.txt"])
     kw = dict(transform=transform, on_error=on_error, verify=verify, n=n, max_per_class=max_per_class, seed=seed)
     return _imagenet_folder(image_dir, "imagenet", "test", files, kw)
 
@@ -202,7 +247,7 @@ def imagenet_c(root, corruption: str, severity: int = 5, *, classnames=None,
         err = _missing(image_dir, f"ImageNet-C {corruption} severity {severity}", "imagenet-c")
         err.args = (err.args[0] + f" Corruptions present under {str(base)!r}: {found or 'none'}.",)
         raise err
-    files = [Path(classnames)] if classnames else [base / "classnames.txt", root / "imagenet" / "classnames.txt"]
+    files = _class_files(classnames, root, [base / "classnames.txt", root / "imagenet" / "classnames.txt"])
     kw = dict(transform=transform, on_error=on_error, verify=verify, n=n, max_per_class=max_per_class, seed=seed,
               meta={"corruption": corruption, "severity": int(severity)})
     return _imagenet_folder(image_dir, f"imagenet-c/{corruption}/{int(severity)}", "test", files, kw)
@@ -226,8 +271,8 @@ def _imagenet_subset(root, variant: str, coop_folder: str, classnames, kw) -> Im
     wnids, samples = _scan_folders(image_dir)
     if len(wnids) != 200:
         log.warning("%s: %d class folders in %s (the release has 200)", variant, len(wnids), image_dir)
-    files = [Path(classnames)] if classnames else [image_dir / "classnames.txt", image_dir.parent / "classnames.txt",
-                                                   root / "imagenet" / "classnames.txt"]
+    files = _class_files(classnames, root, [image_dir / "classnames.txt", image_dir.parent / "classnames.txt",
+                                            root / "imagenet" / "classnames.txt"])
     all_wnids = imagenet_1k_wnids(root)
     indices = None
     if all_wnids is None:
@@ -279,7 +324,7 @@ def imagenet_v2(root=None, *, classnames=None, transform=None, on_error="raise",
     if n_classes != 1000 or len(folders) != 1000:
         log.warning("ImageNet-V2: %d class folders up to %d in %s (the release has 0..999)", len(folders),
                     n_classes - 1, image_dir)
-    files = [Path(classnames)] if classnames else [image_dir.parent / "classnames.txt", root / "imagenet" / "classnames.txt"]
+    files = _class_files(classnames, root, [image_dir.parent / "classnames.txt", root / "imagenet" / "classnames.txt"])
     table = next((read_classnames(f) for f in files if f.is_file()), None)
     if table is None:
         log.info("ImageNet-V2: no classnames.txt in %s; using folder numbers as class names", [str(f) for f in files])
@@ -299,7 +344,7 @@ def imagenet_sketch(root=None, *, classnames=None, transform=None, on_error="rai
     root = data_root(root)
     base = root / "imagenet-sketch"
     image_dir = _first_dir([base / "images", base / "sketch", root / "sketch"], "ImageNet-Sketch", "imagenet-sketch")
-    files = [Path(classnames)] if classnames else [base / "classnames.txt", root / "imagenet" / "classnames.txt"]
+    files = _class_files(classnames, root, [base / "classnames.txt", root / "imagenet" / "classnames.txt"])
     kw = dict(transform=transform, on_error=on_error, verify=verify, n=n, max_per_class=max_per_class, seed=seed)
     ds = _imagenet_folder(image_dir, "imagenet-sketch", "test", files, kw)
     if len(ds.classnames) != 1000:

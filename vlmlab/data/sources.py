@@ -35,8 +35,14 @@ def count_or_default(n: int | None, default: int | None, name: str = "n") -> int
     return n
 
 
+def _check_classnames(spec: str, classnames) -> None:
+    if classnames and not spec.startswith("imagenet"):
+        raise ValueError(f"classnames={classnames!r} applies to the ImageNet sources; {spec!r} names its own classes "
+                         "(leave classnames empty)")
+
+
 def load_source(spec: str, *, root=None, split: str = "test", n: int | None = None, seed: int = 0,
-                size: int = 64, on_error: str = "raise"):
+                size: int = 64, on_error: str = "raise", classnames: str | None = None):
     """Dataset for ``spec`` (see the module docstring).
 
     Args:
@@ -46,13 +52,18 @@ def load_source(spec: str, *, root=None, split: str = "test", n: int | None = No
         n: number of images (world: generated; real: a seeded class-balanced subset, None = all).
         seed: world seed, or subset seed for real data.
         size: world image side.
+        classnames: ImageNet sources only: None / "" (``classnames.txt``, CoOp's curated names), ``"synsets"``
+            (every WordNet synonym joined by ", ", UniInfo's) or a file (``vlmlab.data.real``).
     """
     n = count_or_default(n, None, f"n (images of {spec!r})")
+    _check_classnames(spec, classnames)
     kind, _, name = spec.partition(":")
     if kind == "world":
         from vlmlab import world
         return world.load(name, split, n=count_or_default(n, WORLD_DEFAULT_N), seed=seed, size=size)
     kw = {"on_error": on_error, "n": n, "seed": seed}
+    if kind.startswith("imagenet"):
+        kw["classnames"] = classnames or None
     if kind == "imagenet_val":
         return real.imagenet_val(root, **kw)
     if kind == "imagenet_a":
@@ -70,17 +81,19 @@ def load_source(spec: str, *, root=None, split: str = "test", n: int | None = No
 
 
 def corrupted(spec: str, clean, corruption: str, severity: int, *, root=None, n: int | None = None,
-              seed: int = 0, corruption_seed: int = 0, on_error: str = "raise"):
+              seed: int = 0, corruption_seed: int = 0, on_error: str = "raise", classnames: str | None = None):
     """``clean`` under ImageNet-C ``corruption`` at ``severity`` (0 or "clean" returns ``clean``).
 
     World sets are corrupted in memory (``corruption_seed``); ImageNet reads the released
     ImageNet-C folders, taking the same seeded subset (``n``, ``seed``) as ``load_source`` did,
-    so clean and corrupted rows are the same images.
+    so clean and corrupted rows are the same images (and, with the same ``classnames``, the same names).
     """
+    _check_classnames(spec, classnames)
     if corruption == "clean" or severity == 0:
         return clean
     if spec.startswith("world:"):
         return corrupt_dataset(clean, corruption, severity, seed=corruption_seed)
     if spec == "imagenet_val":
-        return real.imagenet_c(root, corruption, severity, on_error=on_error, n=n, seed=seed)
+        return real.imagenet_c(root, corruption, severity, on_error=on_error, n=n, seed=seed,
+                               classnames=classnames or None)
     raise KeyError(f"no corrupted version of {spec!r}: corruptions exist for world sets and imagenet_val")
