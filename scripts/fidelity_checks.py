@@ -74,6 +74,14 @@ def _coop_average(run: Path) -> dict[str, float]:
     return {f"M16 end average, {k} shots": float(v) for k, v in means.items()} | _objects16(run)
 
 
+def _phrase16(run: Path) -> dict[str, float]:
+    """16-shot averages over the datasets of the M4 end 'a photo of a' rows, unified and CSC."""
+    t = pd.read_csv(run / "tables" / "coop.csv")
+    t = t[(t.method == "coop") & (t.init != "random") & (t.shots == 16)]
+    means = t.groupby(["csc", "dataset"]).accuracy.mean().groupby("csc").mean()
+    return {f"M4 end 'a photo of a'{' CSC' if csc else ''}, 16 shots, average": float(v) for csc, v in means.items()}
+
+
 def _lp03(run: Path) -> dict[str, float]:
     t = pd.read_csv(run / "tables" / "coop.csv")
     means = t[t.method == "linear_probe"].groupby(["dataset", "shots"]).accuracy.mean().groupby("shots").mean()
@@ -171,6 +179,10 @@ def checks() -> list[Check]:
               "departures: CoOp precision"),
         Check("03_ctx_float16", "03_coop_shots", {"coop": {"ctx_dtype": "float16"}}, _both(_coop_average, _claims),
               "fixed #26"),
+        Check("03_csc_with_phrase", "03_coop_shots", {"coop": {"csc_with_phrase": "unified"}}, _phrase16,
+              "departures: CoOp CSC under a phrase init",
+              extra={"shots": [16], "variants": ["M4_end_photo", "M4_end_photo_csc"], "dg_targets": [],
+                     "words_variant": "M4_end_photo"}),
         Check("03_crop_scale", "03_coop_shots", {"coop": {"crop_scale": [0.08, 1.0]}}, _objects16,
               "departures: CoOp crop scale",
               extra={"datasets": ["world:objects"], "shots": [16], "variants": ["M16_end"], "dg_targets": [],

@@ -179,6 +179,41 @@ def test_small_set_takes_one_full_batch_per_epoch(bundle):
     assert res.steps == 4 and [h["lr"] for h in res.history][:2] == [1e-5, 0.002]
 
 
+def test_csc_with_phrase_unified_is_coops_ignored_csc():
+    """CoOp's trainers/coop.py reads CSC only when CTX_INIT is empty: "unified" turns a phrase-init CSC off."""
+    phrase = CoOpConfig(csc=True, ctx_init="a photo of a")
+    assert phrase.csc and phrase.csc_with_phrase == "per_class"                      # vlmlab's default
+    unified = phrase.replace(csc_with_phrase="unified")
+    assert not unified.csc and unified == CoOpConfig(ctx_init="a photo of a", csc_with_phrase="unified")
+    assert CoOpConfig(csc=True, csc_with_phrase="unified").csc                     # random init: CSC as CoOp's
+    assert parse_variant("M4_end_photo_csc").config(CoOpConfig(csc_with_phrase="unified")).csc is False
+    with pytest.raises(ValueError, match="csc_with_phrase"):
+        CoOpConfig(csc_with_phrase="ignore")
+
+
+def test_csc_with_phrase_unified_trains_the_unified_phrase_context(bundle, splits):
+    """A phrase-init CSC run under "unified" is the phrase-init unified run, context and accuracy to the bit;
+    under "per_class" it trains C copies of the phrase; the DG readout rebuilds either from its context."""
+    feats = F.normalize(torch.randn(8, 2, bundle.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    train = TrainSet(torch.arange(8) % len(splits.classnames), view_feats=feats)
+    base = CoOpConfig(n_views=2, epochs={1: 3}, batch_size=4, ctx_init="a photo of a")
+    plain = train_coop(bundle, splits.classnames, train, base, seed=3, shots=1)
+    unified = train_coop(bundle, splits.classnames, train, base.replace(csc=True, csc_with_phrase="unified"), seed=3,
+                         shots=1)
+    per_class = train_coop(bundle, splits.classnames, train, base.replace(csc=True), seed=3, shots=1)
+    assert torch.equal(unified.learner.ctx, plain.learner.ctx) and unified.learner.ctx.dim() == 2
+    assert per_class.learner.ctx.shape == (len(splits.classnames), *plain.learner.ctx.shape)
+    init = build_learner(bundle, splits.classnames, base, 3).ctx
+    assert torch.equal(build_learner(bundle, splits.classnames, base.replace(csc=True), 3).ctx[0], init)
+    cfg = CoOpConfig(n_views=2, epochs={1: 2}, csc_with_phrase="unified")
+    sweep = run_sweep(bundle, [splits], shots=[1], seeds=[1], variants=["M4_end_photo", "M4_end_photo_csc"], cfg=cfg,
+                      lp_refine=1)
+    t = sweep.table[sweep.table.method == "coop"].set_index("csc")["accuracy"]
+    assert t[True] == t[False]                          # the CSC label, CoOp's unified context
+    dg = domain_generalization(bundle, splits, [], sweep, [parse_variant("M4_end_photo_csc")], shots=1, seeds=[1])
+    assert dg[dg.method == "coop"]["accuracy"].item() == pytest.approx(t[True])
+
+
 # ---- nearest words -----------------------------------------------------------------------------
 
 def test_nearest_words_returns_planted_words(bundle):

@@ -75,7 +75,8 @@ def summary_tables(table: pd.DataFrame) -> Summary:
 
 
 def _learner(bundle, classnames, variant: Variant, ctx: torch.Tensor) -> PromptLearner:
-    learner = PromptLearner(bundle, classnames, n_ctx=variant.n_ctx, csc=variant.csc, position=variant.position,
+    # class-specific when the trained context is (C, M, W): under csc_with_phrase "unified" a CSC variant's is (M, W)
+    learner = PromptLearner(bundle, classnames, n_ctx=variant.n_ctx, csc=ctx.dim() == 3, position=variant.position,
                             ctx_init=None if variant.init == "random" else variant.init)
     with torch.no_grad():
         learner.ctx.copy_(ctx.to(learner.ctx.device))

@@ -46,6 +46,7 @@ MODES = ("cached", "exact")
 PAPER_EPOCHS = ((1, 50), (2, 100), (4, 100), (8, 200), (16, 200))
 IMAGENET_EPOCHS = ((1, 50),)
 CTX_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+CSC_WITH_PHRASE = ("per_class", "unified")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class CoOpConfig:
     ``crop_scale``: area range of the random resized crop (Dassl's 0.08-1).
     ``ctx_dtype`` ("auto" | "float32" | "float16"): the context's dtype, in which SGD steps it ("auto":
     float16 under an fp16 bundle, as CoOp's PREC fp16; else float32; ``context_dtype``).
+    ``csc_with_phrase`` ("per_class" | "unified"): what ``csc`` means under a phrase init. "per_class": one
+    copy of the phrase per class, trained class-specifically; "unified": CoOp's ``trainers/coop.py``, which
+    reads ``CSC`` only in its random-init branch, so ``CTX_INIT`` with ``CSC=True`` trains one unified
+    context (``csc`` is then False here, and a variant's label still says CSC, as CoOp's output folder does).
     """
 
     n_ctx: int = 16
@@ -78,6 +83,7 @@ class CoOpConfig:
     logit_scale: float | None = None
     crop_scale: tuple = (0.08, 1.0)
     ctx_dtype: str = "auto"
+    csc_with_phrase: str = "per_class"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -86,6 +92,10 @@ class CoOpConfig:
             raise ValueError(f"CoOpConfig.view_sampling={self.view_sampling!r}; use 'random' or 'cycle'")
         if self.ctx_dtype not in ("auto", *CTX_DTYPES):
             raise ValueError(f"CoOpConfig.ctx_dtype={self.ctx_dtype!r}; use 'auto' or one of {tuple(CTX_DTYPES)}")
+        if self.csc_with_phrase not in CSC_WITH_PHRASE:
+            raise ValueError(f"CoOpConfig.csc_with_phrase={self.csc_with_phrase!r}; use one of {CSC_WITH_PHRASE}")
+        if self.csc and self.ctx_init and self.csc_with_phrase == "unified":
+            object.__setattr__(self, "csc", False)             # CoOp ignores CSC under CTX_INIT
         object.__setattr__(self, "epochs", tuple(sorted((int(k), int(e)) for k, e in dict(self.epochs).items())))
         object.__setattr__(self, "crop_scale", tuple(float(x) for x in self.crop_scale))
 
