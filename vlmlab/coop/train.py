@@ -20,8 +20,9 @@ The paper profile uses ``exact``. ``ctx_dtype``: the context's storage and SGD a
 creates it in the model's dtype (``trainers/coop.py``: fp16 under ``PREC: fp16``, fp32 under ``fp32``
 and ``amp``, which autocasts an fp32 model); ``"auto"`` (default) follows that rule with the bundle's
 effective ``precision``: fp16 autocast -> float16 (the paper profile on a GPU), fp32 or bf16 autocast
-(the embedded profile, CoOp's ``amp`` with bf16) -> float32. Departure: the order of samples comes
-from a torch generator seeded per run, not from Dassl's sampler.
+(the embedded profile, CoOp's ``amp`` with bf16) -> float32. Departures: the order of samples comes
+from a torch generator seeded per run, not from Dassl's sampler; a CSC variant with a phrase init stays
+class-specific, where CoOp ignores CSC under CTX_INIT (``csc_with_phrase="unified"`` does as CoOp).
 """
 from __future__ import annotations
 
