@@ -300,3 +300,11 @@ def test_classnames_apply_to_imagenet_sources_only(data_root):
     with pytest.raises(ValueError, match="ImageNet sources"):
         corrupted("world:objects", None, "fog", 5, classnames="synsets")
     assert len(load_source("world:objects", n=4, classnames="")) == 4
+
+
+def test_a_class_name_file_given_by_name_must_exist(data_root, tree, tmp_path):
+    with pytest.raises(FileNotFoundError, match="typo.txt"):
+        imagenet_val(data_root, classnames=tmp_path / "typo.txt")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("".join(f"{w} class {i}\n" for i, w in enumerate(tree.wnids)))
+    assert imagenet_c(data_root, "fog", 5, classnames=mine).classnames == [f"class {i}" for i in range(5)]

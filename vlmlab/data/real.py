@@ -179,6 +179,9 @@ def _class_files(classnames: str | Path | None, root: Path, defaults: list[Path]
         return defaults
     if str(classnames) == SYNSETS:
         return [synset_file(root)]
+    if not Path(classnames).is_file():          # a file asked for by name is never silently replaced by wnids
+        raise FileNotFoundError(f"classnames={str(classnames)!r} is not a file; give a '<wnid> <name>' file, "
+                                f"'{SYNSETS}' or '' (classnames.txt)")
     return [Path(classnames)]
 
 
