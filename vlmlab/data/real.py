@@ -21,7 +21,8 @@ synonyms of a class joined by ", " ("tench, Tinca tinca"; its ``dataset/idx_to_c
 ``uniinfo_tta.md`` §2.1), the ILSVRC2012 devkit's synset words: ``classnames="synsets"`` reads them from
 ``<root>/imagenet/`` (``SYNSET_FILES``: ``synset_words.txt`` as Caffe's ilsvrc12 data names it, Kaggle's
 ``LOC_synset_mapping.txt``, both "<wnid> <words>" per line, or torchvision's ``meta.bin``, which
-``torchvision.datasets.ImageNet`` writes from the devkit). Any other ``classnames=`` is a file of your own.
+``torchvision.datasets.imagenet.parse_devkit_archive`` writes from the devkit). Any other ``classnames=`` is a
+file of your own.
 
 ImageNet-V2 and ImageNet-Sketch hold all 1000 classes, labelled by the standard index (V2's folder number,
 Sketch's sorted wnids), as CoOp's ``datasets/imagenetv2.py`` and ``imagenet_sketch.py`` read them; their
@@ -58,8 +59,9 @@ HOW_TO_GET = {
     "imagenet": "download ILSVRC2012 val from https://image-net.org, sort it into <wnid>/ folders "
                 "(torchvision ImageFolder layout) and add CoOp's classnames.txt (KaiyangZhou/CoOp DATASETS.md)",
     "imagenet-synsets": "Kaggle's ImageNet (imagenet-object-localization-challenge) has LOC_synset_mapping.txt, Caffe's "
-                        "ilsvrc12 data synset_words.txt: copy either into <root>/imagenet/; torchvision.datasets."
-                        "ImageNet(<root>/imagenet) writes meta.bin there from ILSVRC2012_devkit_t12.tar.gz (image-net.org)",
+                        "ilsvrc12 data synset_words.txt: copy either into <root>/imagenet/; or put "
+                        "ILSVRC2012_devkit_t12.tar.gz (image-net.org) there and run torchvision.datasets.imagenet."
+                        "parse_devkit_archive('<root>/imagenet'), which writes meta.bin",
     "imagenet-c": "download noise/blur/weather/digital(/extra).tar from https://zenodo.org/record/2235448 "
                   "(hendrycks/robustness) and extract them into <root>/imagenet-c/",
     "imagenet-a": "download https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar and extract it into <root>/",
