@@ -194,7 +194,7 @@ def run_from_params(bundle, P, cache: FeatureCache | None = None) -> Result:
                temperature=P.temperature, uniformity=UniformityOptions(**u), emd_samples=P.emd_samples,
                emd_seed=P.emd_seed, seed=P.seed, data_root=P.data_root or None, text_mode=P.text_mode,
                batch_size=P.batch_size, cache=cache,
-               keep_feats=((P.pca_condition, max(P.severities)),), classnames=P.classnames or None)
+               keep_feats=((P.pca_condition, max(P.severities)),), classnames=P.classnames)
 
 
 def compare_published(table: pd.DataFrame, published: pd.DataFrame, severity: int = 5) -> pd.DataFrame:

@@ -127,9 +127,13 @@ class Places:
     def file(self, spec: File) -> Path:
         return (self.torch_checkpoints() if spec.base == "torch_hub" else Path(self.data_root)) / spec.path
 
+    def candidates(self, spec: File) -> list[Path]:
+        """Where ``spec`` may be: its ``path``, then its ``alternatives``, in order."""
+        return [self.file(File(p, spec.base)) for p in (spec.path, *spec.alternatives)]
+
     def found_file(self, spec: File) -> Path:
-        """The first of ``spec.path`` and its ``alternatives`` that exists; ``spec.path`` when none does."""
-        paths = [self.file(spec)] + [self.file(File(a, spec.base)) for a in spec.alternatives]
+        """The first of ``candidates(spec)`` that exists; ``spec.path``'s when none does."""
+        paths = self.candidates(spec)
         return next((p for p in paths if p.is_file()), paths[0])
 
 

@@ -139,8 +139,7 @@ def status(item: Item, places: Places) -> Status:
     if isinstance(where, File):
         path = places.found_file(where)
         state, detail = check_file(where, path)
-        looked = str(path) if state != "missing" else " | ".join(
-            [str(path)] + [str(places.file(File(a, where.base))) for a in where.alternatives])
+        looked = str(path) if state != "missing" else " | ".join(map(str, places.candidates(where)))
         return Status(item, state, looked, detail, path if state != "missing" else None)
     state, detail, found = check_hub(where, places.hf_cache)
     return Status(item, state, _hub_label(where, places.hf_cache), detail, found)

@@ -63,7 +63,7 @@ def load_source(spec: str, *, root=None, split: str = "test", n: int | None = No
         return world.load(name, split, n=count_or_default(n, WORLD_DEFAULT_N), seed=seed, size=size)
     kw = {"on_error": on_error, "n": n, "seed": seed}
     if kind.startswith("imagenet"):
-        kw["classnames"] = classnames or None
+        kw["classnames"] = classnames
     if kind == "imagenet_val":
         return real.imagenet_val(root, **kw)
     if kind == "imagenet_a":
@@ -95,5 +95,5 @@ def corrupted(spec: str, clean, corruption: str, severity: int, *, root=None, n:
         return corrupt_dataset(clean, corruption, severity, seed=corruption_seed)
     if spec == "imagenet_val":
         return real.imagenet_c(root, corruption, severity, on_error=on_error, n=n, seed=seed,
-                               classnames=classnames or None)
+                               classnames=classnames)
     raise KeyError(f"no corrupted version of {spec!r}: corruptions exist for world sets and imagenet_val")

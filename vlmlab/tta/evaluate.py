@@ -219,7 +219,7 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
     bundle = bundle or load_clip(P.model, P.pretrained, resolve_device(P.device), precision=P.precision)
     cache = FeatureCache() if cache is None or cache is True else (cache or None)
     root = P.data_root or None
-    clean = load_source(P.source, root=root, n=P.n_images, seed=P.seed, classnames=P.classnames or None)
+    clean = load_source(P.source, root=root, n=P.n_images, seed=P.seed, classnames=P.classnames)
     names = list(clean.classnames)
     text = zero_shot_weights(bundle, names, P.template, mode=P.text_mode).cpu()        # (C, D)
     grid, runs, n_views = _Grid(P, bundle, names, text, cache), method_runs(P), _view_count(P)
@@ -227,7 +227,7 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
     first_stream = None
     for corruption in progress(P.corruptions, desc=f"corruptions (severity {P.severity})"):
         ds = corrupted(P.source, clean, corruption, P.severity, root=root, n=P.n_images, seed=P.seed,
-                       corruption_seed=P.seed, classnames=P.classnames or None)
+                       corruption_seed=P.seed, classnames=P.classnames)
         f = encode(bundle, ds, cache, P.batch_size)
         stream = Stream(f.labels, image_source(bundle, ds), f.feats, name=corruption, severity=P.severity,
                         norms=f.norms)
