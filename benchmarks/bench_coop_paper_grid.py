@@ -11,7 +11,10 @@ profile's precision (fp16 autocast). It is costed three ways:
     cached, one run at a time     V = 32 views of every shot encoded once, then one run after another
     cached, batched               the notebook's groups (``vlmlab.coop.jobs.batch_jobs``: a dataset's runs of
                                   one prompt design, in job order, at most ``MAX_ROWS`` prompts a step),
-                                  trained by ``train_coop_batched``; a run leaves its group when done
+                                  trained by ``train_coop_batched``; a run leaves its group when done.
+                                  These are ``stack_runs: dataset``'s groups: the notebook's default,
+                                  "datasets", stacks a design's runs of every dataset into fewer, larger
+                                  steps, which this script does not cost (its step times are per C)
 
 Measured: seconds per optimiser step of random-initialised RN50 with C classes, through the real
 trainers (``train_coop`` and ``train_coop_batched``), as the difference of an S2-step and an S1-step
@@ -73,9 +76,9 @@ def group_size(c: int, max_rows: int = MAX_ROWS) -> int:
 
 def grid_groups(classes: dict[str, int] = CLASSES, variants=GRID_VARIANTS, seeds=SEEDS,
                 max_rows: int = MAX_ROWS) -> list[dict]:
-    """The notebook's batched units: per dataset and variant, its runs in job order (seed, then shots; as
-    ``run_sweep`` lists them) cut into chunks of ``group_size(C)`` runs. Each unit: dataset, C, variant,
-    steps (one entry per run)."""
+    """The notebook's batched units under ``stack_runs: dataset``: per dataset and variant, its runs in job
+    order (seed, then shots; as ``run_sweep`` lists them) cut into chunks of ``group_size(C)`` runs. Each
+    unit: dataset, C, variant, steps (one entry per run)."""
     out = []
     for ds, c in classes.items():
         for name, shots in variants:

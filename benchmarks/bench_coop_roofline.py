@@ -204,9 +204,12 @@ def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
                   overrides: dict | None = None) -> pd.DataFrame:
     """Notebook 03's CoOp runs per (dataset, variant): run-steps, counted TFLOP, seconds at ``gemm`` GFLOP/s x cores.
 
-    ``group_steps``: the steps of the (dataset, variant)'s batched group, its longest run's (the notebook
-    trains a variant's shots x seeds as one group while runs x classes <= 4096 prompts, as in the embedded
-    profile); ``run_steps / group_steps`` is the mean number of runs a batched step holds: the most
+    ``dataset_group_steps``: the steps of the (dataset, variant)'s shots x seeds, its longest run's.
+    ``group_steps``: the batched steps under the profile's ``stack_runs`` (the notebook trains a variant's
+    runs as one group while runs x classes <= 4096 prompts, as in the embedded profile): "dataset", a
+    group per (dataset, variant), its ``dataset_group_steps``; "datasets", a group per variant across the
+    datasets, whose steps are its longest run's, counted on that dataset's row (0 on the others). Summed
+    over the grid, ``run_steps / group_steps`` is the mean number of runs a batched step holds: the most
     batching could give even if a step of R runs cost what one run's does.
 
     ``overrides``: notebook parameters over the profile's, as ``vlmlab.params.load`` takes them.
@@ -229,9 +232,14 @@ def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
                 steps += total * n_steps * len(p["seeds"])
                 longest = max(longest, total * n_steps)
             flops = flops_per_run_step(learner, 1, cfg.logit_scale or bundle.logit_scale)
-            rows.append({"dataset": ds, "variant": v.name, "classes": c, "run_steps": steps, "group_steps": longest,
-                         "gflop_per_run_step": flops / 1e9, "tflop": steps * flops / 1e12})
+            rows.append({"dataset": ds, "variant": v.name, "classes": c, "run_steps": steps,
+                         "dataset_group_steps": longest, "gflop_per_run_step": flops / 1e9, "tflop": steps * flops / 1e12})
     t = pd.DataFrame(rows)
+    t["group_steps"] = t["dataset_group_steps"]
+    if p.get("stack_runs", "datasets") == "datasets":                  # one group per variant: its longest run
+        longest = t.groupby("variant", sort=False)["dataset_group_steps"].idxmax()
+        t["group_steps"] = 0
+        t.loc[longest.values, "group_steps"] = t.loc[longest.values, "dataset_group_steps"]
     t["seconds_at_gemm_rate"] = t["tflop"] * 1e3 / (gemm * cores)
     t["cores"], t["gemm_gflops"] = cores, gemm
     return t

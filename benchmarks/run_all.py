@@ -132,6 +132,8 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
                          f"{g['seconds_at_gemm_rate'].sum():.0f} s"
                          + (f"; {g['run_steps'].sum() / g['group_steps'].sum():.1f} runs per batched step on average"
                             if "group_steps" in g else "")
+                         + (f" ({g['run_steps'].sum() / g['dataset_group_steps'].sum():.1f} in a group per dataset)"
+                            if "dataset_group_steps" in g else "")
                          + (f"; the fixed cost of its {g['group_steps'].sum() / 1e3:.1f} k batched steps alone "
                             f"about {g['fixed_seconds'].sum():.0f} s"
                             if "fixed_seconds" in g and g["fixed_seconds"].notna().any() else "")))

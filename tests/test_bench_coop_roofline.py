@@ -140,8 +140,14 @@ def test_the_notebook_grid_counts_coops_run_steps(bundle):
                        for k in v.shots_or(p["shots"]))
         steps = per_seed * len(p["seeds"])
         assert row.run_steps == steps
-        assert row.group_steps == max(table[max(e for e in table if e <= k)] * max(1, k * row.classes // 32)
-                                      for k in v.shots_or(p["shots"]))              # the group's longest run
+        assert row.dataset_group_steps == max(table[max(e for e in table if e <= k)] * max(1, k * row.classes // 32)
+                                              for k in v.shots_or(p["shots"]))      # the group's longest run
+    # stack_runs "datasets" (the default): a variant's batched steps are its longest run's over the datasets
+    by_variant = g.groupby("variant")
+    assert (by_variant["group_steps"].sum() == by_variant["dataset_group_steps"].max()).all()
+    assert ((g["group_steps"] == 0) | (g["group_steps"] == g["dataset_group_steps"])).all()
+    per_dataset = R.notebook_grid(bundle, gemm=100.0, cores=2, profile="tiny", overrides={"stack_runs": "dataset"})
+    assert per_dataset["group_steps"].tolist() == g["dataset_group_steps"].tolist()
     assert g["tflop"].tolist() == pytest.approx((g["run_steps"] * g["gflop_per_run_step"] / 1e3).tolist())
     assert g["seconds_at_gemm_rate"].tolist() == pytest.approx((g["tflop"] * 1e3 / 200.0).tolist())
 

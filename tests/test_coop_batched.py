@@ -11,7 +11,8 @@ from vlmlab.coop import CoOpConfig, TrainSet, coop_logits, parse_variant, run_sw
 from vlmlab.coop.batched import _sgd
 from vlmlab.coop.data import Splits
 from vlmlab.coop.jobs import BatchJob, Job, ProbeJob, batch_jobs, probe_key
-from vlmlab.coop.text_batch import prefix_length, prompt_parts, supports_prefix_groups, text_features
+from vlmlab.coop.text_batch import (prefix_length, prompt_parts, stacked_text_features, supports_prefix_groups,
+                                    text_features)
 from vlmlab.coop.train import build_learner
 from vlmlab.metrics import accuracy
 
@@ -125,6 +126,61 @@ def test_batched_text_features_equal_the_learners_forward(bundle, variant):
     assert prefix_length(learners[0]) == {"UC end": 5, "UC middle": 3, "UC phrase": 5}.get(variant, 1)
 
 
+OTHER = ["red light", "big green hexagonal prism", "a"]     # other class count and name lengths (longer suffix)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_pieces_of_other_classes_stacked_in_one_pass_equal_each_learners_forward(bundle, variant):
+    """Runs of datasets with other classes (other C, other suffix lengths) share one text pass: each row
+    attends to its own run's prefix, the padded suffix positions come after every EOS."""
+    cfg = CoOpConfig(n_ctx=4, **VARIANTS[variant])
+    g = torch.Generator().manual_seed(0)
+    learners = {n: [build_learner(bundle, names, cfg, seed=s) for s in seeds]
+                for n, names, seeds in (("a", NAMES, (1, 2)), ("b", OTHER, (3, 4, 5)))}
+    assert learners["a"][0].tokens.shape[1] != learners["b"][0].tokens.shape[1]
+    with torch.no_grad():
+        for ls in learners.values():
+            for l in ls:
+                l.ctx.add_(torch.randn(l.ctx.shape, generator=g))
+    ctxs = [torch.stack([l.ctx.detach() for l in ls]) for ls in learners.values()]
+    with torch.no_grad():
+        out = stacked_text_features([ls[0] for ls in learners.values()], ctxs)
+        for z, ls in zip(out, learners.values()):
+            torch.testing.assert_close(z, torch.stack([l(normalize=True) for l in ls]), rtol=1e-4, atol=1e-5)
+        # one piece alone: the same as stacked with the other, to rounding
+        torch.testing.assert_close(stacked_text_features([learners["b"][0]], ctxs[1:])[0], out[1], rtol=1e-5, atol=1e-6)
+    leaves = [c.clone().requires_grad_(True) for c in ctxs]
+    w = [torch.randn(z.shape, generator=g) for z in out]
+    grads = torch.autograd.grad(sum((z * wi).sum() for z, wi in zip(stacked_text_features(
+        [ls[0] for ls in learners.values()], leaves), w)), leaves)
+    for grad, c, ls, wi in zip(grads, ctxs, learners.values(), w):
+        leaf = c.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad((text_features(ls[0], leaf) * wi).sum(), leaf)
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["UC end", "UC middle", "CSC end"])
+def test_a_group_of_two_datasets_equals_sequential_runs(bundle, variant):
+    cfg = CoOpConfig(n_ctx=4, n_views=3, batch_size=4, epochs={1: 3, 2: 4}, **VARIANTS[variant])
+    names = [NAMES, OTHER, NAMES, OTHER]
+    shots, seeds = [1, 2, 2, 1], [1, 2, 3, 4]
+    trains = []
+    for n, k, s in zip(names, shots, seeds):
+        g = torch.Generator().manual_seed(100 + s)
+        y = torch.arange(len(n)).repeat(k)
+        trains.append(TrainSet(y, view_feats=F.normalize(torch.randn(len(y), 3, bundle.embed_dim, generator=g), dim=-1)))
+    seq = [train_coop(bundle, n, t, cfg, seed=s, shots=k) for n, t, s, k in zip(names, trains, seeds, shots)]
+    bat = train_coop_batched(bundle, names, trains, cfg, seeds, shots)
+    assert [r.steps for r in bat] == [r.steps for r in seq] == [3, 4, 8, 3]   # 5 / 3 classes, batch 4, 3 / 4 epochs
+    for n, a, b in zip(names, seq, bat):
+        assert b.learner.classnames == a.learner.classnames == n
+        assert (a.learner.ctx - a.learner.ctx_initial).abs().max() > 1e-3
+        torch.testing.assert_close(b.learner.ctx, a.learner.ctx, rtol=1e-4, atol=1e-5)
+        assert [h["loss"] for h in b.history] == pytest.approx([h["loss"] for h in a.history], rel=1e-4)
+    with pytest.raises(ValueError, match="one per run"):
+        train_coop_batched(bundle, names[:3], trains, cfg, seeds, shots)
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_prompt_parts_are_the_prompts_split_bit_for_bit(bundle, variant):
     """The end design's shortcut (constant suffix, no (R, C, L, W) prompt tensor) gives the same prefixes,
@@ -210,32 +266,53 @@ def test_batch_jobs_groups_by_dataset_and_design_and_caps_rows():
                      torch.zeros(1), torch.zeros(1))
     jobs = [_job("a", 4, 1), _job("a", 8, 1), probe, _job("a", 4, 2), _job("b", 4, 1), _job("a", 4, 3, "exact"),
             _job("a", 4, 3)]
-    units = batch_jobs(jobs)
+    units = batch_jobs(jobs, stack="dataset")
     assert [pos for pos, _ in units] == [[0, 3, 6], [1], [2], [4], [5]]
     assert [type(u).__name__ for _, u in units] == ["BatchJob", "BatchJob", "ProbeJob", "BatchJob", "Job"]
-    capped = batch_jobs(jobs, max_rows=2 * len(NAMES))                # 2 runs of 5 classes per step at most
+    capped = batch_jobs(jobs, max_rows=2 * len(NAMES), stack="dataset")   # 2 runs of 5 classes per step at most
     assert [pos for pos, _ in capped] == [[0, 3], [6], [1], [2], [4], [5]]
     assert all(isinstance(u, BatchJob) for pos, u in capped if len(pos) > 1)
+    with pytest.raises(ValueError, match="stack"):
+        batch_jobs(jobs, stack="seed")
+
+
+def test_batch_jobs_stacks_a_designs_runs_across_datasets_and_caps_their_summed_classes():
+    few = NAMES[:2]
+    jobs = [_job("a", 4, 1), _job("a", 8, 1), _job("b", 4, 1, names=few), _job("c", 4, 1, "exact"),
+            _job("b", 4, 2, names=few), _job("a", 4, 2)]
+    units = batch_jobs(jobs)                                          # stack="datasets", the default
+    assert [pos for pos, _ in units] == [[0, 2, 4, 5], [1], [3]]
+    assert [type(u).__name__ for _, u in units] == ["BatchJob", "BatchJob", "Job"]
+    # 5 + 2 + 2 classes fit in 9 rows; the fourth run (5 classes) starts the next batch
+    assert [pos for pos, _ in batch_jobs(jobs, max_rows=9)] == [[0, 2, 4], [5], [1], [3]]
+    assert [pos for pos, _ in batch_jobs(jobs, max_rows=4)] == [[0], [2, 4], [5], [1], [3]]   # one run at least
 
 
 def test_sweep_tables_equal_with_and_without_batching(bundle):
     from vlmlab import world
-    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
-    test = load("test", 30)
-    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
-                   test.template)
+    splits = []
+    for name in ("digits", "colours"):                          # 10 and other class names: two pieces
+        load = lambda split, n: world.load(name, split, n=n, seed=0, size=32)  # noqa: E731
+        test = load("test", 30)
+        splits.append(Splits(name, f"world:{name}", load("train", 40), load("val", 40), test, list(test.classnames),
+                             test.template))
     cfg = CoOpConfig(n_views=2, epochs={1: 2, 2: 3})
     kw = dict(shots=[1, 2], seeds=[1, 2], variants=["M4_end", "M2_middle_csc@2"], cfg=cfg,
               methods=("zero_shot", "coop"))
-    one, many = run_sweep(bundle, [split], batch_runs=False, **kw), run_sweep(bundle, [split], batch_runs=True, **kw)
-    assert list(many.table.columns) == list(one.table.columns) and list(many.runs.columns) == list(one.runs.columns)
-    keys = ["dataset", "variant", "shots", "seed", "epochs", "steps"]
-    pd.testing.assert_frame_equal(many.runs[keys], one.runs[keys])
-    assert many.table["accuracy"].tolist() == pytest.approx(one.table["accuracy"].tolist(), abs=1e-9)
-    assert many.runs["final_loss"].tolist() == pytest.approx(one.runs["final_loss"].tolist(), rel=1e-4)
-    assert sorted(many.contexts) == sorted(one.contexts)
-    for k, ctx in one.contexts.items():
-        torch.testing.assert_close(many.contexts[k], ctx, rtol=1e-4, atol=1e-5)
+    one = run_sweep(bundle, splits, batch_runs=False, **kw)
+    for stack in ("datasets", "dataset"):
+        many = run_sweep(bundle, splits, batch_runs=True, stack_runs=stack, **kw)
+        assert many.timing["stack_runs"] == stack
+        assert list(many.table.columns) == list(one.table.columns) and list(many.runs.columns) == list(one.runs.columns)
+        keys = ["dataset", "variant", "shots", "seed", "epochs", "steps"]
+        pd.testing.assert_frame_equal(many.runs[keys], one.runs[keys])
+        assert many.table["accuracy"].tolist() == pytest.approx(one.table["accuracy"].tolist(), abs=1e-9)
+        assert many.runs["final_loss"].tolist() == pytest.approx(one.runs["final_loss"].tolist(), rel=1e-4)
+        assert sorted(many.contexts) == sorted(one.contexts)
+        for k, ctx in one.contexts.items():
+            torch.testing.assert_close(many.contexts[k], ctx, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="stack"):
+        run_sweep(bundle, splits, stack_runs="seeds", **kw)
 
 
 def test_trained_runs_are_kept_in_the_cache_and_a_changed_input_retrains(bundle, tmp_path, monkeypatch):
@@ -261,6 +338,7 @@ def test_trained_runs_are_kept_in_the_cache_and_a_changed_input_retrains(bundle,
     # another learning rate, the single-run trainer, no run cache, other training code: all train afresh
     assert run_sweep(bundle, [split], cfg=cfg.replace(lr=0.01), **kw).timing["runs_from_cache"] == 0
     assert run_sweep(bundle, [split], cfg=cfg, batch_runs=False, **kw).timing["runs_from_cache"] == 0
+    assert run_sweep(bundle, [split], cfg=cfg, stack_runs="dataset", **kw).timing["runs_from_cache"] == 0
     assert run_sweep(bundle, [split], cfg=cfg, cache_runs=False, **kw).timing["runs_from_cache"] == 0
     monkeypatch.setattr(coop_jobs, "_code_fingerprint", lambda: "edited")
     assert run_sweep(bundle, [split], cfg=cfg, **kw).timing["runs_from_cache"] == 0

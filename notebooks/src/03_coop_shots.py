@@ -57,7 +57,8 @@ lp_features = "raw"  # raw | normalized: the probe's features (lpclip: the encod
 lp_draws = "lpclip"  # lpclip | coop: the probe's shots (lpclip: its own numpy draw; coop: CoOp's shots, vlmlab until fidelity row #20)
 workers = 2  # type: int; range 1..; CPU processes for the CoOp runs (1: in this process; GPU runs use 1)
 threads = 1  # type: int; range 0..; torch threads per worker (0: $VLMLAB_THREADS or torch's default)
-batch_runs = True  # train a dataset's cached-mode runs of one prompt design together (same results, faster)
+batch_runs = True  # train the cached-mode runs of one prompt design together (same results, faster)
+stack_runs = "datasets"  # datasets | dataset: one batched group per design across the datasets, or per dataset
 dg_source = "world:objects"  # domain generalization: source dataset (must be in `datasets`)
 dg_targets = ["world:renditions", "world:thermal", "world:objects@gaussian_noise:3", "world:objects@fog:3"]
 dg_shots = 16  # type: int; range 1..
@@ -93,7 +94,7 @@ cfg = vlmlab.coop.CoOpConfig(mode=P.mode, n_views=P.n_views, epochs=P.epochs).re
 sweep = vlmlab.coop.run_sweep(bundle, splits, P.shots, P.seeds, P.variants, cfg, epochs_by_dataset=P.epochs_by_dataset,
                               lp_refine=P.lp_refine, lp_dtype=P.lp_dtype, lp_features=P.lp_features, lp_draws=P.lp_draws,
                               fewshot_draws=P.fewshot_draws, workers=P.workers, threads=P.threads,
-                              cache=cache, batch_runs=P.batch_runs)
+                              cache=cache, batch_runs=P.batch_runs, stack_runs=P.stack_runs)
 run.save_table(sweep.table, "coop")
 run.save_table(sweep.runs, "coop_runs")
 run.log_metric(**{f"sweep/{k}": v for k, v in sweep.timing.items()}, coop_runs=len(sweep.runs))

@@ -1,7 +1,8 @@
-"""Batched CoOp: R cached-mode runs of one dataset trained at once, one text-tower pass per step.
+"""Batched CoOp: R cached-mode runs trained at once, one text-tower pass per step.
 
-The runs share the classes and the prompt design (context length M, position, UC/CSC, init kind), so
-their prompts stack into one batch of R x C sequences. Each run r keeps everything ``train_coop`` gives
+The runs share the prompt design (context length M, position, UC/CSC, init kind), so their prompts
+stack into one batch: R x C sequences when they share the classes; runs of several datasets stack as
+pieces, one per class list, their class rows side by side (``vlmlab.coop.text_batch``). Each run r keeps everything ``train_coop`` gives
 it: its own context ctx_r, SGD state (momentum buffer, weight decay), sample order and view draws
 (its own seeded generators, drawn in the same order), batch size and learning-rate schedule (CoOp's
 warm-up + cosine per epoch, ``lr_at``). The step minimises
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from vlmlab.coop.train import CoOpConfig, CoOpResult, TrainSet, _batch_feats, build_learner, lr_at, run_plan
 from vlmlab.models.bundle import ClipBundle
-from vlmlab.coop.text_batch import text_features
+from vlmlab.coop.text_batch import stacked_text_features
 from vlmlab.prompts import PromptLearner
 from vlmlab.runtime import get_logger
 
@@ -85,6 +86,18 @@ class _Run:
             self.losses = []
 
 
+class _Piece:
+    """The runs of one class list in a group: their contexts (R_d, M, W) | (R_d, C_d, M, W) stacked, SGD state."""
+
+    def __init__(self, runs: list[int], learners: list[PromptLearner], cfgs: list[CoOpConfig]):
+        self.runs, self.learners = runs, learners
+        self.ctx = torch.stack([l.ctx.detach() for l in learners]).clone()
+        self.buf = torch.zeros_like(self.ctx)
+        dev = self.ctx.device
+        self.mom = torch.tensor([c.momentum for c in cfgs], dtype=torch.float32, device=dev)
+        self.wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=dev)
+
+
 def _new_run(train: TrainSet, cfg: CoOpConfig, seed: int, shots: int | None, epochs: int | None, n_cls: int) -> _Run:
     if cfg.mode != "cached":
         raise ValueError(f"train_coop_batched needs CoOpConfig.mode='cached' (got {cfg.mode!r}); "
@@ -95,13 +108,16 @@ def _new_run(train: TrainSet, cfg: CoOpConfig, seed: int, shots: int | None, epo
 
 
 def _check_group(learners: Sequence[PromptLearner], cfgs: Sequence[CoOpConfig]) -> None:
+    """One prompt design, and within a class list one prompt set."""
     keys = {group_key(c) for c in cfgs}
     if len(keys) > 1:
         raise ValueError(f"train_coop_batched: runs differ in {GROUP_FIELDS} ({sorted(map(str, keys))}); "
                          f"group them with vlmlab.coop.batched.group_key and train each group separately")
-    t0 = learners[0].tokens
-    if any(l.tokens.shape != t0.shape or not torch.equal(l.tokens, t0) for l in learners[1:]):
-        raise ValueError("train_coop_batched: the runs' prompts have different tokens; they must share the classes")
+    first: dict[tuple, Tensor] = {}
+    for l in learners:
+        t0 = first.setdefault(tuple(l.classnames), l.tokens)
+        if l.tokens.shape != t0.shape or not torch.equal(l.tokens, t0):
+            raise ValueError("train_coop_batched: runs with the same classes have different prompt tokens")
 
 
 @torch.no_grad()
@@ -116,13 +132,27 @@ def _sgd(ctx: Tensor, grad: Tensor, buf: Tensor, a: Tensor, lr: Tensor, mom: Ten
     ctx[a] = (ctx[a].to(f) - lr.view(shape) * buf[a].to(f)).to(dt)                    # p.add_(buf, alpha=-lr)
 
 
+def _class_lists(classnames, n_runs: int) -> list[list[str]]:
+    """One class list per run: ``classnames`` is one list of names shared by all runs, or one per run."""
+    if isinstance(classnames, str) or not len(classnames):
+        raise ValueError("train_coop_batched: classnames must be a list of class names, or one list per run")
+    if isinstance(classnames[0], str):
+        return [list(classnames)] * n_runs
+    if len(classnames) != n_runs:
+        raise ValueError(f"train_coop_batched: {n_runs} trains but {len(classnames)} class lists; give one per run")
+    return [list(c) for c in classnames]
+
+
 def train_coop_batched(bundle: ClipBundle, classnames, trains: Sequence[TrainSet], cfgs: CoOpConfig | Sequence[CoOpConfig],
                        seeds: Sequence[int], shots: Sequence[int | None] | None = None,
                        epochs: Sequence[int | None] | None = None) -> list[CoOpResult]:
     """Train R cached-mode CoOp runs at once; the same results as ``train_coop`` per run (module docstring).
 
     Args:
-        bundle: the frozen CLIP. classnames: C names shared by all runs.
+        bundle: the frozen CLIP.
+        classnames: C names shared by all runs, or one list per run: runs of several datasets (class
+            lists) then share each step's text pass, one piece per class list
+            (``vlmlab.coop.text_batch.stacked_text_features``), each run keeping its own classes.
         trains: R training sets (each with its own ``view_feats`` (N_r, V, D)).
         cfgs: one config for all or R configs, equal in n_ctx, position, csc and ctx_init, mode "cached".
         seeds: R seeds (init, sample order, view sampling). shots, epochs: per run, as in ``train_coop``.
@@ -138,34 +168,38 @@ def train_coop_batched(bundle: ClipBundle, classnames, trains: Sequence[TrainSet
                          f"{len(shots)} shots, {len(epochs)} epochs; give one per run")
     if n_runs == 0:
         return []
-    learners = [build_learner(bundle, classnames, c, s) for c, s in zip(cfgs, seeds)]
+    names = _class_lists(classnames, n_runs)
+    learners = [build_learner(bundle, n, c, s) for n, c, s in zip(names, cfgs, seeds)]
     _check_group(learners, cfgs)
-    runs = [_new_run(t, c, s, k, e, len(classnames)) for t, c, s, k, e in zip(trains, cfgs, seeds, shots, epochs)]
-    ctx = torch.stack([l.ctx.detach() for l in learners]).clone()                       # (R, M, W) | (R, C, M, W)
-    buf = torch.zeros_like(ctx)
-    dev = ctx.device
-    mom = torch.tensor([c.momentum for c in cfgs], dtype=torch.float32, device=dev)
-    wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=dev)
+    runs = [_new_run(t, c, s, k, e, len(n)) for t, c, s, k, e, n in zip(trains, cfgs, seeds, shots, epochs, names)]
+    members: dict[tuple, list[int]] = {}                                                # class list -> its runs
+    for i, n in enumerate(names):
+        members.setdefault(tuple(n), []).append(i)
+    pieces = [_Piece(ix, [learners[i] for i in ix], [cfgs[i] for i in ix]) for ix in members.values()]
     scales = [c.logit_scale or bundle.logit_scale for c in cfgs]
     while active := [i for i, r in enumerate(runs) if r.step < r.total]:
-        batches = [runs[i].next_batch(bundle) for i in active]
-        a = torch.tensor(active, device=dev)
-        leaf = ctx[a].detach().requires_grad_(True)                                     # (A, ...)
+        on = set(active)
+        live = [(d, [j for j, i in enumerate(d.runs) if i in on]) for d in pieces]
+        live = [(d, torch.tensor(a, device=d.ctx.device), [d.runs[j] for j in a]) for d, a in live if a]
+        order = [i for _, _, ix in live for i in ix]
+        batches = {i: runs[i].next_batch(bundle) for i in order}
+        leaves = [d.ctx[a].detach().requires_grad_(True) for d, a, _ in live]          # (A_d, ...)
         with bundle.autocast():
-            text = text_features(learners[0], leaf)                                     # (A, C, D)
-            losses = torch.stack([F.cross_entropy(scales[i] * f.to(text.device, text.dtype) @ text[j].T,
-                                                  yb.to(text.device))
-                                  for j, (i, (f, yb)) in enumerate(zip(active, batches))])
-        (grad,) = torch.autograd.grad(losses.sum(), leaf)
-        lr = torch.tensor([runs[i].lr for i in active], dtype=torch.float32, device=dev)
-        _sgd(ctx, grad, buf, a, lr, mom[a], wd[a])
-        for i, v in zip(active, losses.tolist()):
+            texts = stacked_text_features([d.learners[0] for d, _, _ in live], leaves)  # (A_d, C_d, D)
+            losses = torch.stack([F.cross_entropy(scales[i] * batches[i][0].to(text.device, text.dtype) @ text[j].T,
+                                                  batches[i][1].to(text.device))
+                                  for (_, _, ix), text in zip(live, texts) for j, i in enumerate(ix)])
+        grads = torch.autograd.grad(losses.sum(), leaves)
+        for (d, a, ix), grad in zip(live, grads):
+            lr = torch.tensor([runs[i].lr for i in ix], dtype=torch.float32, device=d.ctx.device)
+            _sgd(d.ctx, grad, d.buf, a, lr, d.mom[a], d.wd[a])
+        for i, v in zip(order, losses.tolist()):
             runs[i].record(v)
     wall, all_steps = time.perf_counter() - t0, sum(r.total for r in runs)
-    out = []
-    for learner, r, c in zip(learners, runs, ctx):
-        with torch.no_grad():
-            learner.ctx.copy_(c)
-        out.append(CoOpResult(learner, r.history, wall * r.total / max(1, all_steps), r.total))
-    log.debug("batched CoOp: %d runs, %d steps in all, %.1f s", n_runs, all_steps, wall)
+    for d in pieces:
+        for i, c in zip(d.runs, d.ctx):
+            with torch.no_grad():
+                learners[i].ctx.copy_(c)
+    out = [CoOpResult(learner, r.history, wall * r.total / max(1, all_steps), r.total) for learner, r in zip(learners, runs)]
+    log.debug("batched CoOp: %d runs in %d pieces, %d steps in all, %.1f s", n_runs, len(pieces), all_steps, wall)
     return out

@@ -4,9 +4,10 @@ A :class:`Job` carries everything one run needs (shots, cached views or images, 
 config), so a worker only has to load the model once (``load_clip`` with the bundle's name, weights and
 precision, checked against the parent's identity). Processes start with ``spawn`` (safe with OpenMP and
 in Jupyter). Results come back in job order and do not depend on the number of workers.
-A :class:`BatchJob` is several cached-mode jobs of one dataset and prompt design trained together
-(``vlmlab.coop.batched``); ``batch_jobs`` forms them, at most ``max_rows`` prompts (runs x classes)
-per step, and ``run_units`` returns one result per original job, in job order.
+A :class:`BatchJob` is several cached-mode jobs of one prompt design trained together
+(``vlmlab.coop.batched``): by default the runs of every dataset (``STACKINGS``: "datasets"), or one
+dataset's ("dataset"). ``batch_jobs`` forms them, at most ``max_rows`` prompts (runs x classes) per
+step, and ``run_units`` returns one result per original job, in job order.
 
 With a ``cache`` (a ``FeatureCache``), ``run_units`` keeps every trained cached-mode run: its context and
 statistics under a key of everything the training reads (``run_key``: model identity, classes, config,
@@ -37,6 +38,7 @@ from vlmlab.runtime import get_logger, process_map
 
 log = get_logger("vlmlab.coop")
 MAX_ROWS = 4096          # prompts (runs x classes) one batched step holds at most (``batch_jobs``)
+STACKINGS = ("datasets", "dataset")   # a batched group: one prompt design's runs of all datasets, or of one
 _WORKER_BUNDLE: ClipBundle | None = None
 
 
@@ -77,7 +79,8 @@ class Job:
 
 @dataclass
 class BatchJob:
-    """Cached-mode CoOp jobs of one dataset and prompt design, trained at once (``train_coop_batched``)."""
+    """Cached-mode CoOp jobs of one prompt design, trained at once (``train_coop_batched``); each keeps its
+    dataset's classes."""
 
     jobs: list[Job]
 
@@ -85,7 +88,7 @@ class BatchJob:
         """One result dict per job (as ``Job.run``); seconds and CPU seconds are shared by steps."""
         cpu = time.process_time()
         js = self.jobs
-        trained = train_coop_batched(bundle, js[0].classnames, [j.train for j in js], [j.cfg for j in js],
+        trained = train_coop_batched(bundle, [j.classnames for j in js], [j.train for j in js], [j.cfg for j in js],
                                      [j.seed for j in js], [j.shots for j in js], [j.epochs for j in js])
         total = max(1, sum(r.steps for r in trained))
         return [j.result(r, cpu, r.steps / total) for j, r in zip(js, trained)]
@@ -143,18 +146,28 @@ class ProbeJob:
         return 50.0 * len(self.train[1]) * (7 + 2 * self.refine)
 
 
-def batch_jobs(jobs: Sequence, max_rows: int = MAX_ROWS) -> list[tuple[list[int], Job | ProbeJob | BatchJob]]:
-    """Group the cached-mode CoOp jobs by (dataset, classes, ``group_key``) into ``BatchJob``s.
+def check_stacking(stack: str) -> str:
+    if stack not in STACKINGS:
+        raise ValueError(f"stack={stack!r}; use one of {STACKINGS}")
+    return stack
 
-    A group is cut into batches of at most ``max_rows // C`` runs (at least one), so one step holds
-    at most ``max_rows`` prompts. Exact-mode CoOp jobs and probes stay single.
+
+def batch_jobs(jobs: Sequence, max_rows: int = MAX_ROWS,
+               stack: str = "datasets") -> list[tuple[list[int], Job | ProbeJob | BatchJob]]:
+    """Group the cached-mode CoOp jobs by prompt design (``group_key``) into ``BatchJob``s.
+
+    ``stack``: "datasets" puts a design's runs of every dataset in one group (each run keeps its classes;
+    a step's text pass holds them all), "dataset" one group per (dataset, classes, design). A group is cut,
+    in job order, into batches of at most ``max_rows`` prompts (the runs' classes summed; one run at least).
+    Exact-mode CoOp jobs and probes stay single.
     Returns (positions in ``jobs``, unit) pairs, in the order of each unit's first job.
     """
+    check_stacking(stack)
     groups: dict[tuple, list[int]] = {}
     units: list[tuple[list[int], object]] = []
     for i, job in enumerate(jobs):
         if isinstance(job, Job) and job.cfg.mode == "cached":
-            key = (job.dataset, tuple(job.classnames), group_key(job.cfg))
+            key = group_key(job.cfg) if stack == "datasets" else (job.dataset, tuple(job.classnames), group_key(job.cfg))
             if key not in groups:
                 groups[key] = []
                 units.append((groups[key], None))
@@ -166,8 +179,16 @@ def batch_jobs(jobs: Sequence, max_rows: int = MAX_ROWS) -> list[tuple[list[int]
         if job is not None:
             out.append((pos, job))
             continue
-        size = max(1, max_rows // len(jobs[pos[0]].classnames))
-        out += [(pos[s:s + size], BatchJob([jobs[i] for i in pos[s:s + size]])) for s in range(0, len(pos), size)]
+        cut: list[list[int]] = [[]]
+        rows = 0
+        for i in pos:
+            n = len(jobs[i].classnames)
+            if cut[-1] and rows + n > max_rows:
+                cut.append([])
+                rows = 0
+            cut[-1].append(i)
+            rows += n
+        out += [(c, BatchJob([jobs[i] for i in c])) for c in cut]
     return out
 
 
@@ -177,12 +198,13 @@ def _code_fingerprint() -> str:
     return code_fingerprint(vlmlab.coop.train, vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.prompts)
 
 
-def run_key(bundle: ClipBundle, job: Job, batched: bool, code: str | None = None) -> dict | None:
-    """The cache key of a cached-mode CoOp run (``None`` for other jobs: their inputs are images)."""
+def run_key(bundle: ClipBundle, job: Job, batched: bool | str, code: str | None = None) -> dict | None:
+    """The cache key of a cached-mode CoOp run (``None`` for other jobs: their inputs are images).
+    ``batched``: False (trained alone) or the stacking it was trained in (``STACKINGS``)."""
     if not isinstance(job, Job) or job.cfg.mode != "cached" or job.train.view_feats is None:
         return None
     return {"kind": "coop-run", "model": bundle.identity, "classnames": list(job.classnames), "cfg": asdict(job.cfg),
-            "seed": int(job.seed), "shots": int(job.shots), "epochs": int(job.epochs), "batched": bool(batched),
+            "seed": int(job.seed), "shots": int(job.shots), "epochs": int(job.epochs), "batched": batched if isinstance(batched, str) else bool(batched),
             "train": tensor_digest(torch.as_tensor(job.train.labels), job.train.view_feats),
             "code": code or _code_fingerprint()}
 
@@ -219,9 +241,10 @@ def _restored(bundle: ClipBundle, job: Job, hit: dict[str, Tensor]) -> dict:
             "ctx": learner.ctx.detach().cpu().clone(), "n_ctx": learner.n_ctx, "from_cache": True}
 
 
-def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: int = 4096, workers: int = 1,
-              threads: int | None = None, cache: FeatureCache | None = None) -> list[dict]:
-    """``run_jobs`` with the cached CoOp jobs batched (``batch``); one result per job, in job order.
+def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: int = MAX_ROWS, workers: int = 1,
+              threads: int | None = None, cache: FeatureCache | None = None, stack: str = "datasets") -> list[dict]:
+    """``run_jobs`` with the cached CoOp jobs batched (``batch``, grouped by ``stack``: ``batch_jobs``); one
+    result per job, in job order.
 
     ``cache``: cached-mode CoOp runs found there (``run_key``) are evaluated, not trained; the others are
     trained and stored. Results from the cache carry ``from_cache=True``.
@@ -231,7 +254,8 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
     if cache is not None:
         code, pcode = _code_fingerprint(), _probe_code()
         for i, job in enumerate(jobs):
-            keys[i] = probe_key(job, pcode) if isinstance(job, ProbeJob) else run_key(bundle, job, batch, code)
+            keys[i] = (probe_key(job, pcode) if isinstance(job, ProbeJob) else
+                       run_key(bundle, job, check_stacking(stack) if batch else False, code))
             if keys[i] is not None and (hit := cache.get(keys[i])) is not None:
                 out[i] = job.restore(hit) if isinstance(job, ProbeJob) else _restored(bundle, job, hit)
         if hits := sum(r is not None for r in out):
@@ -239,7 +263,7 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
                      sum(k is not None for k in keys), cache.root, len(jobs) - hits)
     todo = [i for i, r in enumerate(out) if r is None]
     pending = [jobs[i] for i in todo]
-    units = batch_jobs(pending, max_rows) if batch else [([j], job) for j, job in enumerate(pending)]
+    units = batch_jobs(pending, max_rows, stack) if batch else [([j], job) for j, job in enumerate(pending)]
 
     def keep(u: int, res) -> None:                   # as each unit finishes: an interruption loses only the rest
         pos, unit = units[u]

@@ -17,9 +17,10 @@ run's seed, ``vlmlab.data.fewshot.sample_lpclip``); ``lp_draws="coop"`` fits it 
 Departure: zero-shot rows repeat per seed (one deterministic value) so every method has the same keys.
 CoOp runs are independent: ``workers > 1`` trains them in that many processes (CPU), each with
 ``threads`` torch threads; results do not depend on ``workers``. With ``batch_runs`` (default) the
-cached-mode runs of a dataset with the same prompt design (M, position, CSC, init) are trained together,
-one text-tower pass per step for all of them (``vlmlab.coop.batched``; the same contexts and accuracies
-as one run at a time, to float rounding); exact-mode runs stay one at a time. With a ``cache``, trained
+cached-mode runs with the same prompt design (M, position, CSC, init) are trained together, one
+text-tower pass per step for all of them (``vlmlab.coop.batched``; the same contexts and accuracies
+as one run at a time, to float rounding): every dataset's runs in one group (``stack_runs="datasets"``),
+or one group per dataset ("dataset"); exact-mode runs stay one at a time. With a ``cache``, trained
 cached-mode runs are kept there and a rerun with the same inputs and training code loads them
 (``cache_runs``; ``timing["runs_from_cache"]`` counts them), and so are the linear probes' searched C
 (``timing["probes_from_cache"]``: a rerun fits each probe once, at its C).
@@ -35,7 +36,7 @@ import torch
 
 from vlmlab.coop.augment import eval_features, view_features
 from vlmlab.coop.data import Splits
-from vlmlab.coop.jobs import Job, ProbeJob, run_units
+from vlmlab.coop.jobs import Job, ProbeJob, check_stacking, run_units
 from vlmlab.coop.train import CoOpConfig, TrainSet
 from vlmlab.coop.variants import Variant, parse_variant
 from vlmlab.data.fewshot import check_draws, sample_few_shot, sample_lpclip
@@ -152,7 +153,8 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
               lp_refine: int = 8, lp_dtype: str = "float64", lp_features: str = "raw", lp_draws: str = "lpclip",
               fewshot_draws: str = "independent",
               workers: int = 1, threads: int | None = None,
-              cache: FeatureCache | None = None, batch_runs: bool = True, cache_runs: bool = True) -> Sweep:
+              cache: FeatureCache | None = None, batch_runs: bool = True, cache_runs: bool = True,
+              stack_runs: str = "datasets") -> Sweep:
     """Run the grid (see the module docstring).
 
     Args:
@@ -169,7 +171,9 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         fewshot_draws: "independent" (CoOp's: each K drawn on its own) or "nested" (a seed's K-shot sets nest;
             ``vlmlab.data.fewshot``). workers, threads: processes for the runs.
         cache: the shared feature cache.
-        batch_runs: train the cached-mode CoOp runs of a dataset and prompt design together (same results).
+        batch_runs: train the cached-mode CoOp runs of a prompt design together (same results).
+        stack_runs: "datasets" (one group of a design's runs across the datasets) or "dataset" (a group per
+            dataset); ``vlmlab.coop.jobs.batch_jobs``.
         cache_runs: keep trained cached-mode runs in ``cache`` and load them on a rerun instead of training
             (``vlmlab.coop.jobs.run_key``; any change to the inputs or the training code retrains).
     """
@@ -177,6 +181,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
     if bad:
         raise KeyError(f"unknown method(s) {bad}; use zero_shot, linear_probe, coop")
     nested = check_draws(fewshot_draws)
+    check_stacking(stack_runs)
     check_dtype(lp_dtype, "lp_dtype")
     check_features(lp_features, "lp_features")
     if lp_draws not in LP_DRAWS:
@@ -197,13 +202,14 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
                                    lp_dtype, nested, lp_features, lp_draws)
     t_prep, cpu_prep = time.perf_counter() - t0, time.process_time() - cpu0
     results = run_units(bundle, jobs, batch=batch_runs and cfg.mode == "cached", workers=workers, threads=threads,
-                        cache=cache if cache_runs else None)
+                        cache=cache if cache_runs else None, stack=stack_runs)
     rows += _collect(out, jobs, results)
     probe_hits = [isinstance(j, ProbeJob) for j, r in zip(jobs, results) if r.get("from_cache")]   # per cache hit
     out.timing = {"wall_s": time.perf_counter() - t0, "prep_wall_s": t_prep, "prep_cpu_s": cpu_prep,
                   "jobs_cpu_s": sum(r["cpu_seconds"] for r in results if not r.get("from_cache")), "jobs": len(jobs),
                   "runs_from_cache": probe_hits.count(False), "probes_from_cache": probe_hits.count(True),
-                  "workers": workers, "batch_runs": bool(batch_runs)}
+                  "workers": workers, "batch_runs": bool(batch_runs),
+                  "stack_runs": stack_runs}
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {s.name: i for i, s in enumerate(splits)}
     rank = {"zero_shot": 0, "linear_probe": 1, "coop": 2}

@@ -26,6 +26,13 @@ the same tables and final losses). In bf16 on the embedded model this makes an e
 faster (old and new code alternated in one process, 1-15 runs per step); at notebook 03's scale the gain
 is inside this VM's run-to-run noise.
 
+Runs of other class lists (other datasets, one prompt design) stack as pieces
+(``stacked_text_features``): the prefixes along the runs, every piece's class rows flattened into one
+(N, S, W) batch with the suffixes zero-padded to the longest, so the step's small operations run once for
+all datasets; only the prefix attention (``_per_piece``) loops over the pieces, each row attending to its
+own run's keys and values. One piece is the same arithmetic as before, to the bit (notebook 03 with
+``stack_runs: dataset`` reproduced the shipped runs' accuracies and final losses).
+
 ``train_coop``'s step calls it with one context (R = 1), so a run trained alone and the same run trained in
 a group take the same arithmetic; ``PromptLearner.forward`` (evaluation, TPT) keeps the plainer
 ``encode_shared_prefix`` path.
@@ -33,6 +40,7 @@ a group take the same arithmetic; ``PromptLearner.forward`` (evaluation, TPT) ke
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,40 +72,59 @@ def _qkv(attn: nn.MultiheadAttention, x: Tensor) -> tuple[Tensor, Tensor, Tensor
     return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
 
 
+def _pieces(x: Tensor, sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
+    """Rows (N, ...) split into the pieces' (R_d, C_d, ...) views, N = sum R_d C_d (rows run-major)."""
+    out, o = [], 0
+    for r, c in sizes:
+        out.append(x[o:o + r * c].unflatten(0, (r, c)))
+        o += r * c
+    return out
+
+
+def _per_piece(eq: str, x: Tensor, y: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+    """``einsum(eq)`` of each piece's rows x (R_d C_d, ...) with its runs' prefix tensor y (R_d, ...),
+    the rows back in one (N, ...) tensor."""
+    runs = torch.tensor([0] + [r for r, _ in sizes]).cumsum(0).tolist()
+    out = [torch.einsum(eq, xd, y[a:b]).flatten(0, 1) for xd, a, b in zip(_pieces(x, sizes), runs, runs[1:])]
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
 def _attend(attn: nn.MultiheadAttention, q: Tensor, kp: Tensor, vp: Tensor, ks: Tensor, vs: Tensor,
-            mask: Tensor) -> Tensor:
+            mask: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
     """Attention of the suffix queries to [prefix | suffix] keys, heads split.
 
-    q (R, C, H, T, d); kp, vp (R, H, P, d); ks, vs (R, C, H, S, d); mask broadcastable to (R, C, H, T, S).
-    Returns (R, C, T, W) after the output projection.
+    q (N, H, T, d): the class rows of every piece, run-major; kp, vp (R, H, P, d): the runs' prefixes;
+    ks, vs (N, H, S, d); mask broadcastable to (N, H, T, S); ``sizes``: (R_d, C_d) per piece, so that rows
+    of run r attend to run r's prefix. Returns (N, T, W) after the output projection.
     """
     q = q / math.sqrt(q.shape[-1])
-    s_p = torch.einsum("rchtd,rhpd->rchtp", q, kp)                                      # (R, C, H, T, P)
-    s_s = q @ ks.transpose(-1, -2) + mask                                               # (R, C, H, T, S)
+    s_p = _per_piece("rchtd,rhpd->rchtp", q, kp, sizes)                                 # (N, H, T, P)
+    s_s = q @ ks.transpose(-1, -2) + mask                                               # (N, H, T, S)
     a = torch.softmax(torch.cat([s_p, s_s], dim=-1), dim=-1)
     p = kp.shape[-2]
-    out = torch.einsum("rchtp,rhpd->rchtd", a[..., :p], vp) + a[..., p:] @ vs          # (R, C, H, T, d)
+    out = _per_piece("rchtp,rhpd->rchtd", a[..., :p], vp, sizes) + a[..., p:] @ vs     # (N, H, T, d)
     return F.linear(out.transpose(-3, -2).flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, q_at: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
-    """One residual block on the prefixes xp (R, P, W) and the suffixes xs (R, C, S, W).
+def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, sizes: Sequence[tuple[int, int]],
+           q_at: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
+    """One residual block on the prefixes xp (R, P, W) and the class rows' suffixes xs (N, S, W).
 
     ``mask`` (L, L) is the causal mask of the whole prompt. The prefix's q/k/v are computed once: its
-    keys/values serve its own causal attention and every class row's. ``q_at`` (C,): the last block,
-    evaluated only at that suffix position per class (the readout): returns (None, (R, C, 1, W)); else
-    (the prefixes' output (R, P, W), the suffixes' (R, C, S, W)).
+    keys/values serve its own causal attention and every class row's. ``q_at`` (N,): the last block,
+    evaluated only at that suffix position per row (the readout): returns (None, (N, 1, W)); else
+    (the prefixes' output (R, P, W), the suffixes' (N, S, W)).
     """
     attn, h, p = blk.attn, blk.attn.num_heads, xp.shape[-2]
     qp, kp, vp = _qkv(attn, blk.ln_1(xp))                                               # (R, P, W)
-    qs, ks, vs = _qkv(attn, blk.ln_1(xs))                                               # (R, C, S, W)
+    qs, ks, vs = _qkv(attn, blk.ln_1(xs))                                               # (N, S, W)
     qp, kp, vp = _split_heads(qp, h), _split_heads(kp, h), _split_heads(vp, h)          # (R, H, P, d)
     ms = mask[p:, p:]
     if q_at is not None:
         rows = torch.arange(len(q_at), device=xs.device)
-        xs, qs, ms = xs[:, rows, q_at].unsqueeze(2), qs[:, rows, q_at].unsqueeze(2), ms[q_at].unsqueeze(1)
-        ms = ms.unsqueeze(1)                                                            # (C, 1, 1, S)
-    out = _attend(attn, _split_heads(qs, h), kp, vp, _split_heads(ks, h), _split_heads(vs, h), ms)
+        xs, qs, ms = xs[rows, q_at].unsqueeze(1), qs[rows, q_at].unsqueeze(1), ms[q_at].unsqueeze(1)
+        ms = ms.unsqueeze(1)                                                            # (N, 1, 1, S)
+    out = _attend(attn, _split_heads(qs, h), kp, vp, _split_heads(ks, h), _split_heads(vs, h), ms, sizes)
     xs = xs + blk.ls_1(out)
     xs = xs + blk.ls_2(blk.mlp(blk.ln_2(xs)))
     if q_at is not None:
@@ -115,25 +142,46 @@ def _project(tower, x: Tensor) -> Tensor:
     return proj(x) if isinstance(proj, nn.Module) else x @ proj
 
 
-def encode_prefix_groups(learner: PromptLearner, prefix: Tensor, suffix: Tensor) -> Tensor:
-    """Unnormalised features (R, C, D) of prompts [prefix_r | suffix_rc]: prefixes (R, P, W) shared by a run's
-    classes, suffixes (R, C, S, W) (``prompt_parts``)."""
-    tower, p, tokens = learner.tower, prefix.shape[1], learner.tokens
-    length = tokens.shape[1]
-    cast = _cast_dtype(tower, prefix)
+def _suffix_eos(learner: PromptLearner, p: int) -> Tensor:
+    """(C,) each class's readout position in its suffix (the EOS, or the highest token id)."""
+    tower, tokens = learner.tower, learner.tokens
+    return (tokens.argmax(dim=-1) if tower.pool_type == "argmax" else
+            (tokens == tower.eos_id).int().argmax(dim=-1)) - p
+
+
+def encode_prefix_groups(learners: Sequence[PromptLearner], prefixes: Sequence[Tensor],
+                         suffixes: Sequence[Tensor]) -> list[Tensor]:
+    """Unnormalised features, one (R_d, C_d, D) per piece, of prompts [prefix_r | suffix_rc].
+
+    A piece is R_d runs of one learner (one class list): prefixes (R_d, P, W) shared by a run's classes,
+    suffixes (R_d, C_d, S_d, W) (``prompt_parts``). Pieces of other class lists (other datasets) stack into
+    one pass: the prefixes (P equal) along the runs, the class rows flattened, suffixes zero-padded to the
+    longest S (after each row's EOS, so under the causal mask no readout sees the padding).
+    """
+    tower, p = learners[0].tower, prefixes[0].shape[1]
+    if any(l.bundle is not learners[0].bundle for l in learners) or any(x.shape[1] != p for x in prefixes):
+        raise ValueError("encode_prefix_groups: the pieces must share the text tower and the prefix length")
+    s = max(x.shape[2] for x in suffixes)
+    length = p + s
+    cast = _cast_dtype(tower, prefixes[0])
     pos = tower.positional_embedding[:length].detach().to(cast)
     mask = tower.attn_mask[:length, :length]
     mask = (torch.zeros(mask.shape, dtype=cast, device=mask.device).masked_fill(mask, -math.inf)
             if mask.dtype == torch.bool else mask.to(cast))                            # True = blocked, as in MHA
-    eos = (tokens.argmax(dim=-1) if tower.pool_type == "argmax" else
-           (tokens == tower.eos_id).int().argmax(dim=-1)) - p                          # (C,) in the suffix
+    sizes = [tuple(x.shape[:2]) for x in suffixes]
+    eos = [_suffix_eos(l, p).repeat(r) for l, (r, _) in zip(learners, sizes)]          # (R_d C_d,) run-major
+    rows = [(F.pad(x, (0, 0, 0, s - x.shape[2])) if x.shape[2] < s else x).flatten(0, 1)
+            for x in suffixes]                                                          # (R_d C_d, S, W)
+    one = len(suffixes) == 1
     blocks = list(tower.transformer.resblocks)
     with frozen(tower):
-        xp = prefix.to(cast) + pos[:p]                                                  # (R, P, W)
-        xs = suffix.to(cast) + pos[p:]                                                  # (R, C, S, W)
+        xp = (prefixes[0] if one else torch.cat(list(prefixes))).to(cast) + pos[:p]    # (R, P, W)
+        xs = (rows[0] if one else torch.cat(rows)).to(cast) + pos[p:]                   # (N, S, W)
+        q_at = eos[0] if one else torch.cat(eos)
         for i, blk in enumerate(blocks):
-            xp, xs = _block(blk, xp, xs, mask, q_at=eos if i == len(blocks) - 1 else None)
-        return _project(tower, tower.ln_final(xs[:, :, 0]))                             # (R, C, D)
+            xp, xs = _block(blk, xp, xs, mask, sizes, q_at=q_at if i == len(blocks) - 1 else None)
+        z = _project(tower, tower.ln_final(xs[:, 0]))                                   # (N, D)
+    return _pieces(z, sizes)
 
 
 def prompt_parts(learner: PromptLearner, ctx: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,10 +202,19 @@ def prompt_parts(learner: PromptLearner, ctx: Tensor) -> tuple[Tensor, Tensor]:
 
 def text_features(learner: PromptLearner, ctx: Tensor) -> Tensor:
     """Unit class features (R, C, D) of R contexts: the batched ``learner(normalize=True)``."""
-    r, c = ctx.shape[0], learner.n_cls
-    if supports_prefix_groups(learner):
-        z = encode_prefix_groups(learner, *prompt_parts(learner, ctx))
+    return stacked_text_features([learner], [ctx])[0]
+
+
+def stacked_text_features(learners: Sequence[PromptLearner], ctxs: Sequence[Tensor]) -> list[Tensor]:
+    """Unit class features of several pieces in one pass: piece d is R_d contexts ``ctxs[d]`` of learner d
+    (its own classes), giving (R_d, C_d, D). The learners share the tower and the prompt design."""
+    if supports_prefix_groups(learners[0]) and all(supports_prefix_groups(l) for l in learners):
+        parts = [prompt_parts(l, c) for l, c in zip(learners, ctxs)]
+        zs = encode_prefix_groups(learners, [p for p, _ in parts], [s for _, s in parts])
     else:
-        prompts = learner.prompts(ctx)                                                  # (R, C, L, W)
-        z = encode_token_embeddings(learner.tower, prompts.flatten(0, 1), learner.tokens.repeat(r, 1))
-    return F.normalize(z.float(), dim=-1).reshape(r, c, -1)
+        zs = []
+        for learner, ctx in zip(learners, ctxs):
+            prompts = learner.prompts(ctx)                                              # (R, C, L, W)
+            z = encode_token_embeddings(learner.tower, prompts.flatten(0, 1), learner.tokens.repeat(len(ctx), 1))
+            zs.append(z.unflatten(0, (len(ctx), learner.n_cls)))
+    return [F.normalize(z.float(), dim=-1) for z in zs]
