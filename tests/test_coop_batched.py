@@ -288,6 +288,23 @@ def test_batch_jobs_stacks_a_designs_runs_across_datasets_and_caps_their_summed_
     assert [pos for pos, _ in batch_jobs(jobs, max_rows=4)] == [[0], [2, 4], [5], [1], [3]]   # one run at least
 
 
+def test_job_costs_follow_the_rows_tokens_and_a_group_pays_a_fixed_cost_per_step():
+    from vlmlab.coop.jobs import STEP_COST, row_tokens
+
+    def job(shots, **kw):
+        cfg = CoOpConfig(n_ctx=16, batch_size=4, **kw)
+        y = torch.arange(len(NAMES)).repeat(shots)
+        return Job("a", None, shots, 1, NAMES, TrainSet(y), torch.zeros(1), torch.zeros(1), cfg, 3)
+
+    # a class row runs its own positions: a unified end context shares all 16, the middle 8, CSC none
+    assert [row_tokens(job(1, **kw).cfg) for kw in ({}, {"position": "middle"}, {"csc": True})] == [6, 14, 22]
+    end, csc = job(4), job(4, csc=True)
+    assert end.steps() == 3 * (20 // 4) and end.cost() == 15 * 5 * 6 and csc.cost() == 15 * 5 * 22
+    group = BatchJob([job(1), job(4)])                                # 3 and 15 steps: 15 batched steps
+    assert group.cost() == STEP_COST * 15 + job(1).cost() + job(4).cost()
+    assert BatchJob([job(4, csc=True)]).cost() > BatchJob([job(4, position="middle")]).cost() > BatchJob([end]).cost()
+
+
 def test_sweep_tables_equal_with_and_without_batching(bundle):
     from vlmlab import world
     splits = []
