@@ -2,10 +2,11 @@
 
 The runs share the prompt design (context length M, position, UC/CSC, init kind), so their prompts
 stack into one batch: R x C sequences when they share the classes; runs of several datasets stack as
-pieces, one per class list, their class rows side by side (``vlmlab.coop.text_batch``). Each run r keeps everything ``train_coop`` gives
-it: its own context ctx_r, SGD state (momentum buffer, weight decay), sample order and view draws
-(its own seeded generators, drawn in the same order), batch size and learning-rate schedule (CoOp's
-warm-up + cosine per epoch, ``lr_at``). The step minimises
+pieces, one per class list, their class rows side by side (``vlmlab.coop.text_batch``). Each run r
+keeps everything ``train_coop`` gives it: its own classes and context ctx_r, SGD state (momentum
+buffer, weight decay), sample order and view draws (its own seeded generators, drawn in the same
+order), batch size and learning-rate schedule (CoOp's warm-up + cosine per epoch, ``lr_at``). The
+step minimises
 
     L = sum_r CE_r(s_r * f_r @ normalize(g(t_r(ctx_r)))^T, y_r)      CE_r: run r's own batch mean
 

@@ -40,6 +40,7 @@ a group take the same arithmetic; ``PromptLearner.forward`` (evaluation, TPT) ke
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from typing import Sequence
 
 import torch
@@ -84,7 +85,7 @@ def _pieces(x: Tensor, sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
 def _per_piece(eq: str, x: Tensor, y: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
     """``einsum(eq)`` of each piece's rows x (R_d C_d, ...) with its runs' prefix tensor y (R_d, ...),
     the rows back in one (N, ...) tensor."""
-    runs = torch.tensor([0] + [r for r, _ in sizes]).cumsum(0).tolist()
+    runs = list(accumulate((r for r, _ in sizes), initial=0))                          # each piece's first run
     out = [torch.einsum(eq, xd, y[a:b]).flatten(0, 1) for xd, a, b in zip(_pieces(x, sizes), runs, runs[1:])]
     return out[0] if len(out) == 1 else torch.cat(out)
 
