@@ -13,8 +13,9 @@ default run is reused unless ``--fresh-default``, with a warning when it ran oth
 (its ``provenance.json`` git commit, or an edited tree). Prints one markdown table (check, measure, default, switched, difference)
 and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
 feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min, ``03_fp32``
-(the whole notebook in fp32; its features are its own) about 9 min, ``03_crop_scale`` (objects, 16 shots,
-M16 end, 3 seeds) under a minute.
+(the whole notebook in fp32; its features are its own) about 9 min, ``03_stack_dataset`` (every CoOp run
+trained in a group per dataset) about 5.5 min, ``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds)
+under a minute.
 
 A dict override is merged one level deep into the profile's dict (``vlmlab.params.merge_overrides``):
 ``uniinfo: {lora_backward: exact}`` keeps the profile's fitted UniInfo values, and ``epochs: {1: 25, ...}``
@@ -176,6 +177,8 @@ def checks() -> list[Check]:
         Check("03_old_epochs", "03_coop_shots", {"epochs": {1: 25, 2: 50, 4: 50, 8: 50, 16: 50}},
               _both(_coop_average, _claims), "fixed #11"),
         Check("03_fp32", "03_coop_shots", {"precision": "fp32"}, _both(_coop_average, _claims),
+              "departures: CoOp precision"),
+        Check("03_stack_dataset", "03_coop_shots", {"stack_runs": "dataset"}, _both(_coop_average, _claims),
               "departures: CoOp precision"),
         Check("03_ctx_float16", "03_coop_shots", {"coop": {"ctx_dtype": "float16"}}, _both(_coop_average, _claims),
               "fixed #26"),
