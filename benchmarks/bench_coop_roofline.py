@@ -233,7 +233,8 @@ def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
                 longest = max(longest, total * n_steps)
             flops = flops_per_run_step(learner, 1, cfg.logit_scale or bundle.logit_scale)
             rows.append({"dataset": ds, "variant": v.name, "classes": c, "run_steps": steps,
-                         "dataset_group_steps": longest, "gflop_per_run_step": flops / 1e9, "tflop": steps * flops / 1e12})
+                         "dataset_group_steps": longest, "gflop_per_run_step": flops / 1e9,
+                         "tflop": steps * flops / 1e12})
     t = pd.DataFrame(rows)
     t["group_steps"] = t["dataset_group_steps"]
     if p.get("stack_runs", "datasets") == "datasets":                  # one group per variant: its longest run

@@ -168,7 +168,8 @@ def test_a_group_of_two_datasets_equals_sequential_runs(bundle, variant):
     for n, k, s in zip(names, shots, seeds):
         g = torch.Generator().manual_seed(100 + s)
         y = torch.arange(len(n)).repeat(k)
-        trains.append(TrainSet(y, view_feats=F.normalize(torch.randn(len(y), 3, bundle.embed_dim, generator=g), dim=-1)))
+        feats = F.normalize(torch.randn(len(y), 3, bundle.embed_dim, generator=g), dim=-1)
+        trains.append(TrainSet(y, view_feats=feats))
     seq = [train_coop(bundle, n, t, cfg, seed=s, shots=k) for n, t, s, k in zip(names, trains, seeds, shots)]
     bat = train_coop_batched(bundle, names, trains, cfg, seeds, shots)
     assert [r.steps for r in bat] == [r.steps for r in seq] == [3, 4, 8, 3]   # 5 / 3 classes, batch 4, 3 / 4 epochs

@@ -183,7 +183,9 @@ def batch_jobs(jobs: Sequence, max_rows: int = MAX_ROWS,
     units: list[tuple[list[int], object]] = []
     for i, job in enumerate(jobs):
         if isinstance(job, Job) and job.cfg.mode == "cached":
-            key = group_key(job.cfg) if stack == "datasets" else (job.dataset, tuple(job.classnames), group_key(job.cfg))
+            key = group_key(job.cfg)
+            if stack == "dataset":
+                key = (job.dataset, tuple(job.classnames), key)
             if key not in groups:
                 groups[key] = []
                 units.append((groups[key], None))
@@ -220,7 +222,8 @@ def run_key(bundle: ClipBundle, job: Job, batched: bool | str, code: str | None 
     if not isinstance(job, Job) or job.cfg.mode != "cached" or job.train.view_feats is None:
         return None
     return {"kind": "coop-run", "model": bundle.identity, "classnames": list(job.classnames), "cfg": asdict(job.cfg),
-            "seed": int(job.seed), "shots": int(job.shots), "epochs": int(job.epochs), "batched": batched if isinstance(batched, str) else bool(batched),
+            "seed": int(job.seed), "shots": int(job.shots), "epochs": int(job.epochs),
+            "batched": batched if isinstance(batched, str) else bool(batched),
             "train": tensor_digest(torch.as_tensor(job.train.labels), job.train.view_feats),
             "code": code or _code_fingerprint()}
 
