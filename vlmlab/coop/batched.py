@@ -91,7 +91,7 @@ class _Piece:
     """The runs of one class list in a group: their contexts (R_d, M, W) | (R_d, C_d, M, W) stacked, SGD state."""
 
     def __init__(self, runs: list[int], learners: list[PromptLearner], cfgs: list[CoOpConfig]):
-        self.runs, self.learners = runs, learners
+        self.runs, self.learner = runs, learners[0]                                     # one class list: one prompt set
         self.ctx = torch.stack([l.ctx.detach() for l in learners]).clone()
         self.buf = torch.zeros_like(self.ctx)
         dev = self.ctx.device
@@ -178,15 +178,16 @@ def train_coop_batched(bundle: ClipBundle, classnames, trains: Sequence[TrainSet
         members.setdefault(tuple(n), []).append(i)
     pieces = [_Piece(ix, [learners[i] for i in ix], [cfgs[i] for i in ix]) for ix in members.values()]
     scales = [c.logit_scale or bundle.logit_scale for c in cfgs]
-    while active := [i for i, r in enumerate(runs) if r.step < r.total]:
-        on = set(active)
-        live = [(d, [j for j, i in enumerate(d.runs) if i in on]) for d in pieces]
-        live = [(d, torch.tensor(a, device=d.ctx.device), [d.runs[j] for j in a]) for d, a in live if a]
+    while any(r.step < r.total for r in runs):
+        live = []                                                                       # (piece, its rows, runs)
+        for d in pieces:
+            if a := [j for j, i in enumerate(d.runs) if runs[i].step < runs[i].total]:
+                live.append((d, torch.tensor(a, device=d.ctx.device), [d.runs[j] for j in a]))
         order = [i for _, _, ix in live for i in ix]
         batches = {i: runs[i].next_batch(bundle) for i in order}
         leaves = [d.ctx[a].detach().requires_grad_(True) for d, a, _ in live]          # (A_d, ...)
         with bundle.autocast():
-            texts = stacked_text_features([d.learners[0] for d, _, _ in live], leaves)  # (A_d, C_d, D)
+            texts = stacked_text_features([d.learner for d, _, _ in live], leaves)      # (A_d, C_d, D)
             losses = torch.stack([F.cross_entropy(scales[i] * batches[i][0].to(text.device, text.dtype) @ text[j].T,
                                                   batches[i][1].to(text.device))
                                   for (_, _, ix), text in zip(live, texts) for j, i in enumerate(ix)])
@@ -201,6 +202,7 @@ def train_coop_batched(bundle: ClipBundle, classnames, trains: Sequence[TrainSet
         for i, c in zip(d.runs, d.ctx):
             with torch.no_grad():
                 learners[i].ctx.copy_(c)
-    out = [CoOpResult(learner, r.history, wall * r.total / max(1, all_steps), r.total) for learner, r in zip(learners, runs)]
+    out = [CoOpResult(learner, r.history, wall * r.total / max(1, all_steps), r.total)
+           for learner, r in zip(learners, runs)]
     log.debug("batched CoOp: %d runs in %d pieces, %d steps in all, %.1f s", n_runs, len(pieces), all_steps, wall)
     return out

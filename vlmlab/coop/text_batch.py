@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlmlab.prompts import PromptLearner, _cast_dtype, encode_token_embeddings, frozen, supports_shared_prefix
+from vlmlab.prompts import (PromptLearner, _cast_dtype, _eos_positions, encode_token_embeddings, frozen,
+                            supports_shared_prefix)
 
 
 def prefix_length(learner: PromptLearner) -> int:
@@ -143,13 +144,6 @@ def _project(tower, x: Tensor) -> Tensor:
     return proj(x) if isinstance(proj, nn.Module) else x @ proj
 
 
-def _suffix_eos(learner: PromptLearner, p: int) -> Tensor:
-    """(C,) each class's readout position in its suffix (the EOS, or the highest token id)."""
-    tower, tokens = learner.tower, learner.tokens
-    return (tokens.argmax(dim=-1) if tower.pool_type == "argmax" else
-            (tokens == tower.eos_id).int().argmax(dim=-1)) - p
-
-
 def encode_prefix_groups(learners: Sequence[PromptLearner], prefixes: Sequence[Tensor],
                          suffixes: Sequence[Tensor]) -> list[Tensor]:
     """Unnormalised features, one (R_d, C_d, D) per piece, of prompts [prefix_r | suffix_rc].
@@ -170,7 +164,8 @@ def encode_prefix_groups(learners: Sequence[PromptLearner], prefixes: Sequence[T
     mask = (torch.zeros(mask.shape, dtype=cast, device=mask.device).masked_fill(mask, -math.inf)
             if mask.dtype == torch.bool else mask.to(cast))                            # True = blocked, as in MHA
     sizes = [tuple(x.shape[:2]) for x in suffixes]
-    eos = [_suffix_eos(l, p).repeat(r) for l, (r, _) in zip(learners, sizes)]          # (R_d C_d,) run-major
+    eos = [(_eos_positions(l.tokens, tower) - p).repeat(r)                             # (R_d C_d,) run-major,
+           for l, (r, _) in zip(learners, sizes)]                                      # in the suffix
     rows = [(F.pad(x, (0, 0, 0, s - x.shape[2])) if x.shape[2] < s else x).flatten(0, 1)
             for x in suffixes]                                                          # (R_d C_d, S, W)
     one = len(suffixes) == 1
@@ -209,7 +204,7 @@ def text_features(learner: PromptLearner, ctx: Tensor) -> Tensor:
 def stacked_text_features(learners: Sequence[PromptLearner], ctxs: Sequence[Tensor]) -> list[Tensor]:
     """Unit class features of several pieces in one pass: piece d is R_d contexts ``ctxs[d]`` of learner d
     (its own classes), giving (R_d, C_d, D). The learners share the tower and the prompt design."""
-    if supports_prefix_groups(learners[0]) and all(supports_prefix_groups(l) for l in learners):
+    if all(supports_prefix_groups(l) for l in learners):
         parts = [prompt_parts(l, c) for l, c in zip(learners, ctxs)]
         zs = encode_prefix_groups(learners, [p for p, _ in parts], [s for _, s in parts])
     else:
