@@ -14,7 +14,8 @@ default run is reused unless ``--fresh-default``, with a warning when it ran oth
 and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
 feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min, ``03_fp32``
 (the whole notebook in fp32; its features are its own) about 9 min, ``03_stack_dataset`` (every CoOp run
-trained in a group per dataset) about 5.5 min, ``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds)
+trained in a group per dataset) about 5.5 min, ``02_tda_augmix`` (TDA with 64 AugMix views of every
+image) about 6 min, ``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds)
 under a minute.
 
 A dict override is merged one level deep into the profile's dict (``vlmlab.params.merge_overrides``):
@@ -148,6 +149,8 @@ def checks() -> list[Check]:
         Check("02_tip_served_crops", "02_uniinfo_tta", {"tip_adapter": {"support_crops": "served"}},
               _both(_metrics(*(f"mean_acc/Tip-Adapter ({k})" for k in (1, 5, 10)), "mean_acc/UniInfo"), _claims),
               "fixed #22"),
+        Check("02_tda_augmix", "02_uniinfo_tta", {"tda": {"views": "augmix"}},
+              _both(_metrics("mean_acc/No-adapt", "mean_acc/TDA", "mean_acc/UniInfo"), _claims), "departures: TDA views"),
         Check("02_zero_last_resort_tied", "02_uniinfo_tta", {"zero": {"last_resort": "tied"}},
               _both(_metrics("mean_acc/ZERO"), _claims), "fixed #25"),
         Check("02_uniinfo_train_mode", "02_uniinfo_tta", {"uniinfo": {"train_mode": True}},

@@ -142,3 +142,24 @@ def test_paper_profile_reads_uniinfo_class_names(bundle, tmp_path, monkeypatch, 
     assert seen == [list(synonyms.values())] and len(ev.table) == 1 and ev.table.n_images.iloc[0] == 4
     E.evaluate(load("02_uniinfo_tta", "paper", small | {"classnames": ""}), bundle=bundle, cache=False)
     assert seen[-1] == ["tench", "goldfish"]
+
+
+def test_tda_augmix_scores_the_whole_stream_with_its_own_views(monkeypatch):
+    """tda: {views: augmix} (the reference's A/V/R/S setting) runs online over every image of each corruption,
+    not the multi-view subset, and the setup table names its view count."""
+    from vlmlab.params import load
+    from vlmlab.tta.base import ArrayImages
+    from vlmlab.tta.evaluate import evaluate
+
+    drawn, augmix = [], ArrayImages.augmix
+    monkeypatch.setattr(ArrayImages, "augmix", lambda self, idx, views, seed: drawn.append(len(idx)) or
+                        augmix(self, idx, views, seed))
+    over = {"methods": ["tda"], "tda": {"views": "augmix", "n_views": 10}, "corruptions": ["fog"]}
+    ev = evaluate(load("02_uniinfo_tta", "tiny", over), cache=False)
+    P = load("02_uniinfo_tta", "tiny", over)
+    assert ev.table.n_images.tolist() == [P.n_images] and ev.paired.empty
+    row = ev.setup.iloc[0]
+    assert row["views"] == 10 and row["images_per_corruption"] == P.n_images and "views=augmix" in row["settings"]
+    assert sum(drawn) == P.n_images * 9                                  # 9 AugMix views of every image, once
+    single = evaluate(load("02_uniinfo_tta", "tiny", {**over, "tda": {}}), cache=False)
+    assert single.setup.iloc[0]["views"] == 1 and sum(drawn) == P.n_images * 9

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -133,3 +135,88 @@ def test_templates_imagenet7_scores_with_the_reference_ensemble(bundle, text, ct
     import pytest
     with pytest.raises(ValueError, match="imagenet7"):
         ctx.class_text("seven")
+
+
+def _reference_views(x, text, fraction=0.1):
+    """The reference's get_clip_logits for a list of views, line by line (utils.py): entropy per view, the
+    int(0.1 V) lowest by argsort, the mean feature and logits, avg_entropy, the mean probability."""
+    logits = 100.0 * x @ text.T
+    ent = -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
+    idx = torch.argsort(ent, descending=False)[:int(ent.size()[0] * fraction)]
+    out = logits[idx]
+    lp = out - out.logsumexp(dim=-1, keepdim=True)
+    avg = lp.logsumexp(dim=0) - math.log(lp.shape[0])
+    loss = -(avg * torch.exp(avg)).sum(dim=-1)
+    return x[idx].mean(0).unsqueeze(0), out.mean(0).unsqueeze(0), float(loss), out.softmax(1).mean(0)
+
+
+def _views(text, n, v, seed):
+    g = torch.Generator().manual_seed(seed)
+    base = text[torch.randint(0, 3, (n,), generator=g)]
+    return F.normalize(base[:, None] + 0.4 * torch.randn(n, v, text.shape[1], generator=g), dim=-1)
+
+
+def test_augmix_views_read_out_as_the_reference_does(bundle, text):
+    m = _tda(bundle, text, views="augmix", n_views=40)
+    assert m.inputs == ("augmix_views",) and m.n_views == 40 and build("tda").inputs == ("feats",)
+    for x in _views(text, 4, 40, 0):
+        f, z, ent, prob = m.confident_views(x)
+        rf, rz, rent, rprob = _reference_views(x, text)
+        torch.testing.assert_close(f, rf)
+        torch.testing.assert_close(z, rz, atol=1e-4, rtol=1e-5)
+        assert ent == pytest.approx(rent, rel=1e-5)
+        torch.testing.assert_close(prob, rprob)
+        assert float(f.norm()) < 1.0                                  # the mean is not renormalised, as the reference
+
+
+def test_augmix_views_feed_the_caches_the_mean_feature_entropy_and_probability(bundle, text):
+    """With the negative band open, each image enters both caches with the reference's multi-view quantities,
+    and its logits are the single-view formula applied to the mean feature and mean logits."""
+    m = _tda(bundle, text, views="augmix", n_views=20, entropy_band=(0.0, 1.0))
+    entered = 0
+    for x in _views(text, 6, 20, 1):
+        f, z, ent, prob = _reference_views(x, text)
+        clocks = m.pos._clock, m.neg._clock
+        m.predict(Batch(torch.arange(1), views=x[None]))
+        c = int(z.argmax(1))
+        if m.pos._clock > clocks[0]:                                   # it entered its class's slots
+            slot = int(m.pos.stamp[c].argmax())
+            torch.testing.assert_close(m.pos.keys[c, slot], f[0])
+            assert float(m.pos.entropy[c, slot]) == pytest.approx(ent, rel=1e-5)
+            entered += 1
+        if m.neg._clock > clocks[1]:
+            torch.testing.assert_close(m.neg.extra[c, int(m.neg.stamp[c].argmax())], prob)
+    assert entered >= 3 and len(m.neg) > 0
+
+
+def test_identical_views_give_the_single_view_run(bundle, text):
+    """If every view is the image itself, the readout is the image's feature, logits, entropy and probability:
+    the multi-view run equals the single-view run on every image of a stream."""
+    single, multi = _tda(bundle, text), _tda(bundle, text, views="augmix", n_views=10)
+    for f in _views(text, 8, 1, 2)[:, 0]:
+        a = single.predict(Batch(torch.arange(1), feats=f[None]))
+        b = multi.predict(Batch(torch.arange(1), views=f[None, None].expand(1, 10, -1)))
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    assert len(single.neg) == len(multi.neg) and len(single.pos) == len(multi.pos)
+
+
+def test_views_setting_is_checked():
+    with pytest.raises(ValueError, match="views"):
+        build("tda", views="multi")
+    with pytest.raises(ValueError, match="keeps none"):
+        build("tda", views="augmix", n_views=9)
+
+
+def test_augmix_tda_runs_on_a_stream_through_the_runner(bundle, text, toy_stream):
+    """The runner encodes the image and its AugMix views of the raw array per item (view 0: the served input)."""
+    from vlmlab.tta.base import encode_augmix_views, encode_single, run_stream
+
+    m = _tda(bundle, text, views="augmix", n_views=10)
+    logits = run_stream(m, toy_stream, seed=0)
+    assert logits.shape == (len(toy_stream), 3) and torch.isfinite(logits).all()
+    v = encode_augmix_views(bundle, toy_stream.images, torch.tensor([1, 4]), 10, seed=3)
+    assert v.shape == (2, 10, text.shape[1])
+    torch.testing.assert_close(v[:, 0], encode_single(bundle, toy_stream.images(torch.tensor([1, 4]))), atol=1e-5,
+                               rtol=1e-5)
+    torch.testing.assert_close(v[1], encode_augmix_views(bundle, toy_stream.images, torch.tensor([4]), 10, seed=3)[0])
+    assert not torch.allclose(v[0, 1], v[0, 2])

@@ -19,6 +19,9 @@ dataset order. What a batch carries is what the method declares in ``inputs``:
     "views"   (B, V, D)     unit features of V views, view 0 = the image itself, the rest
                             RandomResizedCrop(S, scale 0.08-1, ratio 3/4-4/3) + horizontal flip
                             (TPT/ZERO/MTA's ImageNet augmentation), all views in one forward
+    "augmix_views" (B, V, D) unit features of V views, view 0 = the image itself, the rest AugMix views
+                            of the raw image (``vlmlab.data.augmix``: TDA's ImageNet-A/V/R/S setting),
+                            encoded per batch, never cached; they arrive in ``Batch.views``
     "images"  (B, 3, S, S)  normalised model input
 
 Views are drawn from a generator seeded with (view_seed, item index), so ZERO, MTA and TPT see
@@ -39,6 +42,7 @@ import torch
 from torch import Tensor
 
 from vlmlab.data.augment import SCALE, augmented_inputs
+from vlmlab.data.augmix import augmix_inputs
 from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.runtime import get_logger, progress, seed_everything, thread_map
@@ -46,7 +50,7 @@ from vlmlab.runtime import get_logger, progress, seed_everything, thread_map
 log = get_logger("vlmlab.tta")
 
 REGIMES = ("static", "episodic", "online")
-INPUTS = ("feats", "raw_feats", "views", "images")
+INPUTS = ("feats", "raw_feats", "views", "augmix_views", "images")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class ImageSource(Protocol):
 
     def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE) -> Tensor: ...
 
+    def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor: ...
+
 
 class ArrayImages:
     """Images held as uint8 (N, H, W, 3) arrays (the world), converted per batch with ``arrays_to_input``."""
@@ -91,6 +97,11 @@ class ArrayImages:
         (``vlmlab.data.augment.augmented_inputs``: torchvision's ``RandomResizedCrop`` draw on
         ``view_rng(seed, item, view)``)."""
         return augmented_inputs(self.bundle, self, np.asarray(idx).tolist(), views, seed, scale).to(self.bundle.device)
+
+    def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor:
+        """Normalised model input of AugMix view ``views[b]`` of raw item ``idx[b]`` (``vlmlab.data.augmix``,
+        drawn on ``view_rng(seed, item, view)``)."""
+        return augmix_inputs(self.bundle, self, np.asarray(idx).tolist(), views, seed).to(self.bundle.device)
 
 
 class DatasetImages:
@@ -119,6 +130,13 @@ class DatasetImages:
         raw = self.dataset if getattr(self.dataset, "transform", None) is None else self.dataset.with_transform(None)
         return augmented_inputs(self.bundle, raw, np.asarray(idx).tolist(), views, seed, scale,
                                 workers=self.workers).to(self.bundle.device)
+
+    def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor:
+        """As ``ArrayImages.augmix``, from each decoded file (before ``bundle.preprocess``), as TDA's
+        ``AugMixAugmenter`` receives it."""
+        raw = self.dataset if getattr(self.dataset, "transform", None) is None else self.dataset.with_transform(None)
+        return augmix_inputs(self.bundle, raw, np.asarray(idx).tolist(), views, seed,
+                             workers=self.workers).to(self.bundle.device)
 
 
 def image_source(bundle: ClipBundle, dataset) -> ImageSource:
@@ -234,6 +252,9 @@ class _Subset:
 
     def __call__(self, idx: Tensor) -> Tensor:
         return self.src(self.idx[torch.as_tensor(idx).long()])
+
+    def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor:
+        return self.src.augmix(self.idx[torch.as_tensor(idx).long()], views, seed)
 
 
 @dataclass
@@ -363,6 +384,20 @@ def encode_views(bundle: ClipBundle, x: Tensor, n_views: int, seeds: Sequence[in
 
 
 @torch.no_grad()
+def encode_augmix_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int) -> Tensor:
+    """Unit features of the image and ``n_views - 1`` AugMix views of its raw file, all in one forward:
+    (B,) item indices -> (B, V, D), as TDA's ``AugMixAugmenter`` (view 0: the served model input)."""
+    idx = torch.as_tensor(idx).long()
+    b, n_aug = len(idx), n_views - 1
+    first = src(idx)                                                # (B, 3, S, S)
+    rest = src.augmix(idx.repeat_interleave(n_aug), list(range(1, n_views)) * b, seed).to(first)
+    x = torch.cat([first[:, None], rest.reshape(b, n_aug, *first.shape[1:])], 1)
+    with bundle.autocast():
+        z = bundle.encode_images(x.flatten(0, 1))                   # (B*V, D)
+    return z.float().reshape(b, n_views, -1)
+
+
+@torch.no_grad()
 def encode_single(bundle: ClipBundle, x: Tensor, normalize: bool = True) -> Tensor:
     with bundle.autocast():
         return bundle.encode_images(x, normalize=normalize).float()
@@ -376,7 +411,8 @@ def _fetch(method: TTAMethod, stream: Stream, idx: Tensor, bundle: ClipBundle) -
     images = None
     raw_cached = stream.feats is not None and stream.norms is not None
     if ("images" in need or ("feats" in need and stream.feats is None) or ("raw_feats" in need and not raw_cached)
-            or ("views" in need and (stream.views is None or stream.views.shape[1] < method.n_views))):
+            or ("views" in need and (stream.views is None or stream.views.shape[1] < method.n_views))
+            or "augmix_views" in need):
         if stream.images is None:
             raise ValueError(f"{type(method).__name__} needs {sorted(need)} but stream {stream.name!r} has no "
                              "images and not every input precomputed; pass Stream(images=image_source(...))")
@@ -393,6 +429,8 @@ def _fetch(method: TTAMethod, stream: Stream, idx: Tensor, bundle: ClipBundle) -
             batch.views = stream.views[idx, :method.n_views].to(bundle.device)
         else:
             batch.views = encode_views(bundle, images, method.n_views, [view_seed(stream.view_seed, i) for i in idx.tolist()])
+    if "augmix_views" in need:
+        batch.views = encode_augmix_views(bundle, stream.images, idx, method.n_views, stream.view_seed)
     return batch
 
 

@@ -17,7 +17,7 @@ are cached too, keyed by model, images, view count and view seed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -244,6 +244,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                         multi.view_seed = seed
                         multi.views = cached_views(bundle, ds, sub, n_views, seed, cache)
                     s = multi
+                elif "augmix_views" in method.inputs:              # TDA's A/V/R/S setting: the whole stream
+                    s = replace(stream, view_seed=seed)
                 if getattr(method, "searches_on_test", False):     # Tip-Adapter's ImageNet protocol (a switch)
                     method.search_test(s.feats, s.labels)
                 logits = run_stream(method, s, seed=seed, desc=f"{name} {corruption}")
@@ -282,7 +284,7 @@ def cost_table(P, grid: _Grid, runs, stream: Stream, ds) -> pd.DataFrame:
     last = {name: (shots, overrides) for name, shots, overrides in runs}      # few-shot: the largest shots
     for name, (shots, overrides) in last.items():
         method = grid.method(name, shots, overrides, P.seeds[0], stream.name)
-        n = P.n_cost_images_multiview if "views" in method.inputs else P.n_cost_images
+        n = P.n_cost_images_multiview if method.n_views > 1 else P.n_cost_images
         idx = torch.arange(min(n, len(stream)))
         fresh = Stream(stream.labels, src, name=stream.name, severity=stream.severity).subset(idx)   # no cached inputs
         rows.append({"method": name, **measure_cost(method, fresh, seed=P.seeds[0])})
@@ -294,15 +296,15 @@ def setup_table(P, runs, n_images: int, n_multi: int, n_views: int, n_classes: i
     rows = []
     for name, shots, overrides in runs:
         m = build(name, **overrides)
-        multi = "views" in m.inputs
+        multi = "views" in m.inputs                 # scored on the multi-view subset
         settings = {k: v for k, v in vars(m.config).items()}
         if name == "uniinfo":
             from vlmlab.tta.uniinfo import scaled_threshold
             settings["I0_used"] = round(scaled_threshold(m.config.info_threshold, n_classes,
                                                          m.config.info_threshold_classes), 4)
         rows.append({"method": name, "shots": shots, "images_per_corruption": n_multi if multi else n_images,
-                     "views": n_views if multi else 1, "regime": m.regime,
-                     "cost_images": P.n_cost_images_multiview if multi else P.n_cost_images,
+                     "views": n_views if multi else m.n_views, "regime": m.regime,
+                     "cost_images": P.n_cost_images_multiview if m.n_views > 1 else P.n_cost_images,
                      "shots_source": (P.shots_source if shots is not None else ""),
                      "settings": ", ".join(f"{k}={v}" for k, v in settings.items())})
     return pd.DataFrame(rows)

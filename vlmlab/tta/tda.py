@@ -9,6 +9,11 @@ A new item joins its class if there is room, else replaces the class's highest-e
 its own entropy is lower; the item enters the caches before its own prediction; caches persist
 over the whole stream (online) and are emptied per (corruption, severity).
 Defaults: kdiAAA/TDA e697fb0 ``configs/imagenet.yaml`` (the ImageNet "I" setting: one view).
+``views="augmix"`` is the reference's ImageNet-A/V/R/S setting (``utils.py get_ood_preprocess``,
+``get_clip_logits``): the image and 63 AugMix views of its raw file (``vlmlab.data.augmix``); the int(0.1 V) = 6
+views of lowest entropy are kept, f = their features' mean (not renormalised), z = their logits' mean, the
+cached entropy is that of their mean probability (``avg_entropy``) and the negative cache stores their mean
+probability; f, z and that entropy then enter the caches and the logits as above.
 Kept quirk: the reference divides an entropy in nats by log2(C) (``utils.py get_entropy``); we match
 it so the bands mean the same (for any C the band is the same fraction of ln C).
 Departure: the run's prompt instead of the 7-template ensemble (``templates="imagenet7"`` restores it).
@@ -23,6 +28,9 @@ from torch import Tensor
 
 from vlmlab.metrics import softmax_entropy_from_logits
 from vlmlab.tta.base import Batch, TTAConfig, TTAMethod
+from vlmlab.tta.tpt import marginal_entropy
+
+VIEWS = ("single", "augmix")
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,16 @@ class TDAConfig(TTAConfig):
     logit_scale: float = 100.0
     batch_size: int = 1                   # the reference streams one image at a time
     templates: str = "run"                # "run": the run's prompt (departure); "imagenet7": the reference's ensemble
+    views: str = "single"                 # "single": the reference's ImageNet setting; "augmix": its A/V/R/S setting
+    n_views: int = 64                     # with views="augmix": the image and 63 AugMix views
+    view_fraction: float = 0.1            # with views="augmix": the lowest-entropy fraction kept
+
+    def __post_init__(self):
+        if self.views not in VIEWS:
+            raise ValueError(f"TDA views={self.views!r}: expected one of {VIEWS}")
+        if self.views == "augmix" and int(self.n_views * self.view_fraction) < 1:
+            raise ValueError(f"TDA keeps int(n_views * view_fraction) views: n_views={self.n_views}, "
+                             f"view_fraction={self.view_fraction} keeps none")
 
 
 class Cache:
@@ -94,7 +112,15 @@ class TDA(TTAMethod):
 
     config_cls = TDAConfig
     regime = "online"
-    inputs = ("feats",)
+    inputs = ("feats",)           # the default config's; an instance with views="augmix" reads "augmix_views"
+
+    def __init__(self, config: TDAConfig | None = None):
+        super().__init__(config)
+        self.inputs = ("augmix_views",) if self.config.views == "augmix" else ("feats",)
+
+    @property
+    def n_views(self) -> int:
+        return self.config.n_views if self.config.views == "augmix" else 1
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -105,16 +131,30 @@ class TDA(TTAMethod):
         self.pos = Cache(self.config.pos_shots, c, d)
         self.neg = Cache(self.config.neg_shots, c, d, extra_dim=c)
 
-    def step(self, f: Tensor) -> Tensor:
-        """One image: f (1, D) -> logits (1, C), after adding it to the caches."""
+    def confident_views(self, x: Tensor) -> tuple[Tensor, Tensor, float, Tensor]:
+        """The reference's multi-view readout of one image's unit view features x (V, D): the mean feature
+        and mean logits of the int(fraction V) lowest-entropy views, (1, D) and (1, C), the entropy of their
+        mean probability, and that mean probability (C,)."""
+        z = self.config.logit_scale * x @ self.text.T                              # (V, C)
+        keep = torch.argsort(softmax_entropy_from_logits(z))[:int(len(x) * self.config.view_fraction)]
+        return x[keep].mean(0, keepdim=True), z[keep].mean(0, keepdim=True), float(marginal_entropy(z[keep])), \
+            z[keep].softmax(1).mean(0)
+
+    def step(self, f: Tensor, views: Tensor | None = None) -> Tensor:
+        """One image: f (1, D) -> logits (1, C), after adding it to the caches; with ``views`` (V, D) the
+        reference's multi-view readout replaces f, its logits, entropy and probabilities."""
         cfg, c = self.config, self.ctx.n_classes
-        z = cfg.logit_scale * f @ self.text.T                                       # (1, C)
-        ent = float(softmax_entropy_from_logits(z)[0])
+        if views is None:
+            z = cfg.logit_scale * f @ self.text.T                                   # (1, C)
+            ent = float(softmax_entropy_from_logits(z)[0])
+            prob = None
+        else:
+            f, z, ent, prob = self.confident_views(views)
         pred = int(z.argmax(1))
         self.pos.add(pred, f[0], ent)
         normalised = ent / math.log2(c)
         if cfg.entropy_band[0] < normalised < cfg.entropy_band[1]:
-            self.neg.add(pred, f[0], ent, z.softmax(1)[0])
+            self.neg.add(pred, f[0], ent, z.softmax(1)[0] if prob is None else prob)
         # positive values are the slot's class (one-hot): sum each class's row of weights
         out = z + cfg.pos_alpha * self.pos.affinity_weights(f, cfg.pos_beta).sum(1)[None]
         lo, hi = cfg.mask_band
@@ -123,5 +163,8 @@ class TDA(TTAMethod):
         return out - cfg.neg_alpha * torch.einsum("ck,ckj->j", w, neg_values)[None]
 
     def predict(self, batch: Batch) -> Tensor:
+        if self.config.views == "augmix":
+            v = batch.views.float().cpu()
+            return torch.cat([self.step(None, v[i]) for i in range(len(v))])
         f = batch.feats.float().cpu()
         return torch.cat([self.step(f[i:i + 1]) for i in range(len(f))])
