@@ -149,6 +149,8 @@ def checks() -> list[Check]:
         Check("02_tip_served_crops", "02_uniinfo_tta", {"tip_adapter": {"support_crops": "served"}},
               _both(_metrics(*(f"mean_acc/Tip-Adapter ({k})" for k in (1, 5, 10)), "mean_acc/UniInfo"), _claims),
               "fixed #22"),
+        Check("02_views_raw", "02_uniinfo_tta", {"views_from": "raw"},
+              _both(_metrics("mean_acc/TPT", "mean_acc/ZERO", "mean_acc/MTA"), _claims), "departures: TPT, ZERO, MTA views"),
         Check("02_tda_augmix", "02_uniinfo_tta", {"tda": {"views": "augmix"}},
               _both(_metrics("mean_acc/No-adapt", "mean_acc/TDA", "mean_acc/UniInfo"), _claims), "departures: TDA views"),
         Check("02_zero_last_resort_tied", "02_uniinfo_tta", {"zero": {"last_resort": "tied"}},

@@ -52,6 +52,7 @@ tip_adapter = {}  # TipAdapterConfig overrides, e.g. {"search": False}
 tpt = {}  # TPTConfig overrides, e.g. {"n_views": 32}
 zero = {}  # ZeroConfig overrides
 mta = {}  # MTAConfig overrides
+views_from = "served"  # TPT / ZERO / MTA views cropped from: served (the model input) | raw (the file, as their code)
 tda = {}  # TDAConfig overrides, e.g. {"views": "augmix"} for the reference's ImageNet-A/V/R/S setting
 uniinfo = {"lora_extra": "bn", "info_threshold": 6.0, "info_threshold_classes": None, "lr": 1e-2,
            "ema_momentum": 0.1058}  # UniInfoConfig overrides: the world's values (benchmarks/sweep_uniinfo.py); paper: {}

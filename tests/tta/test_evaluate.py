@@ -163,3 +163,19 @@ def test_tda_augmix_scores_the_whole_stream_with_its_own_views(monkeypatch):
     assert sum(drawn) == P.n_images * 9                                  # 9 AugMix views of every image, once
     single = evaluate(load("02_uniinfo_tta", "tiny", {**over, "tda": {}}), cache=False)
     assert single.setup.iloc[0]["views"] == 1 and sum(drawn) == P.n_images * 9
+
+
+def test_views_from_raw_reaches_the_multi_view_methods(monkeypatch):
+    """views_from: raw crops every multi-view method's views from the raw arrays; a bad value fails first."""
+    import importlib
+
+    from vlmlab.params import load
+    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+    seen, real = [], E.encode_raw_views
+    monkeypatch.setattr(E, "encode_raw_views", lambda *a, **k: seen.append(len(a[2])) or real(*a, **k))
+    over = {"methods": ["zero"], "corruptions": ["fog"], "views_from": "raw"}
+    P = load("02_uniinfo_tta", "tiny", over)
+    ev = E.evaluate(P, cache=False)
+    assert sum(seen) == P.n_images_multiview and len(ev.table) == 1
+    with pytest.raises(ValueError, match="raw"):
+        E.evaluate(load("02_uniinfo_tta", "tiny", {**over, "views_from": "file"}), cache=False)

@@ -85,3 +85,60 @@ def test_measure_cost_reports_time_memory_and_device(toy_stream, ctx):
     cost = measure_cost(m, toy_stream)                      # no cached features: the encoder is timed
     assert set(cost) == {"ms_per_image", "peak_mem_mb", "device"}
     assert cost["ms_per_image"] > 0 and cost["peak_mem_mb"] >= 0 and cost["device"].startswith("cpu")
+
+
+def test_raw_views_crop_the_file_as_the_references_random_resized_crop(bundle, toy_stream):
+    """view_source "raw": view 0 is the served input, view v a bilinear RandomResizedCrop(S) and flip of the raw
+    array drawn on view_rng(seed, item, v), i.e. torchvision's crop of those parameters; "served" is unchanged."""
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    from vlmlab.data.augment import crop_params, view_rng
+    from vlmlab.tta.base import _fetch, encode_raw_views, encode_single, encode_views, view_seed
+
+    src, idx = toy_stream.images, torch.tensor([1, 4])
+    raw = encode_raw_views(bundle, src, idx, 5, seed=7)
+    torch.testing.assert_close(raw[:, 0], encode_single(bundle, src(idx)), atol=1e-5, rtol=1e-5)
+    pixels = torch.from_numpy(src.images[4]).permute(2, 0, 1).float() / 255
+    rng = view_rng(7, 4, 3)
+    top, left, h, w = crop_params(64, 64, rng, (0.08, 1.0))
+    want = TF.resized_crop(pixels, top, left, h, w, [64, 64], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    want = TF.horizontal_flip(want) if rng.random() < 0.5 else want
+    x = bundle.normalize_pixels(want.clamp(0, 1)[None])
+    torch.testing.assert_close(raw[1, 3], encode_single(bundle, x)[0], atol=1e-5, rtol=1e-5)
+    m = build("tpt", n_views=5)
+    raw_stream = toy_stream.subset(torch.arange(6))
+    raw_stream.view_source, raw_stream.view_seed = "raw", 7
+    torch.testing.assert_close(_fetch(m, raw_stream, idx, bundle).views, raw)
+    served = _fetch(m, toy_stream, idx, bundle).views
+    torch.testing.assert_close(served, encode_views(bundle, src(idx), 5, [view_seed(0, i) for i in (1, 4)]))
+    assert not torch.allclose(served[:, 1:], raw[:, 1:], atol=1e-3)
+    assert toy_stream.view_source == "served" and raw_stream.subset(idx).view_source == "raw"
+    with pytest.raises(ValueError, match="served"):
+        type(toy_stream)(toy_stream.labels, view_source="file")
+
+
+def test_cached_views_key_keeps_the_served_spec_and_separates_raw(bundle, toy_stream):
+    """The served views' cache key is the one caches already hold; raw views get their own."""
+    from vlmlab.tta.evaluate import cached_views
+
+    class _Cache:
+        def __init__(self):
+            self.specs = []
+
+        def get(self, spec):
+            self.specs.append(spec)
+
+        def put(self, spec, value):
+            pass
+
+    class _Data:
+        images, key = toy_stream.images.images, "toy"
+
+    cache, idx = _Cache(), torch.tensor([0, 2])
+    served = cached_views(bundle, _Data, idx, 4, 3, cache)
+    raw = cached_views(bundle, _Data, idx, 4, 3, cache, source="raw")
+    assert cache.specs[0]["transform"] == "views:V=4:rrc(0.08,1)+hflip:roi_align-bilinear:64"
+    assert cache.specs[1]["transform"] == "views:V=4:rrc(0.08,1)+hflip:raw-rrc-bilinear:64"
+    torch.testing.assert_close(served[:, 0], raw[:, 0])
+    assert not torch.allclose(served[:, 1:], raw[:, 1:], atol=1e-3)

@@ -10,7 +10,7 @@ numpy generator so that view ``v`` of image ``i`` is a pure function of ``(seed,
 (``view_rng``): the same in any batch, order, thread or training mode.
 
 Users: ``vlmlab.coop.augment`` (CoOp's exact and cached modes) and ``vlmlab.tta.base.ImageSource.crops``
-(Tip-Adapter's support keys).
+(Tip-Adapter's support keys; TPT, ZERO and MTA's views under ``views_from="raw"``, bilinear).
 """
 from __future__ import annotations
 
@@ -68,10 +68,12 @@ def image_at(data, i: int) -> Tensor | Image.Image:
     return data[i][0]                                                 # PIL image
 
 
-def augment_one(image: Tensor | Image.Image, size: int, rng: np.random.Generator, scale=SCALE) -> Tensor:
+def augment_one(image: Tensor | Image.Image, size: int, rng: np.random.Generator, scale=SCALE,
+                interpolation: InterpolationMode = InterpolationMode.BICUBIC) -> Tensor:
     """One training view: (3, H, W) float in [0, 1] or a PIL image -> (3, size, size) in [0, 1].
 
-    ``scale``: the crop's area fraction range (CoOp: 0.08-1).
+    ``scale``: the crop's area fraction range (CoOp: 0.08-1). ``interpolation``: the resize's (CoOp's and
+    Tip-Adapter's bicubic; TPT's test-time views use ``RandomResizedCrop``'s default, bilinear).
     """
     if isinstance(image, Image.Image):
         h, w = image.height, image.width
@@ -79,8 +81,7 @@ def augment_one(image: Tensor | Image.Image, size: int, rng: np.random.Generator
         h, w = image.shape[-2:]
     top, left, ch, cw = crop_params(h, w, rng, scale)
     flip = rng.random() < 0.5
-    out = TF.resized_crop(image, top, left, ch, cw, [size, size], interpolation=InterpolationMode.BICUBIC,
-                          antialias=True)
+    out = TF.resized_crop(image, top, left, ch, cw, [size, size], interpolation=interpolation, antialias=True)
     if flip:
         out = TF.horizontal_flip(out)
     if isinstance(out, Image.Image):
@@ -89,7 +90,8 @@ def augment_one(image: Tensor | Image.Image, size: int, rng: np.random.Generator
 
 
 def augmented_inputs(bundle, data, indices: Sequence[int], views: Sequence[int], seed: int,
-                     scale=SCALE, workers: int | None = None) -> Tensor:
+                     scale=SCALE, workers: int | None = None,
+                     interpolation: InterpolationMode = InterpolationMode.BICUBIC) -> Tensor:
     """Normalised model input of view ``views[b]`` of item ``indices[b]``: (B, 3, S, S); ``bundle``: what has an
     ``image_size`` (S) and ``normalize_pixels`` (a ``vlmlab.models.ClipBundle``). ``data``: world arrays
     (``.images``) or an ``ImageDataset`` without transform.
@@ -101,7 +103,7 @@ def augmented_inputs(bundle, data, indices: Sequence[int], views: Sequence[int],
     workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
 
     def one(pair: tuple[int, int]) -> Tensor:
-        return augment_one(image_at(data, pair[0]), bundle.image_size, view_rng(seed, *pair), scale)
+        return augment_one(image_at(data, pair[0]), bundle.image_size, view_rng(seed, *pair), scale, interpolation)
 
     xs = thread_map(one, pairs, 1 if hasattr(data, "images") else workers)
     return bundle.normalize_pixels(torch.stack(xs))

@@ -27,7 +27,9 @@ dataset order. What a batch carries is what the method declares in ``inputs``:
 Views are drawn from a generator seeded with (view_seed, item index), so ZERO, MTA and TPT see
 the same views of an image and can share cached view features. Departure: the crop is taken
 from the model input (S x S after resize and centre crop), not from the raw file; for ImageNet-C
-(224 x 224 files) and the 64 px world the two coincide.
+(224 x 224 files) and the 64 px world the two coincide. ``Stream.view_source = "raw"`` (notebook 02's
+``views_from``) crops the raw file as the references do (``RandomResizedCrop(S)``, bilinear, then the
+flip, on ``ImageSource.crops``; view 0 stays the served input, their base transform).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.transforms import InterpolationMode
 
 from vlmlab.data.augment import SCALE, augmented_inputs
 from vlmlab.data.augmix import augmix_inputs
@@ -50,6 +53,14 @@ from vlmlab.runtime import get_logger, progress, seed_everything, thread_map
 log = get_logger("vlmlab.tta")
 
 REGIMES = ("static", "episodic", "online")
+VIEW_SOURCES = ("served", "raw")
+BICUBIC, BILINEAR = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR
+
+
+def check_view_source(source: str) -> str:
+    if source not in VIEW_SOURCES:
+        raise ValueError(f"views are cropped from one of {VIEW_SOURCES}, not {source!r}")
+    return source
 INPUTS = ("feats", "raw_feats", "views", "augmix_views", "images")
 
 
@@ -73,7 +84,7 @@ class ImageSource(Protocol):
 
     def __call__(self, idx: Tensor) -> Tensor: ...
 
-    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE) -> Tensor: ...
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE, interpolation=BICUBIC) -> Tensor: ...
 
     def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor: ...
 
@@ -91,12 +102,13 @@ class ArrayImages:
         batch = torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(idx)]))
         return arrays_to_input(self.bundle, batch.to(self.bundle.device))
 
-    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE) -> Tensor:
-        """Normalised model input of a random resized crop (``scale`` of the area, bicubic, to S x S) and flip of
-        each *raw* array image (not of the served one): view ``views[b]`` of item ``idx[b]``
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE, interpolation=BICUBIC) -> Tensor:
+        """Normalised model input of a random resized crop (``scale`` of the area, to S x S by ``interpolation``)
+        and flip of each *raw* array image (not of the served one): view ``views[b]`` of item ``idx[b]``
         (``vlmlab.data.augment.augmented_inputs``: torchvision's ``RandomResizedCrop`` draw on
         ``view_rng(seed, item, view)``)."""
-        return augmented_inputs(self.bundle, self, np.asarray(idx).tolist(), views, seed, scale).to(self.bundle.device)
+        return augmented_inputs(self.bundle, self, np.asarray(idx).tolist(), views, seed, scale,
+                                interpolation=interpolation).to(self.bundle.device)
 
     def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor:
         """Normalised model input of AugMix view ``views[b]`` of raw item ``idx[b]`` (``vlmlab.data.augmix``,
@@ -124,12 +136,12 @@ class DatasetImages:
         xs = thread_map(self._load, np.asarray(idx).tolist(), self.workers)
         return torch.stack(xs).to(self.bundle.device)
 
-    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE) -> Tensor:
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE, interpolation=BICUBIC) -> Tensor:
         """As ``ArrayImages.crops``, from each decoded file (the raw image, before ``bundle.preprocess``): what a
-        ``RandomResizedCrop(S, scale, bicubic) + RandomHorizontalFlip`` train transform feeds the model."""
+        ``RandomResizedCrop(S, scale, interpolation) + RandomHorizontalFlip`` transform feeds the model."""
         raw = self.dataset if getattr(self.dataset, "transform", None) is None else self.dataset.with_transform(None)
         return augmented_inputs(self.bundle, raw, np.asarray(idx).tolist(), views, seed, scale,
-                                workers=self.workers).to(self.bundle.device)
+                                workers=self.workers, interpolation=interpolation).to(self.bundle.device)
 
     def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor:
         """As ``ArrayImages.augmix``, from each decoded file (before ``bundle.preprocess``), as TDA's
@@ -220,6 +232,7 @@ class Stream:
         feats: (N, D) precomputed single-view features, or None. views: (N, V, D), or None.
         norms: (N,) norms of the encoder output before normalisation (with ``feats``), or None.
         view_seed: seed of the view augmentations. name, severity: what the stream is.
+        view_source: where "views" are cropped: "served" (the model input, the default) or "raw" (the file).
     """
 
     labels: Tensor
@@ -230,6 +243,10 @@ class Stream:
     name: str = ""
     severity: int = 0
     norms: Tensor | None = None
+    view_source: str = "served"
+
+    def __post_init__(self):
+        check_view_source(self.view_source)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -240,7 +257,7 @@ class Stream:
         images = None if self.images is None else _Subset(self.images, idx)
         return Stream(self.labels[idx], images, None if self.feats is None else self.feats[idx],
                       None if self.views is None else self.views[idx], self.view_seed, self.name, self.severity,
-                      None if self.norms is None else self.norms[idx])
+                      None if self.norms is None else self.norms[idx], self.view_source)
 
 
 class _Subset:
@@ -255,6 +272,9 @@ class _Subset:
 
     def augmix(self, idx: Tensor, views: Sequence[int], seed: int) -> Tensor:
         return self.src.augmix(self.idx[torch.as_tensor(idx).long()], views, seed)
+
+    def crops(self, idx: Tensor, views: Sequence[int], seed: int, scale=SCALE, interpolation=BICUBIC) -> Tensor:
+        return self.src.crops(self.idx[torch.as_tensor(idx).long()], views, seed, scale, interpolation)
 
 
 @dataclass
@@ -383,18 +403,34 @@ def encode_views(bundle: ClipBundle, x: Tensor, n_views: int, seeds: Sequence[in
     return z.float().reshape(x.shape[0], n_views, -1)
 
 
-@torch.no_grad()
-def encode_augmix_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int) -> Tensor:
-    """Unit features of the image and ``n_views - 1`` AugMix views of its raw file, all in one forward:
-    (B,) item indices -> (B, V, D), as TDA's ``AugMixAugmenter`` (view 0: the served model input)."""
+def _encode_image_and_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, draw) -> Tensor:
+    """View 0 the served input of each item, views 1..V-1 ``draw(items, views)``, all in one forward: (B, V, D)."""
     idx = torch.as_tensor(idx).long()
     b, n_aug = len(idx), n_views - 1
     first = src(idx)                                                # (B, 3, S, S)
-    rest = src.augmix(idx.repeat_interleave(n_aug), list(range(1, n_views)) * b, seed).to(first)
+    rest = draw(idx.repeat_interleave(n_aug), list(range(1, n_views)) * b).to(first)
     x = torch.cat([first[:, None], rest.reshape(b, n_aug, *first.shape[1:])], 1)
     with bundle.autocast():
         z = bundle.encode_images(x.flatten(0, 1))                   # (B*V, D)
     return z.float().reshape(b, n_views, -1)
+
+
+@torch.no_grad()
+def encode_raw_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int) -> Tensor:
+    """Unit features of the image and ``n_views - 1`` crops of its raw file: (B,) item indices -> (B, V, D).
+
+    The crops are the references' test-time views (TPT's ``AugMixAugmenter`` without AugMix:
+    ``RandomResizedCrop(S)``, scale 0.08-1, bilinear, and a flip), drawn on ``view_rng(seed, item, view)``;
+    view 0 is the served model input (their base transform)."""
+    return _encode_image_and_views(bundle, src, idx, n_views,
+                                   lambda i, v: src.crops(i, v, seed, scale=(0.08, 1.0), interpolation=BILINEAR))
+
+
+@torch.no_grad()
+def encode_augmix_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int) -> Tensor:
+    """Unit features of the image and ``n_views - 1`` AugMix views of its raw file: (B,) item indices ->
+    (B, V, D), as TDA's ``AugMixAugmenter`` (view 0: the served model input)."""
+    return _encode_image_and_views(bundle, src, idx, n_views, lambda i, v: src.augmix(i, v, seed))
 
 
 @torch.no_grad()
@@ -427,8 +463,11 @@ def _fetch(method: TTAMethod, stream: Stream, idx: Tensor, bundle: ClipBundle) -
     if "views" in need:
         if stream.views is not None and stream.views.shape[1] >= method.n_views:
             batch.views = stream.views[idx, :method.n_views].to(bundle.device)
+        elif stream.view_source == "raw":
+            batch.views = encode_raw_views(bundle, stream.images, idx, method.n_views, stream.view_seed)
         else:
-            batch.views = encode_views(bundle, images, method.n_views, [view_seed(stream.view_seed, i) for i in idx.tolist()])
+            batch.views = encode_views(bundle, images, method.n_views,
+                                       [view_seed(stream.view_seed, i) for i in idx.tolist()])
     if "augmix_views" in need:
         batch.views = encode_augmix_views(bundle, stream.images, idx, method.n_views, stream.view_seed)
     return batch

@@ -33,7 +33,8 @@ from vlmlab.models import load_clip
 from vlmlab.prompts import zero_shot_weights
 from vlmlab.runtime import get_logger, progress, resolve_device
 from vlmlab.tta import METHODS, build
-from vlmlab.tta.base import Context, Stream, Support, encode_views, image_source, measure_cost, run_stream, view_seed
+from vlmlab.tta.base import (Context, Stream, Support, check_view_source, encode_raw_views, encode_views, image_source,
+                              measure_cost, run_stream, view_seed)
 
 log = get_logger("vlmlab.tta.evaluate")
 
@@ -75,11 +76,14 @@ def encode(bundle, dataset, cache, batch_size: int = 256):
     return extract(bundle, dataset, cache=cache, batch_size=batch_size)
 
 
-def cached_views(bundle, dataset, idx: torch.Tensor, n_views: int, seed: int, cache, chunk: int = 8) -> torch.Tensor:
-    """(len(idx), V, D) unit view features of items ``idx`` (view 0 = the image), from the cache if present."""
+def cached_views(bundle, dataset, idx: torch.Tensor, n_views: int, seed: int, cache, chunk: int = 8,
+                 source: str = "served") -> torch.Tensor:
+    """(len(idx), V, D) unit view features of items ``idx`` (view 0 = the image), from the cache if present;
+    ``source``: crops of the served model input or of the raw file (``vlmlab.tta.base.encode_raw_views``)."""
+    crop = {"served": "roi_align-bilinear", "raw": "raw-rrc-bilinear"}[check_view_source(source)]
     spec = {"model": bundle.identity, "dataset": f"{getattr(dataset, 'key', type(dataset).__name__)}:views",
             "extra": {"index": idx.tolist()}, "seed": seed,
-            "transform": f"views:V={n_views}:rrc(0.08,1)+hflip:roi_align-bilinear:{bundle.image_size}"}
+            "transform": f"views:V={n_views}:rrc(0.08,1)+hflip:{crop}:{bundle.image_size}"}
     hit = cache.get(spec) if cache is not None else None
     if hit is not None:
         return hit["views"]
@@ -88,7 +92,10 @@ def cached_views(bundle, dataset, idx: torch.Tensor, n_views: int, seed: int, ca
     steps = range(0, len(idx), chunk)
     for s in progress(steps, desc=f"views {getattr(dataset, 'name', '')}", leave=False, disable=True if len(steps) < 20 else None):
         part = idx[s:s + chunk]
-        out.append(encode_views(bundle, src(part), n_views, [view_seed(seed, i) for i in part.tolist()]).cpu())
+        if source == "raw":
+            out.append(encode_raw_views(bundle, src, part, n_views, seed).cpu())
+        else:
+            out.append(encode_views(bundle, src(part), n_views, [view_seed(seed, i) for i in part.tolist()]).cpu())
     views = torch.cat(out) if out else torch.zeros(0, n_views, bundle.embed_dim)
     if cache is not None:
         cache.put(spec, {"views": views})
@@ -216,6 +223,7 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
         bundle: a loaded model (default: ``load_clip(P.model, P.pretrained, P.device, precision=P.precision)``).
         cache: feature cache (default the shared one; ``False`` = none).
     """
+    check_view_source(P.views_from)
     bundle = bundle or load_clip(P.model, P.pretrained, resolve_device(P.device), precision=P.precision)
     cache = FeatureCache() if cache is None or cache is True else (cache or None)
     root = P.data_root or None
@@ -241,8 +249,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                 if "views" in method.inputs:
                     if multi is None:
                         multi = stream.subset(sub)
-                        multi.view_seed = seed
-                        multi.views = cached_views(bundle, ds, sub, n_views, seed, cache)
+                        multi.view_seed, multi.view_source = seed, P.views_from
+                        multi.views = cached_views(bundle, ds, sub, n_views, seed, cache, source=P.views_from)
                     s = multi
                 elif "augmix_views" in method.inputs:              # TDA's A/V/R/S setting: the whole stream
                     s = replace(stream, view_seed=seed)
@@ -286,7 +294,8 @@ def cost_table(P, grid: _Grid, runs, stream: Stream, ds) -> pd.DataFrame:
         method = grid.method(name, shots, overrides, P.seeds[0], stream.name)
         n = P.n_cost_images_multiview if method.n_views > 1 else P.n_cost_images
         idx = torch.arange(min(n, len(stream)))
-        fresh = Stream(stream.labels, src, name=stream.name, severity=stream.severity).subset(idx)   # no cached inputs
+        fresh = Stream(stream.labels, src, name=stream.name, severity=stream.severity,           # no cached inputs
+                       view_source=P.views_from).subset(idx)
         rows.append({"method": name, **measure_cost(method, fresh, seed=P.seeds[0])})
     return pd.DataFrame(rows, columns=["method", "ms_per_image", "peak_mem_mb", "device"])
 
