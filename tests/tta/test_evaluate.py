@@ -179,3 +179,20 @@ def test_views_from_raw_reaches_the_multi_view_methods(monkeypatch):
     assert sum(seen) == P.n_images_multiview and len(ev.table) == 1
     with pytest.raises(ValueError, match="raw"):
         E.evaluate(load("02_uniinfo_tta", "tiny", {**over, "views_from": "file"}), cache=False)
+
+
+def test_raw_views_and_augmix_tda_read_image_files(bundle, tmp_path, fake_imagenet):
+    """The paper profile's on-disk path: views_from: raw crops the decoded JPEGs and tda: {views: augmix} mixes
+    AugMix views of them (DatasetImages.crops / .augmix on the files, before the model's preprocess)."""
+    import importlib
+
+    from vlmlab.params import load
+    E = importlib.import_module("vlmlab.tta.evaluate")
+    root = fake_imagenet(tmp_path / "data", {"n01440764": "tench", "n01443537": "goldfish"})
+    over = {"data_root": str(root), "corruptions": ["fog"], "methods": ["zero", "tda"], "n_cost_images": 1,
+            "n_cost_images_multiview": 1, "pca_corruption": "fog", "compare_published": False, "views_from": "raw",
+            "zero": {"n_views": 4}, "tda": {"views": "augmix", "n_views": 10}, "n_images_multiview": None}
+    ev = E.evaluate(load("02_uniinfo_tta", "paper", over), bundle=bundle, cache=False)
+    assert ev.table.method.tolist() == ["zero", "tda"] and ev.table.n_images.tolist() == [4, 4]
+    assert ev.table.accuracy.between(0, 100).all() and ev.cost.ms_per_image.gt(0).all()
+    assert ev.setup.set_index("method").loc["tda", "views"] == 10
