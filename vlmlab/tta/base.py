@@ -53,15 +53,16 @@ from vlmlab.runtime import get_logger, progress, seed_everything, thread_map
 log = get_logger("vlmlab.tta")
 
 REGIMES = ("static", "episodic", "online")
+INPUTS = ("feats", "raw_feats", "views", "augmix_views", "images")
 VIEW_SOURCES = ("served", "raw")
 BICUBIC, BILINEAR = InterpolationMode.BICUBIC, InterpolationMode.BILINEAR
 
 
 def check_view_source(source: str) -> str:
+    """``source`` if it names where "views" are cropped from (``VIEW_SOURCES``), else a ValueError."""
     if source not in VIEW_SOURCES:
         raise ValueError(f"views are cropped from one of {VIEW_SOURCES}, not {source!r}")
     return source
-INPUTS = ("feats", "raw_feats", "views", "augmix_views", "images")
 
 
 @dataclass(frozen=True)
