@@ -1,7 +1,7 @@
 """How the confident-view readout of TPT, ZERO and TDA's multi-view setting behaves on notebook 02's streams.
 
 For each corruption, the first ``--n`` images of the embedded profile's stream, 64 views each, two kinds of view:
-``crops`` (TPT's ImageNet views: random resized crops and flips, ``vlmlab.tta.base.encode_views``) and ``augmix``
+``crops`` (TPT's ImageNet views: random resized crops and flips, ``vlmlab.tta.base.encode_item_views``) and ``augmix``
 (TDA's A/V/R/S views, ``vlmlab.tta.base.encode_augmix_views``). Prints the accuracy of the image alone (view 0),
 of the mean logits of all views, and of the mean logits of the 10 % lowest-entropy views (the readout of
 TPT, ZERO and TDA), and how many images that readout gives to its most frequent class.
@@ -19,7 +19,7 @@ from vlmlab.metrics import softmax_entropy_from_logits
 from vlmlab.models import load_clip
 from vlmlab.params import load
 from vlmlab.prompts import zero_shot_weights
-from vlmlab.tta.base import encode_augmix_views, encode_views, image_source, view_seed
+from vlmlab.tta.base import encode_augmix_views, encode_item_views, image_source
 
 
 def readouts(z: torch.Tensor, y: torch.Tensor, fraction: float = 0.1) -> dict[str, float]:
@@ -50,7 +50,7 @@ def main() -> None:
         src, idx = image_source(bundle, ds), torch.arange(min(args.n, len(ds.labels)))
         y = torch.as_tensor(ds.labels)[idx]
         parts = [idx[i:i + 16] for i in range(0, len(idx), 16)]
-        kinds = {"crops": lambda p: encode_views(bundle, src(p), 64, [view_seed(args.seed, i) for i in p.tolist()]),
+        kinds = {"crops": lambda p: encode_item_views(bundle, src, p, 64, args.seed),
                  "augmix": lambda p: encode_augmix_views(bundle, src, p, 64, args.seed)}
         for kind, encode in kinds.items():
             r = readouts(scale * torch.cat([encode(p) for p in parts]) @ text.T, y)

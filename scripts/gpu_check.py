@@ -257,7 +257,7 @@ def check_01(chk: Check, models: dict, nb: str = "01_uniformity_analysis") -> No
 
 def _tta_inputs(chk: Check, nb: str, bundle):
     """02's shared inputs, timed: single-view features (batch 512) and 64 views per image (8 images a pass)."""
-    from vlmlab.tta.base import ArrayImages, encode_single, encode_views, view_seed
+    from vlmlab.tta.base import ArrayImages, encode_item_views, encode_single
 
     s = chk.sizes
     src = ArrayImages(bundle, synthetic_images(max(s.images, s.uniinfo_images, s.multiview_images), s.image_size))
@@ -265,8 +265,7 @@ def _tta_inputs(chk: Check, nb: str, bundle):
         return torch.cat([encode_single(bundle, src(i)).cpu() for i in torch.arange(m).split(s.tta_batch)])
 
     def views(m: int) -> torch.Tensor:                                       # (m, V, D)
-        return torch.cat([encode_views(bundle, src(i), s.views, [view_seed(0, j) for j in i.tolist()]).cpu()
-                          for i in torch.arange(m).split(8)])
+        return torch.cat([encode_item_views(bundle, src, i, s.views, 0).cpu() for i in torch.arange(m).split(8)])
 
     f = chk.run(nb, f"features (batch {s.tta_batch})", "images", s.images, lambda: feats(s.images),
                 lambda: feats(min(s.tta_batch, s.images)))

@@ -171,8 +171,9 @@ def test_views_from_raw_reaches_the_multi_view_methods(monkeypatch):
 
     from vlmlab.params import load
     E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
-    seen, real = [], E.encode_raw_views
-    monkeypatch.setattr(E, "encode_raw_views", lambda *a, **k: seen.append(len(a[2])) or real(*a, **k))
+    import vlmlab.tta.base as B
+    seen, real = [], B.encode_raw_views
+    monkeypatch.setattr(B, "encode_raw_views", lambda *a, **k: seen.append(len(a[2])) or real(*a, **k))
     over = {"methods": ["zero"], "corruptions": ["fog"], "views_from": "raw"}
     P = load("02_uniinfo_tta", "tiny", over)
     ev = E.evaluate(P, cache=False)

@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
-from vlmlab.data.augment import SCALE, crop_params, view_rng
+from vlmlab.data.augment import SCALE, crop_params, image_at, view_rng
 from vlmlab.runtime import thread_map
 
 
@@ -119,13 +119,11 @@ def augmix_one(image: Image.Image, size: int, rng: np.random.Generator, severity
 
 
 def raw_image(data, i: int) -> Image.Image:
-    """Item ``i`` of ``data`` before any transform, as an RGB PIL image (world arrays: uint8 (N, H, W, 3))."""
+    """Item ``i`` of ``data`` before any transform, as an RGB PIL image: a world array (uint8 (N, H, W, 3))
+    as it is, a file as ``vlmlab.data.augment.image_at`` decodes it (which refuses a dataset with a transform)."""
     if hasattr(data, "images"):
         return Image.fromarray(np.ascontiguousarray(data.images[i]))
-    if getattr(data, "transform", None) is not None:
-        raise ValueError(f"{getattr(data, 'key', data)!r} has a transform; AugMix works on the raw images: "
-                         f"pass dataset.with_transform(None)")
-    return data[i][0].convert("RGB")
+    return image_at(data, i).convert("RGB")
 
 
 def augmix_inputs(bundle, data, indices: Sequence[int], views: Sequence[int], seed: int, severity: float = 1.0,

@@ -404,11 +404,13 @@ def encode_views(bundle: ClipBundle, x: Tensor, n_views: int, seeds: Sequence[in
     return z.float().reshape(x.shape[0], n_views, -1)
 
 
-def _encode_image_and_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, draw) -> Tensor:
-    """View 0 the served input of each item, views 1..V-1 ``draw(items, views)``, all in one forward: (B, V, D)."""
+def _encode_image_and_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, draw,
+                            first: Tensor | None = None) -> Tensor:
+    """View 0 the served input of each item (``first``, or ``src(idx)``), views 1..V-1 ``draw(items, views)``,
+    all in one forward: (B, V, D)."""
     idx = torch.as_tensor(idx).long()
     b, n_aug = len(idx), n_views - 1
-    first = src(idx)                                                # (B, 3, S, S)
+    first = src(idx) if first is None else first                    # (B, 3, S, S)
     rest = draw(idx.repeat_interleave(n_aug), list(range(1, n_views)) * b).to(first)
     x = torch.cat([first[:, None], rest.reshape(b, n_aug, *first.shape[1:])], 1)
     with bundle.autocast():
@@ -417,21 +419,36 @@ def _encode_image_and_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n
 
 
 @torch.no_grad()
-def encode_raw_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int) -> Tensor:
+def encode_raw_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int,
+                     first: Tensor | None = None) -> Tensor:
     """Unit features of the image and ``n_views - 1`` crops of its raw file: (B,) item indices -> (B, V, D).
 
     The crops are the references' test-time views (TPT's ``AugMixAugmenter`` without AugMix:
     ``RandomResizedCrop(S)``, scale 0.08-1, bilinear, and a flip), drawn on ``view_rng(seed, item, view)``;
-    view 0 is the served model input (their base transform)."""
+    view 0 is the served model input (their base transform; ``first`` when the caller has it)."""
     return _encode_image_and_views(bundle, src, idx, n_views,
-                                   lambda i, v: src.crops(i, v, seed, scale=(0.08, 1.0), interpolation=BILINEAR))
+                                   lambda i, v: src.crops(i, v, seed, scale=(0.08, 1.0), interpolation=BILINEAR),
+                                   first)
 
 
 @torch.no_grad()
-def encode_augmix_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int) -> Tensor:
+def encode_augmix_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int,
+                        first: Tensor | None = None) -> Tensor:
     """Unit features of the image and ``n_views - 1`` AugMix views of its raw file: (B,) item indices ->
-    (B, V, D), as TDA's ``AugMixAugmenter`` (view 0: the served model input)."""
-    return _encode_image_and_views(bundle, src, idx, n_views, lambda i, v: src.augmix(i, v, seed))
+    (B, V, D), as TDA's ``AugMixAugmenter`` (view 0: the served model input, ``first`` when the caller has it)."""
+    return _encode_image_and_views(bundle, src, idx, n_views, lambda i, v: src.augmix(i, v, seed), first)
+
+
+def encode_item_views(bundle: ClipBundle, src: ImageSource, idx: Tensor, n_views: int, seed: int,
+                      source: str = "served", first: Tensor | None = None) -> Tensor:
+    """The "views" input of items ``idx`` (B, V, D): crops of the served input (``encode_views``, item i's
+    generator seeded ``view_seed(seed, i)``) or of the raw file (``encode_raw_views``); ``first``: the items'
+    served input when the caller has loaded it."""
+    if check_view_source(source) == "raw":
+        return encode_raw_views(bundle, src, idx, n_views, seed, first)
+    idx = torch.as_tensor(idx).long()
+    return encode_views(bundle, src(idx) if first is None else first, n_views,
+                        [view_seed(seed, i) for i in idx.tolist()])
 
 
 @torch.no_grad()
@@ -464,13 +481,11 @@ def _fetch(method: TTAMethod, stream: Stream, idx: Tensor, bundle: ClipBundle) -
     if "views" in need:
         if stream.views is not None and stream.views.shape[1] >= method.n_views:
             batch.views = stream.views[idx, :method.n_views].to(bundle.device)
-        elif stream.view_source == "raw":
-            batch.views = encode_raw_views(bundle, stream.images, idx, method.n_views, stream.view_seed)
         else:
-            batch.views = encode_views(bundle, images, method.n_views,
-                                       [view_seed(stream.view_seed, i) for i in idx.tolist()])
+            batch.views = encode_item_views(bundle, stream.images, idx, method.n_views, stream.view_seed,
+                                            stream.view_source, first=images)
     if "augmix_views" in need:
-        batch.views = encode_augmix_views(bundle, stream.images, idx, method.n_views, stream.view_seed)
+        batch.views = encode_augmix_views(bundle, stream.images, idx, method.n_views, stream.view_seed, images)
     return batch
 
 

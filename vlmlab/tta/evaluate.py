@@ -33,8 +33,8 @@ from vlmlab.models import load_clip
 from vlmlab.prompts import zero_shot_weights
 from vlmlab.runtime import get_logger, progress, resolve_device
 from vlmlab.tta import METHODS, build
-from vlmlab.tta.base import (Context, Stream, Support, check_view_source, encode_raw_views, encode_views, image_source,
-                              measure_cost, run_stream, view_seed)
+from vlmlab.tta.base import (Context, Stream, Support, check_view_source, encode_item_views, image_source,
+                              measure_cost, run_stream)
 
 log = get_logger("vlmlab.tta.evaluate")
 
@@ -79,7 +79,7 @@ def encode(bundle, dataset, cache, batch_size: int = 256):
 def cached_views(bundle, dataset, idx: torch.Tensor, n_views: int, seed: int, cache, chunk: int = 8,
                  source: str = "served") -> torch.Tensor:
     """(len(idx), V, D) unit view features of items ``idx`` (view 0 = the image), from the cache if present;
-    ``source``: crops of the served model input or of the raw file (``vlmlab.tta.base.encode_raw_views``)."""
+    ``source``: crops of the served model input or of the raw file (``vlmlab.tta.base.encode_item_views``)."""
     crop = {"served": "roi_align-bilinear", "raw": "raw-rrc-bilinear"}[check_view_source(source)]
     spec = {"model": bundle.identity, "dataset": f"{getattr(dataset, 'key', type(dataset).__name__)}:views",
             "extra": {"index": idx.tolist()}, "seed": seed,
@@ -92,10 +92,7 @@ def cached_views(bundle, dataset, idx: torch.Tensor, n_views: int, seed: int, ca
     steps = range(0, len(idx), chunk)
     for s in progress(steps, desc=f"views {getattr(dataset, 'name', '')}", leave=False, disable=True if len(steps) < 20 else None):
         part = idx[s:s + chunk]
-        if source == "raw":
-            out.append(encode_raw_views(bundle, src, part, n_views, seed).cpu())
-        else:
-            out.append(encode_views(bundle, src(part), n_views, [view_seed(seed, i) for i in part.tolist()]).cpu())
+        out.append(encode_item_views(bundle, src, part, n_views, seed, source).cpu())
     views = torch.cat(out) if out else torch.zeros(0, n_views, bundle.embed_dim)
     if cache is not None:
         cache.put(spec, {"views": views})
