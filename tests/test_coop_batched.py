@@ -476,9 +476,9 @@ def test_each_shot_count_trains_on_its_own_draw_and_its_own_views(bundle, nested
 
 def test_prefix_rows_copy_each_runs_prefix_to_its_class_rows():
     """Pieces (2 runs x 3 classes) and (1 run x 2 classes): rows run-major take runs 0,0,0,1,1,1,2,2."""
-    from vlmlab.coop.text_batch import _prefix_rows
+    from vlmlab.coop.text_batch import _row_runs
 
     y = torch.arange(3.0)[:, None, None] * torch.ones(3, 2, 4)
-    rows = _prefix_rows(y, [(2, 3), (1, 2)])
+    rows = y.index_select(0, _row_runs([(2, 3), (1, 2)]))
     assert rows.shape == (8, 2, 4)
     assert rows[:, 0, 0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2]

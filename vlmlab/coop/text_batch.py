@@ -30,7 +30,7 @@ Runs of other class lists (other datasets, one prompt design) stack as pieces
 (``stacked_text_features``): the prefixes along the runs, every piece's class rows flattened into one
 (N, S, W) batch with the suffixes zero-padded to the longest, so the step's small operations run once for
 all datasets; in the prefix attention each row attends to its own run's keys and values, copied to the
-rows (``_prefix_rows``). One piece is the same arithmetic as before, to the bit (notebook 03 with
+rows (``_row_runs``). One piece is the same arithmetic as before, to the bit (notebook 03 with
 ``stack_runs: dataset`` reproduced the shipped runs' accuracies and final losses).
 
 ``train_coop``'s step calls it with one context (R = 1), so a run trained alone and the same run trained in
@@ -82,47 +82,47 @@ def _pieces(x: Tensor, sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
     return out
 
 
-def _prefix_rows(y: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
-    """Each class row's copy of its run's prefix tensor: y (R, ...) -> (N, ...), rows run-major."""
-    per_run = torch.tensor([c for r, c in sizes for _ in range(r)], device=y.device)   # (R,) classes of each run
-    return y.index_select(0, torch.repeat_interleave(torch.arange(len(per_run), device=y.device), per_run))
+def _row_runs(sizes: Sequence[tuple[int, int]], device=None) -> Tensor:
+    """The run of each class row (N,), rows run-major: piece d's R_d runs each hold C_d rows."""
+    per_run = torch.tensor([c for r, c in sizes for _ in range(r)], device=device)     # (R,) classes of each run
+    return torch.repeat_interleave(torch.arange(len(per_run), device=device), per_run)
 
 
 def _attend(attn: nn.MultiheadAttention, q: Tensor, kp: Tensor, vp: Tensor, ks: Tensor, vs: Tensor,
-            mask: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+            mask: Tensor, runs: Tensor | None) -> Tensor:
     """Attention of the suffix queries to [prefix | suffix] keys, heads split.
 
     q (N, H, T, d): the class rows of every piece, run-major; kp, vp (R, H, P, d): the runs' prefixes;
-    ks, vs (N, H, S, d); mask broadcastable to (N, H, T, S); ``sizes``: (R_d, C_d) per piece, so that rows
-    of run r attend to run r's prefix. One piece (R runs of C classes) contracts its rows with the R prefixes
-    directly; several pieces copy each run's prefix keys/values to its rows (``_prefix_rows``) and take one
-    product for all (one batched matrix product instead of one per piece: 1.15-1.2x a bf16 step of 12 runs over
-    notebook 03's 6 datasets; the gradient's error against fp32's is the same, 0.9-1.0 % in bf16, both ways).
-    Returns (N, T, W) after the output projection.
+    ks, vs (N, H, S, d); mask broadcastable to (N, H, T, S); ``runs`` (N,): each row's run (``_row_runs``),
+    so that rows of run r attend to run r's prefix, or None for one piece (R runs of the same C classes),
+    whose rows are contracted with the R prefixes directly. Several pieces copy each run's prefix keys/values
+    to its rows and take one product for all (one batched matrix product instead of one per piece: 1.15-1.2x
+    a bf16 step of 12 runs over notebook 03's 6 datasets; the gradient's error against fp32's is the same,
+    0.9-1.0 % in bf16, both ways). Returns (N, T, W) after the output projection.
     """
     q = q / math.sqrt(q.shape[-1])
-    p = kp.shape[-2]
-    if len(sizes) == 1:
-        rc = sizes[0]
-        s_p = torch.einsum("rchtd,rhpd->rchtp", q.unflatten(0, rc), kp).flatten(0, 1)  # (N, H, T, P)
+    r, p = kp.shape[0], kp.shape[-2]
+    if runs is None:
+        s_p = torch.einsum("rchtd,rhpd->rchtp", q.unflatten(0, (r, -1)), kp).flatten(0, 1)  # (N, H, T, P)
     else:
-        kp, vp = _prefix_rows(kp, sizes), _prefix_rows(vp, sizes)                      # (N, H, P, d)
+        kp, vp = kp.index_select(0, runs), vp.index_select(0, runs)                     # (N, H, P, d)
         s_p = q @ kp.transpose(-1, -2)
     s_s = q @ ks.transpose(-1, -2) + mask                                               # (N, H, T, S)
     a = torch.softmax(torch.cat([s_p, s_s], dim=-1), dim=-1)
-    if len(sizes) == 1:
-        out_p = torch.einsum("rchtp,rhpd->rchtd", a[..., :p].unflatten(0, rc), vp).flatten(0, 1)
+    if runs is None:
+        out_p = torch.einsum("rchtp,rhpd->rchtd", a[..., :p].unflatten(0, (r, -1)), vp).flatten(0, 1)
     else:
         out_p = a[..., :p] @ vp
     out = out_p + a[..., p:] @ vs                                                       # (N, H, T, d)
     return F.linear(out.transpose(-3, -2).flatten(-2), attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, sizes: Sequence[tuple[int, int]],
+def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, runs: Tensor | None,
            q_at: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
     """One residual block on the prefixes xp (R, P, W) and the class rows' suffixes xs (N, S, W).
 
-    ``mask`` (L, L) is the causal mask of the whole prompt. The prefix's q/k/v are computed once: its
+    ``mask`` (L, L) is the causal mask of the whole prompt; ``runs``: each class row's run, or None for one
+    piece (``_attend``). The prefix's q/k/v are computed once: its
     keys/values serve its own causal attention and every class row's. ``q_at`` (N,): the last block,
     evaluated only at that suffix position per row (the readout): returns (None, (N, 1, W)); else
     (the prefixes' output (R, P, W), the suffixes' (N, S, W)).
@@ -136,7 +136,7 @@ def _block(blk, xp: Tensor, xs: Tensor, mask: Tensor, sizes: Sequence[tuple[int,
         rows = torch.arange(len(q_at), device=xs.device)
         xs, qs, ms = xs[rows, q_at].unsqueeze(1), qs[rows, q_at].unsqueeze(1), ms[q_at].unsqueeze(1)
         ms = ms.unsqueeze(1)                                                            # (N, 1, 1, S)
-    out = _attend(attn, _split_heads(qs, h), kp, vp, _split_heads(ks, h), _split_heads(vs, h), ms, sizes)
+    out = _attend(attn, _split_heads(qs, h), kp, vp, _split_heads(ks, h), _split_heads(vs, h), ms, runs)
     xs = xs + blk.ls_1(out)
     xs = xs + blk.ls_2(blk.mlp(blk.ln_2(xs)))
     if q_at is not None:
@@ -179,13 +179,14 @@ def encode_prefix_groups(learners: Sequence[PromptLearner], prefixes: Sequence[T
     rows = [(F.pad(x, (0, 0, 0, s - x.shape[2])) if x.shape[2] < s else x).flatten(0, 1)
             for x in suffixes]                                                          # (R_d C_d, S, W)
     one = len(suffixes) == 1
+    runs = None if one else _row_runs(sizes, prefixes[0].device)                        # (N,) each row's run
     blocks = list(tower.transformer.resblocks)
     with frozen(tower):
         xp = (prefixes[0] if one else torch.cat(list(prefixes))).to(cast) + pos[:p]    # (R, P, W)
         xs = (rows[0] if one else torch.cat(rows)).to(cast) + pos[p:]                   # (N, S, W)
         q_at = eos[0] if one else torch.cat(eos)
         for i, blk in enumerate(blocks):
-            xp, xs = _block(blk, xp, xs, mask, sizes, q_at=q_at if i == len(blocks) - 1 else None)
+            xp, xs = _block(blk, xp, xs, mask, runs, q_at=q_at if i == len(blocks) - 1 else None)
         z = _project(tower, tower.ln_final(xs[:, 0]))                                   # (N, D)
     return _pieces(z, sizes)
 
