@@ -87,6 +87,13 @@ def test_threshold_scales_with_log_classes():
     assert scaled_threshold(2.0, 20, None) == 2.0
 
 
+def test_the_default_threshold_is_i0_as_given_whatever_the_class_count(bundle, text):
+    assert len(CLASSNAMES) != 1000
+    assert _uniinfo(bundle, text).threshold == 3.0                          # official: info_weight_th, fixed
+    scaled = _uniinfo(bundle, text, info_threshold_classes=1000).threshold   # vlmlab's optional rule
+    assert scaled == pytest.approx(3.0 * math.log(len(CLASSNAMES)) / math.log(1000))
+
+
 def test_a_teacher_that_never_moves_reads_out_the_frozen_model(bundle, text, toy_stream):
     m = build("uniinfo", batch_size=3, ema_momentum=0.0, lr=1e-2)
     m.setup(Context(bundle, CLASSNAMES, text))

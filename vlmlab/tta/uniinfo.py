@@ -17,11 +17,12 @@ Defaults (``imagenet-c.yaml``): LoRA r 16, alpha 2 on q, k, v, out of every atte
 I0 = 3.0 nats; m = 1e-3. LoRA's input gradient as loralib computes it, through the stale W0
 (``lora_backward="reference"``; ``"exact"`` differentiates the adapted weight; docs/fidelity.md).
 
-I0 and the class count: I is at most ln min(B, C), so the paper's I0 = 3.0 (for C = 1000,
-ln 1000 = 6.91) would sit at the very top of the range for 20 classes (ln 20 = 3.00).
-``info_threshold_classes`` states the class count I0 was set for; the threshold used is
-I0 * ln C / ln(info_threshold_classes) (= 3.0 for ImageNet; 1.30 for the world's 20 classes).
-``None`` uses I0 as given.
+I0 and the class count: the official code uses I0 as given whatever C (``info_weight_th``, a fixed
+3.0 in ``imagenet-c.yaml``), and so does the default (``info_threshold_classes=None``). I is at most
+ln min(B, C), so 3.0 (set for C = 1000, ln 1000 = 6.91) sits at the very top of the range for 20
+classes (ln 20 = 3.00). ``info_threshold_classes=N`` is vlmlab's optional rule, in neither the paper
+nor its code: the threshold used is I0 * ln C / ln N (N = 1000: 3.0 for ImageNet, 1.30 for the
+world's 20 classes; docs/fidelity.md).
 
 Readout (the reference records both; which one the paper's tables report is not stated, §10):
 "online" = the student's logits on each batch before its update; "ema_offline" = a second pass
@@ -67,7 +68,7 @@ class UniInfoConfig(TTAConfig):
     tau_t: float = 0.01
     lam_unif: float = 1.0
     info_threshold: float = 3.0               # I0, nats
-    info_threshold_classes: int | None = 1000  # I0 was set for this many classes; None = no scaling
+    info_threshold_classes: int | None = None  # None: I0 as given (official); N: I0 ln C / ln N (vlmlab)
     unif_var: float = 1.0                     # t = 1 / (2 var) = 0.5
     ema_momentum: float = 1e-3
     ema_reg_lam: float = 1.0
