@@ -163,6 +163,11 @@ def checks() -> list[Check]:
         Check("02_uniinfo_train_mode_refit", "02_uniinfo_tta",
               {"uniinfo": {"train_mode": True, "lora_extra": "none", "info_threshold": 10.0}},
               _both(_metrics("mean_acc/No-adapt", "mean_acc/UniInfo"), _claims), "departures: UniInfo train mode"),
+        # the official values (UniInfoConfig's defaults) on the world, beside the values fitted for it
+        Check("02_uniinfo_paper_values", "02_uniinfo_tta",
+              {"uniinfo": {"lora_extra": "none", "info_threshold": 3.0, "info_threshold_classes": None, "lr": 1e-3,
+                           "ema_momentum": 1e-3}},
+              _both(_metrics("mean_acc/No-adapt", "mean_acc/UniInfo"), _claims), "departures: UniInfo, embedded"),
         Check("03_probe_float32", "03_coop_shots", {"lp_dtype": "float32"}, _both(_lp03, _claims), "fixed #12"),
         Check("04_probe_float32", "04_visual_prompt_fid", {"lp_dtype": "float32"}, _both(_lp04, _claims),
               "fixed #12"),
