@@ -37,6 +37,8 @@ test-time BN to the method; ``False`` (default) keeps the tower in eval mode (do
 The frozen part of the tower before the first adapted module is run once per batch and shared by
 student and teacher (``vlmlab.models.lora.frozen_prefix``; not with ``train_mode``, where the
 student's frozen BatchNorm layers see batch statistics too).
+Precision: the student, teacher and readout passes run in fp32 whatever the bundle's ``precision``
+(the official code runs open_clip in fp32); the text features are the bundle's, cast to fp32.
 """
 from __future__ import annotations
 
