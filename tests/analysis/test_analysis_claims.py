@@ -104,7 +104,7 @@ def test_noise_claims_need_noise_and_another_corruption(check):
         check(_evidence(params={"corruptions": ["gaussian_noise"]}))
 
 
-@pytest.mark.parametrize("check", [c.check for c in AC.CLAIMS if c.check is not AC.check_accuracy_uniformity_negative_correlation])
+@pytest.mark.parametrize("check", [c.check for c in AC.CLAIMS])
 def test_corruption_and_shift_claims_need_severity_5_or_a_shift_set(check):
     sev1 = _evidence(params={"severities": [1]}, drop=tuple((c, 5) for c in CORRUPTIONS))
     no_shift = _evidence(params={"uniformity_kept_by": []})
@@ -116,9 +116,23 @@ def test_corruption_and_shift_claims_need_severity_5_or_a_shift_set(check):
 
 
 def test_correlation_with_too_few_conditions_is_not_measured():
-    ev = C.Evidence({"correlation": pd.DataFrame([U.correlations(_metrics({k: HOLDING[k] for k in list(HOLDING)[:2]}))])})
+    ev = _evidence(params={"corruptions": ["fog"], "uniformity_kept_by": []},
+                   drop=tuple(k for k in HOLDING if k[1] == 0 and k[0] != "clean"))       # clean + fog at 5: n = 2
     with pytest.raises(C.NotMeasured, match="needs 3"):
         AC.check_accuracy_uniformity_negative_correlation(ev)
+
+
+def test_correlation_reads_the_posters_columns_not_the_other_severities():
+    """Clean, the shifted sets and severity 5 (the poster's 18 columns); severity-1 rows do not count."""
+    flip_sev1 = {k: {"uniformity": v[0] / 25} for k, v in HOLDING.items() if k[1] == 1}   # sev 1: r > 0 overall
+    v = AC.check_accuracy_uniformity_negative_correlation(_evidence(flip_sev1))
+    assert v.verdict == "holds" and v.ours["n"] == 6                                 # 3 at severity 0 + 3 at 5
+    assert v.ours["pearson_r"] < 0 < v.ours["every condition pearson_r"]
+    ev = _evidence({k: {"uniformity": 1.0 - v[4]} for k, v in HOLDING.items() if k[1] != 1})
+    every = ev.table("correlation").iloc[0]
+    assert every.n == len(HOLDING)
+    v = AC.check_accuracy_uniformity_negative_correlation(ev)
+    assert v.verdict == "fails" and v.ours["every condition n"] == len(HOLDING)
 
 
 def test_missing_rows_are_structural_errors_not_verdicts():

@@ -37,7 +37,9 @@ BLANK_TV_MAX = 0.2
 #: "helps little": §8's largest prompt-tuning gain is +4.1 points (SigLIP low-level); §9's mean gains are
 #: +1.9 (FT ViT) and -0.4 (FT projector), against +10.8 for the LLM (LoRA).
 LITTLE_GAIN_PTS = 5.0
-#: "stays roughly at the encoder level": §7's widest stated band across LM layers is 8 points (affordance .25-.33).
+#: "stays roughly at the encoder level": §7's stated bands across LM layers are semantic .42-.47, low-level
+#: .58-.62, affordance .25-.33 and art .57-.75, the last "rising with depth": a rise, not a spread about the
+#: encoder's level. The widest band that is not a rise, affordance's, is 8 points (the paper states no drop).
 LAYER_BAND_PTS = 8.0
 #: Tasks on which §5 puts the VLM near chance (semantic, low-level, affordance correspondence; 3D odd-one-out).
 NEAR_CHANCE_TASKS = ("correspondence", "semantic_correspondence", "visual_correspondence",
