@@ -9,7 +9,8 @@ alpha/beta: ImageNet init alpha 1.17, beta 1 (``configs/imagenet.yaml``), then a
 (``search_hp``: beta in 200 steps over [0.1, 7), alpha in 20 steps over [0.1, 3), first best kept).
 Reference checked: gaopengcuhk/Tip-Adapter d0e2d6f. Departure: the search runs on the few-shot
 *validation* set (min(K, 4) shots per class), never on test; ``main_imagenet.py`` searches on the
-test set (``search_hp(..., test_features, test_labels, ...)``) and reports the grid's best test accuracy:
+test set (``search_hp(..., test_features, test_labels, ...)``) and reports the grid's best test accuracy
+(its ``main.py``, for the other datasets, searches on their whole validation split):
 ``search_on="test"`` does that (the runner hands the stream's features and labels to ``search_test``
 before the stream; per corruption, each being its own test set). Text: the run's prompt (the reference uses the 7-template ensemble:
 ``templates="imagenet7"``). Support views, as the reference's (``datasets/imagenet.py``'s ``train_preprocess``):
