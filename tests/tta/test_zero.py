@@ -89,3 +89,31 @@ def test_the_reference_fp16_vote_splits_near_equal_logits():
     hard = zero_vote(logits, scale=1.0, gamma=0.1, vote_dtype="float32")
     assert 0.2 < float(soft[0]) < 0.5 and 0.5 < float(soft[1]) < 0.8 and float(soft.sum()) == pytest.approx(1.0)
     assert hard.tolist() == [0.0, 1.0, 0.0]
+
+
+def _kept(ent: torch.Tensor, gamma: float) -> set:
+    return set(torch.argsort(ent, stable=True)[:int(len(ent) * gamma)].tolist())
+
+
+def _reference_zero_fp16(logits: torch.Tensor, scale: float, gamma: float) -> tuple[torch.Tensor, set]:
+    """``ttas/zero.py`` as fp16 autocast runs it, written out: l fp16, ``temp = 1 / logit_scale.exp()`` a 0-dim
+    fp32 tensor, so ``l / temp`` is fp16; softmax and the entropy (``confidence_filter``) in fp32."""
+    l = logits.half()
+    p = (l / (1 / torch.tensor(scale, dtype=torch.float32))).float().softmax(1)
+    kept = _kept(-(p * p.log()).sum(1), gamma)
+    votes = (l[sorted(kept)] / torch.finfo(torch.float16).eps).float().softmax(1).sum(0)
+    return votes, kept
+
+
+def test_the_fp16_filter_ranks_views_on_fp16_scaled_logits_as_the_reference():
+    g = torch.Generator().manual_seed(3)
+    moved = 0
+    for _ in range(60):
+        logits = 0.2 + 0.02 * torch.randn(64, 50, generator=g)                        # CLIP-like: s l about 20-25
+        votes = zero_vote(logits, scale=100.0, gamma=0.3)
+        ref, kept = _reference_zero_fp16(logits, 100.0, 0.3)
+        if (ref == ref.max()).sum() == 1:                                               # no tie-break involved
+            torch.testing.assert_close(votes, ref, atol=1e-4, rtol=0)
+        l = logits.half().float().mul(100)                                              # the old filter: fp32 s l
+        moved += _kept(-(l.softmax(1) * l.log_softmax(1)).sum(1), 0.3) != kept
+    assert moved > 0                                                                    # the rounding matters

@@ -3,7 +3,7 @@
 For the N = 64 views of one image (view 0 the image itself, 63 random resized crops + flips),
 with unscaled logits l_v = f_v T^T and p_v = softmax(s * l_v):
     keep the int(gamma * N) views of lowest entropy H(p_v)    (gamma = 0.3 -> 19 views)
-    votes_c = sum_kept softmax(l_v / eps)_c,  eps = float32 machine epsilon   (one vote per view)
+    votes_c = sum_kept softmax(l_v / eps)_c,  eps = the vote dtype's machine epsilon   (one vote per view)
     predict argmax_c votes_c
 Ties (two or more classes with the top count): the first *discarded* view, in confidence order
 (ascending entropy, as ``greedy_break(ties, l[sorted_idx][k:])`` in ``ttas/zero.py`` since the
@@ -12,8 +12,10 @@ logit in the most confident discarded view (``last_resort``, below).
 Reference checked: FarinaMatteo/zero c609f7c (``ttas/zero.py``, ``utils/tools.py``). Precision
 (``vote_dtype``): the reference runs under fp16 autocast, so its "zero" temperature is fp16's
 machine epsilon (9.8e-4) on fp16 logits, which leaves near-equal logits a soft, split vote and
-makes ties rarer; ``"float16"`` (default) reproduces that, ``"float32"`` gives a hard vote
-(eps 1.2e-7). Last resort (``last_resort``): the reference's ``break_sample_tie`` sets
+makes ties rarer; ``"float16"`` (default) reproduces that, and the filter's as well: the reference's
+``(l / temp).softmax(1)`` divides fp16 logits by a 0-dim fp32 temperature, so the scaled logits are
+rounded to fp16 before the (fp32) softmax that ranks the views. ``"float32"`` gives a hard vote
+(eps 1.2e-7) and ranks on fp32 scaled logits. Last resort (``last_resort``): the reference's ``break_sample_tie`` sets
 ``logit[~ties] = -inf`` and takes the argmax over all classes; ``~`` on the integer class indices is a
 bitwise NOT (t -> -t - 1), so it masks the classes C - 1 - t counted from the front, not the untied
 ones, and the winner can be a class outside the tie. ``"reference"`` (default) does exactly that;
@@ -65,7 +67,11 @@ def zero_vote(logits: Tensor, scale: float, gamma: float, vote_dtype: str = "flo
     if last_resort not in LAST_RESORTS:
         raise ValueError(f"ZERO last_resort {last_resort!r}: use one of {LAST_RESORTS}")
     l = logits.to(dtype)
-    ent = softmax_entropy_from_logits(scale * l.float())                          # (V,)
+    if dtype == torch.float16:    # the reference's l / temp: fp16 logits over a 0-dim fp32 temp -> fp16
+        scaled = (l.float() / (1.0 / torch.tensor(scale, dtype=torch.float32))).half().float()
+    else:
+        scaled = scale * l.float()
+    ent = softmax_entropy_from_logits(scaled)                                     # (V,)
     order = torch.argsort(ent, stable=True)                                       # most confident first
     k = int(l.shape[0] * gamma)
     kept, discarded = l[order[:k]], l[order[k:]]                                  # (k, C), (V - k, C)
