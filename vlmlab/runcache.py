@@ -3,11 +3,12 @@
 A trained run is a deterministic function of its inputs and of the code that trains it; a rerun with
 the same of both can load the result instead of training again (``make reproduce`` with warm caches).
 The key holds a digest of the input tensors (``tensor_digest``) and of the training code's sources and
-the torch version (``code_fingerprint``), so an edited trainer or other data never load a stale run.
+the torch version (``code_fingerprint``; comments and docstrings do not count), so an edited trainer or other data never load a stale run.
 Results go into a ``vlmlab.features.FeatureCache`` (``make clean-cache`` deletes them with the features).
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 from pathlib import Path
 from types import ModuleType
@@ -16,11 +17,24 @@ import torch
 from torch import Tensor
 
 
+def code_text(path: Path | str) -> str:
+    """A module's code without its comments and docstrings (``ast.unparse``): what a run depends on."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
 def code_fingerprint(*modules: ModuleType) -> str:
-    """sha1 of the modules' source files and the torch version."""
+    """sha1 of the modules' code (``code_text``: an edited comment or docstring keeps the key) and the torch
+    version."""
     h = hashlib.sha1(torch.__version__.encode())
     for mod in modules:
-        h.update(Path(mod.__file__).read_bytes())
+        h.update(code_text(mod.__file__).encode())
     return h.hexdigest()
 
 

@@ -14,8 +14,8 @@ Two modes:
     cached  features of V augmented views per image are computed once; each step samples a view
 ``cached`` is a departure, not just a cheaper route: each image is seen through V fixed crops where
 CoOp draws a fresh crop every epoch (up to 200 at 16 shots). Measured on the world (objects, 16
-shots, V = 16, crops 50-100 %, 3 seeds; ``benchmarks/bench_coop.py``): 82.20 vs 82.53 % (-0.33
-points) at CoOp's 200 epochs, 75.40 vs 75.67 % at 50 epochs on an earlier model; docs/fidelity.md.
+shots, V = 16, crops 50-100 %, 3 seeds, CoOp's 200 epochs; ``benchmarks/bench_coop.py``): world 2
+74.27 vs 74.37 % (-0.10 points); world 1 82.20 vs 82.53 % (-0.33); docs/fidelity.md.
 The paper profile uses ``exact``. ``ctx_dtype``: the context's storage and SGD arithmetic. CoOp
 creates it in the model's dtype (``trainers/coop.py``: fp16 under ``PREC: fp16``, fp32 under ``fp32``
 and ``amp``, which autocasts an fp32 model); ``"auto"`` (default) follows that rule with the bundle's
@@ -54,7 +54,8 @@ CSC_WITH_PHRASE = ("per_class", "unified")
 class CoOpConfig:
     """CoOp's hyperparameters (paper defaults; ``coop.md`` §5-6).
 
-    ``ctx_init`` "" or None = random N(0, 0.02^2) init; a phrase fixes M to its token count.
+    ``ctx_init`` "" or None = random N(0, 0.02^2) init; a phrase fixes M to its word count (CoOp's
+    ``len(ctx_init.split(" "))``; ``PromptLearner``'s ``ctx_init_length``).
     ``epochs``: (shots, epochs) pairs; K uses the entry of the largest shots <= K.
     ``n_views`` / ``view_sampling`` ("random" | "cycle"): the cached mode's views per image and how a
     step picks one ("cycle": view = epoch mod V, which equals the exact mode when V >= epochs).

@@ -21,7 +21,7 @@ class Variant:
     """One CoOp prompt design.
 
     Attributes:
-        n_ctx: M (a phrase init replaces it by the phrase's token count, as in CoOp).
+        n_ctx: M (a phrase init replaces it by the phrase's word count, as in CoOp; the name keeps this M).
         position: "end", "middle" or "front".
         init: "random" or the phrase whose embeddings start the context.
         csc: class-specific context.
