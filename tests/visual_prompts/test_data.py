@@ -38,3 +38,28 @@ def test_torchvision_train_and_val_are_disjoint_and_val_is_never_empty(monkeypat
     assert torch.bincount(s.train.labels).tolist() == ([26] * 3 if shots is None else [5] * 3)
     if shots is None:
         assert tr | va == set(range(90))                  # the whole train split: shots and val together
+
+
+def test_clevr_counts_become_class_indices_of_its_count_names(monkeypatch):
+    """torchvision's CLEVRClassification labels are object counts 3-10; class c is named str(c + 3)."""
+    import torchvision.datasets as tvd
+    from PIL import Image
+
+    class FakeCLEVR:
+        def __init__(self, root, split, download):
+            self._labels = [3, 5, 10, 8]
+
+        def __getitem__(self, i):
+            return Image.new("RGB", (4, 4)), self._labels[i]
+
+        def __len__(self):
+            return 4
+
+    monkeypatch.setattr(tvd, "CLEVRClassification", FakeCLEVR, raising=False)
+    ds = vpd._torchvision("CLEVR", vpd.Path("/nowhere"), True)
+    assert ds.labels.tolist() == [0, 2, 7, 5]
+    assert [ds.classnames[c] for c in ds.labels.tolist()] == ["3", "5", "10", "8"]
+    assert ds[2][1] == 7
+    monkeypatch.setattr(FakeCLEVR, "__init__", lambda self, root, split, download: setattr(self, "_labels", [2, 3]))
+    with pytest.raises(ValueError, match="outside its 8 classes"):
+        vpd._torchvision("CLEVR", vpd.Path("/nowhere"), True)

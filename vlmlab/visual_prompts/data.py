@@ -39,6 +39,8 @@ PAPER_DATASETS = {"CIFAR10": "torchvision:CIFAR10", "CIFAR100": "torchvision:CIF
                   "Food101": "coop:Food101", "EuroSAT": "coop:EuroSAT", "SUN397": "coop:SUN397", "DTD": "coop:DTD",
                   "UCF101": "coop:UCF101", "OxfordPets": "coop:OxfordPets", "StanfordCars": "coop:StanfordCars"}
 _CLASSNAMES = {"SVHN": [str(d) for d in range(10)], "CLEVR": [str(k) for k in range(3, 11)]}
+# torchvision's CLEVRClassification labels are the object counts (3-10); class c of _CLASSNAMES is count c + 3.
+_LABEL_OFFSET = {"CLEVR": 3}
 
 
 @dataclass
@@ -105,7 +107,10 @@ def _torchvision(name: str, root: Path, train: bool) -> _Wrapped:
                               f"copy the folder there; {FETCH_HINT}") from err
     labels = next(v for v in (getattr(ds, a, None) for a in ("targets", "labels", "_labels")) if v is not None)
     classnames = list(getattr(ds, "classes", None) or _CLASSNAMES[name])
-    return _Wrapped(ds, np.asarray(labels), classnames)
+    labels = np.asarray(labels) - _LABEL_OFFSET.get(name, 0)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classnames)):
+        raise ValueError(f"{name}: labels {labels.min()}..{labels.max()} outside its {len(classnames)} classes")
+    return _Wrapped(ds, labels, classnames)
 
 
 def _folder(name: str, root: Path) -> ImageDataset:

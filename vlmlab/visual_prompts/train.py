@@ -57,7 +57,8 @@ EVAL_PRECISIONS = ("fp32", "bundle")
 
 @dataclass(frozen=True)
 class VPConfig:
-    """Visual-prompt training settings; defaults are the reference's ``main_clip.py``."""
+    """Visual-prompt training settings; defaults are the reference's ``main_clip.py`` but ``select`` (the last
+    epoch; the reference reports the best test epoch: docs/fidelity.md)."""
 
     method: str = "padding"
     prompt_size: int = 30        # pad width / patch side, in pixels of the model input
