@@ -63,3 +63,15 @@ def test_clevr_counts_become_class_indices_of_its_count_names(monkeypatch):
     monkeypatch.setattr(FakeCLEVR, "__init__", lambda self, root, split, download: setattr(self, "_labels", [2, 3]))
     with pytest.raises(ValueError, match="outside its 8 classes"):
         vpd._torchvision("CLEVR", vpd.Path("/nowhere"), True)
+
+
+def test_the_gap_sample_is_seeded_and_spans_the_classes_of_a_class_ordered_test_set():
+    from vlmlab.visual_prompts.evaluate import gap_sample
+    labels = np.repeat(np.arange(45), 140)                          # RESISC45's test split, class by class
+    test = _Fake(labels)
+    assert gap_sample(test, None, 0) is test and gap_sample(test, len(labels), 0) is test
+    a, b = gap_sample(test, 5000, 0), gap_sample(test, 5000, 0)
+    assert len(a) == 5000 and np.array_equal(a.idx, b.idx) and np.all(np.diff(a.idx) > 0)
+    assert len(torch.unique(a.labels)) == 45                        # a prefix of 5,000 holds 36 classes
+    assert len(np.unique(labels[:5000])) == 36
+    assert not np.array_equal(gap_sample(test, 5000, 1).idx, a.idx)

@@ -57,6 +57,17 @@ class VPRun:
     vision_only: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
+def gap_sample(test, n: int | None, seed: int):
+    """The test images a gap is measured on: all of them, or a seeded uniform sample of ``n`` (in index order).
+
+    Not the first ``n``: folder and CoOp split lists run class by class, so a prefix would hold only the
+    first classes (RESISC45's first 5,000 of 6,300 test images cover 36 of its 45); the ImageNet reference is
+    a seeded sample too (``load_reference``)."""
+    if n is None or n >= len(test):
+        return test
+    return test.subset(np.sort(np.random.default_rng(seed).permutation(len(test))[:n]))
+
+
 def vp_config(P, prompter: str, seed: int) -> VPConfig:
     """``VPConfig`` from notebook parameters (``prompt_sizes``, ``epochs``, ``lr`` ...)."""
     if prompter not in P.prompt_sizes:
@@ -260,11 +271,12 @@ def measure_gaps(P, bundle: ClipBundle) -> pd.DataFrame:
         sp = load_splits(spec, shots=P.shots, n_val=P.n_val, n_test=P.n_test, seed=P.seed, root=P.data_root)
         row = {"dataset": sp.name, "n_images": min(len(sp.test), P.n_gap or len(sp.test)),
                "n_reference": len(ref_fid if ref_fid is not None else ref_lp), "extractor": P.gap_extractor}
-        feats = gap_features(sp.test, fid_ex or lp_ex, size, n=P.n_gap)
+        test = gap_sample(sp.test, P.n_gap, P.seed)
+        feats = gap_features(test, fid_ex or lp_ex, size)
         if fid_ex is not None:
             row["fid"] = fid(feats, ref_fid, fid_ex)
         if lp_ex is not None:
-            lp_feats = feats if lp_ex is fid_ex or fid_ex is None else gap_features(sp.test, lp_ex, size, n=P.n_gap)
+            lp_feats = feats if lp_ex is fid_ex or fid_ex is None else gap_features(test, lp_ex, size)
             g = lpips(lp_feats, ref_lp, lp_ex, n_pairs=P.lpips_pairs, seed=P.seed)
             row.update(lpips=g.distance, lpips_cross=g.cross, lpips_within=g.within_a, lpips_within_ref=g.within_b)
         rows.append(row)
