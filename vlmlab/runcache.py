@@ -3,7 +3,8 @@
 A trained run is a deterministic function of its inputs and of the code that trains it; a rerun with
 the same of both can load the result instead of training again (``make reproduce`` with warm caches).
 The key holds a digest of the input tensors (``tensor_digest``) and of the training code's sources and
-the torch version (``code_fingerprint``; comments and docstrings do not count), so an edited trainer or other data never load a stale run.
+the torch version (``code_fingerprint``; comments and docstrings do not count), so an edited trainer or
+other data never load a stale run.
 Results go into a ``vlmlab.features.FeatureCache`` (``make clean-cache`` deletes them with the features).
 """
 from __future__ import annotations

@@ -15,7 +15,8 @@ machine epsilon (9.8e-4) on fp16 logits, which leaves near-equal logits a soft, 
 makes ties rarer; ``"float16"`` (default) reproduces that, and the filter's as well: the reference's
 ``(l / temp).softmax(1)`` divides fp16 logits by a 0-dim fp32 temperature, so the scaled logits are
 rounded to fp16 before the (fp32) softmax that ranks the views. ``"float32"`` gives a hard vote
-(eps 1.2e-7) and ranks on fp32 scaled logits. Last resort (``last_resort``): the reference's ``break_sample_tie`` sets
+(eps 1.2e-7) and ranks on fp32 scaled logits. Last resort (``last_resort``): the reference's
+``break_sample_tie`` sets
 ``logit[~ties] = -inf`` and takes the argmax over all classes; ``~`` on the integer class indices is a
 bitwise NOT (t -> -t - 1), so it masks the classes C - 1 - t counted from the front, not the untied
 ones, and the winner can be a class outside the tie. ``"reference"`` (default) does exactly that;
@@ -67,8 +68,8 @@ def zero_vote(logits: Tensor, scale: float, gamma: float, vote_dtype: str = "flo
     if last_resort not in LAST_RESORTS:
         raise ValueError(f"ZERO last_resort {last_resort!r}: use one of {LAST_RESORTS}")
     l = logits.to(dtype)
-    if dtype == torch.float16:    # the reference's l / temp: fp16 logits over a 0-dim fp32 temp -> fp16
-        scaled = (l.float() / (1.0 / torch.tensor(scale, dtype=torch.float32))).half().float()
+    if dtype == torch.float16:    # the reference's l / temp: fp16 logits over a 0-dim fp32 temp stay fp16
+        scaled = (l / (1 / torch.tensor(scale, dtype=torch.float32))).float()
     else:
         scaled = scale * l.float()
     ent = softmax_entropy_from_logits(scaled)                                     # (V,)

@@ -269,9 +269,9 @@ def measure_gaps(P, bundle: ClipBundle) -> pd.DataFrame:
     rows = []
     for spec in P.datasets:
         sp = load_splits(spec, shots=P.shots, n_val=P.n_val, n_test=P.n_test, seed=P.seed, root=P.data_root)
-        row = {"dataset": sp.name, "n_images": min(len(sp.test), P.n_gap or len(sp.test)),
-               "n_reference": len(ref_fid if ref_fid is not None else ref_lp), "extractor": P.gap_extractor}
         test = gap_sample(sp.test, P.n_gap, P.seed)
+        row = {"dataset": sp.name, "n_images": len(test),
+               "n_reference": len(ref_fid if ref_fid is not None else ref_lp), "extractor": P.gap_extractor}
         feats = gap_features(test, fid_ex or lp_ex, size)
         if fid_ex is not None:
             row["fid"] = fid(feats, ref_fid, fid_ex)

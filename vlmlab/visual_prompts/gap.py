@@ -80,7 +80,7 @@ class GapFeatures:
         return torch.cat(mu), sq
 
 
-def to_uint8(dataset, size: int | None = None, n: int | None = None) -> np.ndarray:
+def to_uint8(dataset, size: int | None = None) -> np.ndarray:
     """Images of ``dataset`` as uint8 (N, H, W, 3).
 
     Args:
@@ -88,7 +88,6 @@ def to_uint8(dataset, size: int | None = None, n: int | None = None) -> np.ndarr
             dataset of ``(PIL image, label)`` items (real sets, no transform).
         size: side of the square the PIL images are resized (shorter side) and centre-cropped to;
             required for PIL datasets, ignored for arrays.
-        n: keep the first ``n`` images (``None`` = all).
     """
     arr = getattr(dataset, "images", dataset)
     if isinstance(arr, Tensor):
@@ -96,10 +95,10 @@ def to_uint8(dataset, size: int | None = None, n: int | None = None) -> np.ndarr
     if isinstance(arr, np.ndarray):
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
-        return arr[:n]
+        return arr
     if size is None:
         raise ValueError(f"{type(dataset).__name__} yields PIL images; pass size=... to resize them")
-    count = len(dataset) if n is None else min(n, len(dataset))
+    count = len(dataset)
     out = np.empty((count, size, size, 3), np.uint8)
     for i in progress(range(count), desc="load images", total=count):
         img = dataset[i][0]
@@ -246,11 +245,11 @@ class LpipsNet:
         return torch.cat(out)
 
 
-def gap_features(dataset, extractor, size: int | None = None, n: int | None = None) -> GapFeatures:
+def gap_features(dataset, extractor, size: int | None = None) -> GapFeatures:
     """Everything ``fid`` and ``lpips`` need of one set, computed once (pass it instead of the dataset)."""
     if isinstance(dataset, GapFeatures):
         return dataset
-    images = to_uint8(dataset, size=size, n=n)
+    images = to_uint8(dataset, size=size)
     if isinstance(extractor, EncoderFeatures):
         return extractor(images)
     pooled = extractor.pooled(images) if hasattr(extractor, "pooled") else None
