@@ -12,7 +12,8 @@ missing). A finished check (its ``provenance.json`` exists) is not rerun unless 
 default run is reused unless ``--fresh-default``, with a warning when it ran other code than the check
 (its ``provenance.json`` git commit, or an edited tree). Prints one markdown table (check, measure, default, switched, difference)
 and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
-feature caches: 02 runs about 1 min each, 04 about 1.5 min, ``03_old_epochs`` about 4 min, ``03_fp32``
+feature caches: 02 runs about 1 min each, 04 about 1.5 min (``04_lpips_cross`` less: its prompts come from
+the run cache), ``03_old_epochs`` about 4 min, ``03_fp32``
 (the whole notebook in fp32; its features are its own) about 9 min, ``03_stack_dataset`` (every CoOp run
 trained in a group per dataset) about 5.5 min, ``02_tda_augmix`` (TDA with 64 AugMix views of every
 image) about 6 min, ``03_crop_scale`` (objects, 16 shots, M16 end, 3 seeds)
@@ -184,6 +185,9 @@ def checks() -> list[Check]:
               "departures: visual prompting, last epoch"),
         Check("04_select_test", "04_visual_prompt_fid", {"select": "test"}, _both(_vp_gains, _claims),
               "departures: visual prompting, last epoch"),
+        # the lpips column as the plain cross-pair mean (papers/visual_prompting.md §8), not the energy form
+        Check("04_lpips_cross", "04_visual_prompt_fid", {"lpips_form": "cross"},
+              _both(_metrics("lpips_pearson_r", "lpips_spearman_r"), _claims), "departures: visual prompting gap"),
         Check("04_patch_positions_all", "04_visual_prompt_fid", {"vp": {"patch_positions": "all"}},
               _both(_vp_gains, _claims), "fixed #10a"),
         Check("03_old_epochs", "03_coop_shots", {"epochs": {1: 25, 2: 50, 4: 50, 8: 50, 16: 50}},

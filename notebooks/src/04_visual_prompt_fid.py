@@ -26,7 +26,9 @@
 # The set-level LPIPS-style distance (`vlmlab.visual_prompts.gap`): with d the per-pair distance,
 # `cross` = mean d over all pairs (test image, reference image), `within` = the same inside one set, and
 # **lpips = cross − (within_dataset + within_reference)/2**, which is 0 for identical sets, symmetric
-# and ≥ 0 (an energy distance). `cross` alone, the naive "mean over random pairs", is in `tables/gap.csv`.
+# and ≥ 0 (an energy distance). `cross` alone, the plain "mean over random pairs" that
+# `../shared/papers/visual_prompting.md` §8 proposes (the paper publishes no protocol), is in `tables/gap.csv`,
+# and `lpips_form = "cross"` puts it in the `lpips` column and the correlation (`docs/fidelity.md`).
 
 # %% tags=["parameters"]
 profile = "embedded"  # embedded | paper | tiny
@@ -67,6 +69,7 @@ gap_extractor = "encoder"  # "encoder" (the model's own image encoder) or "paper
 reference = "world:pool"  # "world:pool" (the embedded CLIP's training images) or "imagenet_val"
 n_reference = 1000  # type: int; range 1..; reference images
 n_gap = None  # type: int | None; range 1..; test images per dataset used for the gap (None: all n_test)
+lpips_form = "energy"  # energy | cross: the lpips column; energy: cross - (within + within_ref)/2 (vlmlab); cross: the plain cross-pair mean (papers §8's proposal)
 lpips_pairs = None  # type: int | None; range 1..; None: exact all-pairs means (encoder maps); k: k random pairs per term
 gap_image_size = 224  # type: int; range 1..; side real images are resized to for the paper's gap extractors
 torch_home = ""  # folder holding hub/checkpoints/ with the Inception / AlexNet files (empty: $TORCH_HOME)
@@ -116,7 +119,7 @@ corr = VP.correlation(table, P.prompters[0], P.gap_metrics)
 run.save_table(corr, "correlation", floatfmt=".3f")
 run.log_metric(**{f"{m}_{k}": corr.set_index("gap_metric").loc[m, k] for m in P.gap_metrics for k in ("pearson_r", "spearman_r")})
 for m in P.gap_metrics:
-    run.save_figure(VPF.gain_vs_gap(table, corr, m, P.prompters[0], P.gap_extractor), f"gain_vs_{m}")
+    run.save_figure(VPF.gain_vs_gap(table, corr, m, P.prompters[0], P.gap_extractor, P.lpips_form), f"gain_vs_{m}")
 corr.round(3)
 
 # %% [markdown]

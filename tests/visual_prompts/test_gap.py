@@ -107,3 +107,23 @@ def test_paper_extractors_never_download_and_name_the_missing_file(tmp_path):
         LpipsNet(torch_home=tmp_path)
     with pytest.raises(ValueError, match="n_pairs"):
         lpips(GapFeatures(torch.zeros(2, 3)), GapFeatures(torch.zeros(2, 3)), None)
+
+
+def test_lpips_form_picks_the_lpips_column_from_the_three_terms_and_names_a_wrong_value(vp_bundle):
+    """The notebook's gap table: ``energy`` = cross - (within + within_ref) / 2, ``cross`` = the plain cross mean;
+    the FID column and the three terms do not depend on the switch."""
+    from vlmlab import params
+    from vlmlab.visual_prompts import measure_gaps
+
+    small = {"datasets": ["world:digits", "world:terrain"], "n_test": 8, "n_reference": 12}
+    tables = {form: measure_gaps(params.load("04_visual_prompt_fid", "tiny", small | {"lpips_form": form}), vp_bundle)
+              for form in ("energy", "cross")}
+    energy, cross = tables["energy"], tables["cross"]
+    terms = ["fid", "lpips_cross", "lpips_within", "lpips_within_ref"]
+    np.testing.assert_array_equal(energy[terms].to_numpy(), cross[terms].to_numpy())
+    np.testing.assert_allclose(energy.lpips, energy.lpips_cross - (energy.lpips_within + energy.lpips_within_ref) / 2,
+                               rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(cross.lpips, cross.lpips_cross)
+    assert (cross.lpips > energy.lpips).all()            # within terms are > 0 for sets of distinct images
+    with pytest.raises(ValueError, match="lpips_form='plain'.*'energy'.*'cross'"):
+        measure_gaps(params.load("04_visual_prompt_fid", "tiny", small | {"lpips_form": "plain"}), vp_bundle)

@@ -31,12 +31,16 @@ from vlmlab.visual_prompts.gap import EncoderFeatures, InceptionFeatures, LpipsN
 from vlmlab.visual_prompts.train import (VPConfig, VPResult, clip_head, encode, eval_view, model_inputs, new_prompter,
                                          predict, train_prompt, vision_head)
 
-__all__ = ["COLUMNS", "CORRELATION_COLUMNS", "VPRun", "vp_config", "run_visual_prompting", "measure_gaps",
+__all__ = ["COLUMNS", "CORRELATION_COLUMNS", "LPIPS_FORMS", "VPRun", "vp_config", "run_visual_prompting", "measure_gaps",
            "assemble", "correlation", "gain_summary"]
 
 log = get_logger("vlmlab.visual_prompts")
 COLUMNS = ["dataset", "prompter", "zero_shot_acc", "vp_acc", "linear_probe_acc", "gain", "fid", "lpips"]
 CORRELATION_COLUMNS = ["gap_metric", "pearson_r", "spearman_r", "p_value", "n_datasets"]
+# What the ``lpips`` column holds (``gap.py`` defines both): "energy" = cross - (within + within_ref) / 2,
+# vlmlab's default; "cross" = the plain mean over cross-dataset pairs, the protocol papers/visual_prompting.md
+# §8 proposes (the paper publishes none). docs/fidelity.md, departures: visual prompting gap.
+LPIPS_FORMS = ("energy", "cross")
 
 
 @dataclass
@@ -257,10 +261,17 @@ def _gap_extractors(P, bundle):
 
 
 def measure_gaps(P, bundle: ClipBundle) -> pd.DataFrame:
-    """FID and LPIPS-style gap between each dataset's test images and the reference set."""
+    """FID and LPIPS-style gap between each dataset's test images and the reference set.
+
+    The ``lpips`` column is ``P.lpips_form``'s reading of the set-level distance (``LPIPS_FORMS``); the
+    columns ``lpips_cross``, ``lpips_within`` and ``lpips_within_ref`` always hold the three terms.
+    """
     unknown = set(P.gap_metrics) - {"fid", "lpips"}
     if unknown:
         raise ValueError(f"gap_metrics has unknown entries {sorted(unknown)}; use 'fid' and/or 'lpips'")
+    if P.lpips_form not in LPIPS_FORMS:
+        raise ValueError(f"lpips_form={P.lpips_form!r}; use 'energy' (cross - mean within, 0 for identical sets) "
+                         f"or 'cross' (the plain cross-pair mean of papers/visual_prompting.md §8)")
     fid_ex, lp_ex = _gap_extractors(P, bundle)
     size = P.gap_image_size
     ref = load_reference(P.reference, P.n_reference, seed=P.seed, root=P.data_root)
@@ -278,7 +289,7 @@ def measure_gaps(P, bundle: ClipBundle) -> pd.DataFrame:
         if lp_ex is not None:
             lp_feats = feats if lp_ex is fid_ex or fid_ex is None else gap_features(test, lp_ex, size)
             g = lpips(lp_feats, ref_lp, lp_ex, n_pairs=P.lpips_pairs, seed=P.seed)
-            row.update(lpips=g.distance, lpips_cross=g.cross, lpips_within=g.within_a, lpips_within_ref=g.within_b)
+            row.update(lpips=g.distance if P.lpips_form == "energy" else g.cross, lpips_cross=g.cross, lpips_within=g.within_a, lpips_within_ref=g.within_b)
         rows.append(row)
     return pd.DataFrame(rows)
 

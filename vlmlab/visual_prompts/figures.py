@@ -10,12 +10,16 @@ from vlmlab.plots import new_figure, palette
 
 __all__ = ["gain_vs_gap", "prompter_bars", "prompt_images"]
 
-_LABELS = {"fid": "FID to the reference set", "lpips": "LPIPS-style gap to the reference set"}
+_LABELS = {"fid": "FID to the reference set", "lpips": "LPIPS-style gap to the reference set",
+           "lpips cross": "mean cross-pair LPIPS-style distance to the reference set"}
 
 
 def gain_vs_gap(table: pd.DataFrame, corr: pd.DataFrame, metric: str, prompter: str = "padding",
-                extractor: str = ""):
-    """One point per dataset: x = gap ``metric``, y = VP+TP − TP gain (pp), least-squares line, r in the title."""
+                extractor: str = "", lpips_form: str = "energy"):
+    """One point per dataset: x = gap ``metric``, y = VP+TP − TP gain (pp), least-squares line, r in the title.
+
+    ``lpips_form`` names what the ``lpips`` column holds (``evaluate.LPIPS_FORMS``), for the axis label.
+    """
     d = table[table["prompter"] == prompter].dropna(subset=[metric, "gain"])
     fig, ax = new_figure(width_per=4.6, height_per=3.6)
     ax.scatter(d[metric], d["gain"], color=palette(1)[0], zorder=3)
@@ -29,7 +33,8 @@ def gain_vs_gap(table: pd.DataFrame, corr: pd.DataFrame, metric: str, prompter: 
         ax.legend(loc="best")
     ax.axhline(0, color="0.6", lw=0.8, ls=":")
     r = "" if c is None else f"Pearson r = {c['pearson_r']:.2f} (p = {c['p_value']:.2g}), Spearman ρ = {c['spearman_r']:.2f}"
-    ax.set(xlabel=_LABELS.get(metric, metric) + (f" ({extractor} features)" if extractor else ""),
+    label = _LABELS.get(f"{metric} {lpips_form}" if metric == "lpips" else metric) or _LABELS.get(metric, metric)
+    ax.set(xlabel=label + (f" ({extractor} features)" if extractor else ""),
            ylabel=f"gain of VP+TP over TP ({prompter}), pp", title=f"Gain vs {metric.upper()}\n{r}")
     return fig
 
