@@ -127,3 +127,22 @@ def test_lpips_form_picks_the_lpips_column_from_the_three_terms_and_names_a_wron
     assert (cross.lpips > energy.lpips).all()            # within terms are > 0 for sets of distinct images
     with pytest.raises(ValueError, match="lpips_form='plain'.*'energy'.*'cross'"):
         measure_gaps(params.load("04_visual_prompt_fid", "tiny", small | {"lpips_form": "plain"}), vp_bundle)
+
+
+def test_gain_vs_gap_labels_the_lpips_axis_by_its_form():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from vlmlab.visual_prompts.figures import gain_vs_gap
+
+    table = pd.DataFrame({"dataset": list("abc"), "prompter": "padding", "gain": [1.0, 2.0, 4.0],
+                          "fid": [1.0, 2.0, 3.0], "lpips": [0.1, 0.3, 0.2]})
+    corr = pd.DataFrame({"gap_metric": ["lpips"], "pearson_r": [0.5], "spearman_r": [0.5], "p_value": [0.6]})
+    labels = {}
+    for metric, form in [("lpips", "energy"), ("lpips", "cross"), ("fid", "cross")]:
+        fig = gain_vs_gap(table, corr, metric, lpips_form=form)
+        labels[metric, form] = fig.axes[0].get_xlabel()
+        plt.close(fig)
+    assert labels["lpips", "energy"] == "LPIPS-style gap to the reference set"
+    assert labels["lpips", "cross"] == "mean cross-pair LPIPS-style distance to the reference set"
+    assert labels["fid", "cross"] == "FID to the reference set"

@@ -31,8 +31,8 @@ from vlmlab.visual_prompts.gap import EncoderFeatures, InceptionFeatures, LpipsN
 from vlmlab.visual_prompts.train import (VPConfig, VPResult, clip_head, encode, eval_view, model_inputs, new_prompter,
                                          predict, train_prompt, vision_head)
 
-__all__ = ["COLUMNS", "CORRELATION_COLUMNS", "LPIPS_FORMS", "VPRun", "vp_config", "run_visual_prompting", "measure_gaps",
-           "assemble", "correlation", "gain_summary"]
+__all__ = ["COLUMNS", "CORRELATION_COLUMNS", "LPIPS_FORMS", "VPRun", "vp_config", "run_visual_prompting",
+           "measure_gaps", "assemble", "correlation", "gain_summary"]
 
 log = get_logger("vlmlab.visual_prompts")
 COLUMNS = ["dataset", "prompter", "zero_shot_acc", "vp_acc", "linear_probe_acc", "gain", "fid", "lpips"]
@@ -289,7 +289,8 @@ def measure_gaps(P, bundle: ClipBundle) -> pd.DataFrame:
         if lp_ex is not None:
             lp_feats = feats if lp_ex is fid_ex or fid_ex is None else gap_features(test, lp_ex, size)
             g = lpips(lp_feats, ref_lp, lp_ex, n_pairs=P.lpips_pairs, seed=P.seed)
-            row.update(lpips=g.distance if P.lpips_form == "energy" else g.cross, lpips_cross=g.cross, lpips_within=g.within_a, lpips_within_ref=g.within_b)
+            row.update(lpips=g.distance if P.lpips_form == "energy" else g.cross, lpips_cross=g.cross,
+                       lpips_within=g.within_a, lpips_within_ref=g.within_b)
         rows.append(row)
     return pd.DataFrame(rows)
 

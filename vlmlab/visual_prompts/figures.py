@@ -10,8 +10,8 @@ from vlmlab.plots import new_figure, palette
 
 __all__ = ["gain_vs_gap", "prompter_bars", "prompt_images"]
 
-_LABELS = {"fid": "FID to the reference set", "lpips": "LPIPS-style gap to the reference set",
-           "lpips cross": "mean cross-pair LPIPS-style distance to the reference set"}
+_LABELS = {"fid": "FID to the reference set", "lpips": "LPIPS-style gap to the reference set"}
+_LPIPS_CROSS_LABEL = "mean cross-pair LPIPS-style distance to the reference set"    # lpips_form "cross"
 
 
 def gain_vs_gap(table: pd.DataFrame, corr: pd.DataFrame, metric: str, prompter: str = "padding",
@@ -33,7 +33,7 @@ def gain_vs_gap(table: pd.DataFrame, corr: pd.DataFrame, metric: str, prompter: 
         ax.legend(loc="best")
     ax.axhline(0, color="0.6", lw=0.8, ls=":")
     r = "" if c is None else f"Pearson r = {c['pearson_r']:.2f} (p = {c['p_value']:.2g}), Spearman ρ = {c['spearman_r']:.2f}"
-    label = _LABELS.get(f"{metric} {lpips_form}" if metric == "lpips" else metric) or _LABELS.get(metric, metric)
+    label = _LPIPS_CROSS_LABEL if metric == "lpips" and lpips_form == "cross" else _LABELS.get(metric, metric)
     ax.set(xlabel=label + (f" ({extractor} features)" if extractor else ""),
            ylabel=f"gain of VP+TP over TP ({prompter}), pp", title=f"Gain vs {metric.upper()}\n{r}")
     return fig
