@@ -160,3 +160,44 @@ def test_evaluate_all_claims_on_a_full_set_of_tables():
     assert by_id["blind.vlm_competent_general"] == "not_measured"
     assert (by_id.drop("blind.vlm_competent_general") == "holds").all()
     assert all("003_e40e81704cf32457" in c.where and "hidden_in_plain_sight.md" in c.where for c in B.CLAIMS)
+
+
+# hidden_in_plain_sight.md, transcribed: §5 (readout, VLM) per task, §6 (with image, blank) per letter,
+# §8 (0 / 1 / 5 / 10 tokens) per task, §9 DINOv2 (VLM, FT ViT, FT Proj, FT LLM) per task.
+S5_CLIP = [(.385, .298), (.533, .183), (.853, .624), (.295, .171), (.761, .539), (.504, .329)]
+S6 = [[(.659, .603), (.087, .103), (.101, .080), (.087, .154), (.065, .060)],
+      [(.532, .608), (.152, .058), (.058, .054), (.117, .101), (.140, .178)],
+      [(.460, .529), (.540, .471)],
+      [(.504, .558), (.101, .085), (.078, .062), (.124, .122), (.194, .172)],
+      [(.897, .729), (.103, .271)],
+      [(.177, .145), (.276, .117), (.523, .696), (.024, .042)]]
+S8_CLIP = [(.298, .310, .310, .302), (.183, .202, .204, .205), (.624, .627, .642, .626)]
+S9_DINO = [(.221, .324, .199, .353), (.152, .144, .199, .301), (.162, .198, .139, .351),
+           (.529, .529, .511, .589), (.652, .628, .640, .729), (.312, .319, .316, .355)]
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
+def test_numeric_paper_values_follow_from_the_docs_tables_and_name_their_model():
+    """Each float ``paper_value`` is the doc's number its ``where`` names (e.g. CLIP's VLM, not a 4-model mean)."""
+    letters = [task[:-1] if len(task) == 5 else task for task in S6]          # the 'other' bar is not a letter
+    expected = {
+        "vlm_below_readout": 100 * _mean(r - v for r, v in S5_CLIP),
+        "blank_barely_changes": _mean(0.5 * sum(abs(a - b) for a, b in task) for task in S6),
+        "blank_answers_skewed": _mean(max(b for _, b in task) - 1 / len(opts) for task, opts in zip(S6, letters)),
+        "prompt_tuning_helps_little": 100 * _mean(max(t[1:]) - t[0] for t in S8_CLIP),
+        "lora_helps_every_task": 100 * _mean(t[3] - t[0] for t in S9_DINO),
+        "projector_helps_little": 100 * _mean(t[2] - t[0] for t in S9_DINO),
+        "vision_helps_little": 100 * _mean(t[1] - t[0] for t in S9_DINO),
+    }
+    claims = {c.id.removeprefix("blind."): c for c in B.CLAIMS}
+    numeric = {k for k, c in claims.items() if isinstance(c.paper_value, (int, float))}
+    assert numeric == set(expected)
+    for finding, value in expected.items():
+        assert claims[finding].paper_value == pytest.approx(value, abs=0.05 if value > 1 else 0.001), finding
+        model = "CLIP" if finding in ("vlm_below_readout", "prompt_tuning_helps_little") else \
+            "DINOv2" if finding.endswith(("every_task", "_helps_little")) else "unnamed VLM"
+        assert model in claims[finding].where, (finding, claims[finding].where)

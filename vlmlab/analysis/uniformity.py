@@ -11,8 +11,9 @@ embeddings z_i (unit norm) with class text embeddings t_c (unit norm):
                    measure on the class text embeddings (plain prompt), Euclidean ground cost
 References: Adachi et al., arXiv:2505.12912 (UniInfo); Wang & Isola, arXiv:2005.10242
 (uniformity); Liang et al., arXiv:2203.02053 (modality gap). The poster does not define its EMD
-text side, N or cost exactly (§10 of the reference): our choices are parameters and written
-into the table notes.
+text side, N or cost exactly (§10 of the reference). Of our choices, N and the subsample's seed are
+parameters (``emd_samples``, ``emd_seed``); the Euclidean cost, the uniform weights and the plain
+prompt's class embeddings as the text side are fixed. All are written into the table notes.
 """
 from __future__ import annotations
 

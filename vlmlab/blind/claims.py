@@ -24,7 +24,7 @@ import pandas as pd
 from vlmlab.claims import Claim, Evidence, NotMeasured, Verdict, holds_if
 
 __all__ = ["CLAIMS", "NEAR_CHANCE_PTS", "BLANK_TV_MAX", "LITTLE_GAIN_PTS", "LAYER_BAND_PTS", "NEAR_CHANCE_TASKS",
-           "ABOVE_CHANCE_TASKS"]
+           "ABOVE_CHANCE_TASKS", "PAPER_VALUE_SOURCES"]
 
 PAPER = "Hidden in plain sight (Fu et al., arXiv:2506.08008)"
 SEED = "seed 003_e40e81704cf32457.txt"
@@ -40,6 +40,9 @@ LITTLE_GAIN_PTS = 5.0
 #: "stays roughly at the encoder level": §7's stated bands across LM layers are semantic .42-.47, low-level
 #: .58-.62, affordance .25-.33 and art .57-.75, the last "rising with depth": a rise, not a spread about the
 #: encoder's level. The widest band that is not a rise, affordance's, is 8 points (the paper states no drop).
+#: The band is read as the largest drop because the layer plot's own encoder level (its x < 0 stage) is not
+#: known: against §5's readouts instead (DINOv2 semantic .537, IN-1k low-level .720, art .744) the bands sit
+#: 9-12 points lower, and this predicate would fail on the paper's own numbers. The claim's ``where`` says so.
 LAYER_BAND_PTS = 8.0
 #: Tasks on which §5 puts the VLM near chance (semantic, low-level, affordance correspondence; 3D odd-one-out).
 NEAR_CHANCE_TASKS = ("correspondence", "semantic_correspondence", "visual_correspondence",
@@ -296,8 +299,29 @@ def check_tv_projector_below_vision(ev: Evidence) -> Verdict:
                      "vision": _r(vision.mean(), 3)}, "mean TV over tasks, projector < vision")
 
 
+#: Where each numeric ``paper_value`` comes from: the paper reports four VLMs (§5, §8) or only DINOv2's (§9), and
+#: a single number stands for one of them. Appended to the claim's ``where`` (``tests/blind`` recomputes each
+#: value from the doc's tables).
+PAPER_VALUE_SOURCES = {
+    "vlm_below_readout": "paper value: CLIP's VLM, mean readout - VLM over §5's six tasks (IN-1k 22.8, DINOv2 31.3, "
+                         "SigLIP 22.2)",
+    "blank_barely_changes": "paper value: mean over §6's six tasks of TV(image, blank), the poster's unnamed VLM",
+    "blank_answers_skewed": "paper value: mean over §6's six tasks of the blank top share - 1/k (k letters, the "
+                            "'other' bar left out), the poster's unnamed VLM",
+    "hidden_states_keep_encoder_level": "the layer plot's encoder level (x < 0) is not known; against §5's readouts "
+                                        "the §7 bands sit 9-12 points lower, where this predicate would fail",
+    "prompt_tuning_helps_little": "paper value: CLIP's VLM, best of 1/5/10 tokens - 0 tokens, mean over §8's three "
+                                  "extracted tasks (IN-1k 2.5, DINOv2 2.6, SigLIP 2.0)",
+    "lora_helps_every_task": "paper value: DINOv2's VLM (§9 fine-tunes no other), mean FT LLM - VLM over six tasks",
+    "projector_helps_little": "paper value: DINOv2's VLM, mean FT Proj - VLM over six tasks",
+    "vision_helps_little": "paper value: DINOv2's VLM, mean FT ViT - VLM over six tasks",
+}
+
+
 def _claim(finding: str, where: str, statement: str, check, paper_value=None, tolerance: float = 1.0) -> Claim:
-    return Claim(f"blind.{finding}", PAPER, f"{SEED}; {where}", statement, check, paper_value, tolerance)
+    source = PAPER_VALUE_SOURCES.get(finding)
+    where = f"{SEED}; {where}" + (f"; {source}" if source else "")
+    return Claim(f"blind.{finding}", PAPER, where, statement, check, paper_value, tolerance)
 
 
 CLAIMS: list[Claim] = [
@@ -350,7 +374,8 @@ CLAIMS: list[Claim] = [
            f"Fine-tuning the vision encoder helps little (mean gain <= {LITTLE_GAIN_PTS:g} points).",
            check_vision_helps_little, 1.9),
     _claim("tv_lora_lowest", f"TV figure; {DOC} §10",
-           "LoRA on the LM drives the answer-letter distribution toward the labels' (lowest TV of all variants).",
+           "LoRA on the LM drives the answer-letter distribution toward the labels': lower TV than the original "
+           "and than projector and ViT fine-tuning (the variants §10 compares; prompt tuning has no TV there).",
            check_tv_lora_lowest, "no TV values known"),
     _claim("tv_projector_below_vision", f"TV figure; {DOC} §10",
            "Projector fine-tuning lowers the TV partly, ViT fine-tuning barely (TV projector < vision).",

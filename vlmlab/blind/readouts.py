@@ -6,8 +6,10 @@ by Gram matrices G = F F^T of the last layer's patch features (the candidate who
 to the reference's, in squared error), correspondence by the cosine similarity of the features
 bilinearly interpolated at the reference point and at each candidate, depth by a probe trained on
 patch features. The same functions run on the embedded CLIP (a ModifiedResNet: "patches" are the
-cells of a stage's feature map) and on open_clip ViTs (the patch tokens of the last transformer
-block, [CLS] dropped).
+cells of a stage's feature map), on open_clip ViTs (the patch tokens of the last transformer
+block, [CLS] dropped) and on a LLaVA's vision tower (``vlmlab.blind.llava``: the patch tokens of
+``vision_feature_layer``, the second-to-last block in LLaVA-1.5, the features its projector reads;
+the doc's "last layer" for the Gram readout is not what the paper profile reads, docs/fidelity.md).
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ Paper analogues (``../shared/papers/hidden_in_plain_sight.md`` §3):
 
 * ``odd_one_out_task`` -- MOCHI's 3-D object awareness: four images, three show the same shape under
   different renderings (colour, texture, background, rendition style, size, position), one shows another
-  shape. Chance 1/4.
+  shape. Chance 1/4 (MOCHI's trials have 3 images in most cases, 4 in the rest: the paper plots chance
+  0.328; ``benchmarks.load_mochi`` keeps the two sizes as two tasks).
 * ``style_task`` -- BLINK Art_Style: a reference image and two candidates; one candidate shares the
   reference's rendition style (with another shape and colour), the other does not. Chance 1/2.
 * ``depth_task`` -- CV-Bench Depth: one image with two objects, A on the left and B on the right; which
