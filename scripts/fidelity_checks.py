@@ -101,6 +101,13 @@ def _lp04(run: Path) -> dict[str, float]:
         "vision-only padding gain": float(v.gain.mean())}
 
 
+def _shift_claims(run: Path) -> dict[str, float]:
+    """Notebook 01's domain-shift claims: 1 where the claim holds, 0 where it fails."""
+    t = pd.read_csv(run / "tables" / "claims.csv").set_index("claim_id")
+    ids = ("domain_shift_lowers_accuracy", "uniformity_separates_corruption_from_shift", "modality_gap_does_not_separate")
+    return {f"{c} holds": float(t.loc[f"uniformity.{c}", "verdict"] == "holds") for c in ids}
+
+
 def _both(*measures: Measure) -> Measure:
     def read(run: Path) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -124,6 +131,9 @@ def checks() -> list[Check]:
     tta = [f"mean_acc/{m}" for m in ("No-adapt", "Tip-Adapter (1)", "Tip-Adapter (5)", "Tip-Adapter (10)", "ZERO",
                                      "TDA", "UniInfo")]
     return [
+        # every shifted set of the world in the domain-shift claims, thermal (a sensor change) included
+        Check("01_kept_by_thermal", "01_uniformity_analysis", {"uniformity_kept_by": ["renditions", "thermal"]},
+              _both(_shift_claims, _claims), "departures: uniformity analysis, domain shifts"),
         Check("02_old_switches", "02_uniinfo_tta",
               {"zero": {"vote_dtype": "float32"}, "tip_adapter": {"key_average": "normalized"},
                "uniinfo": {"lora_backward": "exact"}},
