@@ -46,6 +46,7 @@ out_dir = ""  # empty: results/<profile>/05_vlm_blind_tests/
 seed = 0  # type: int; task draws and fine-tuning order
 vlm = "embedded"  # "embedded" (vlmlab/assets/embedded_vlm.safetensors) or a LLaVA checkpoint name or folder
 dtype = "float32"  # LLaVA checkpoints: float32 | bfloat16 | float16
+readout_layer = None  # type: int | None; LLaVA checkpoints: the vision tower's hidden state the patch readouts read; None: vision_feature_layer (-2 in LLaVA-1.5, what the projector reads), -1: the last block
 data_root = ""  # root of CV-Bench, BLINK and MOCHI (paper profile); empty: $VLMLAB_DATA
 tasks = ["depth", "correspondence", "odd_one_out", "style"]  # type: list[str]; non-empty
 n_train = 240  # type: int; range 1..; training questions per task (depth probe, fine-tuning)
@@ -79,7 +80,8 @@ vlmlab.plots.set_style()
 vlmlab.runtime.seed_everything(P.seed)
 LLAVA = P.vlm != "embedded"      # the paper profile: a LLaVA-family checkpoint on the real benchmarks
 if LLAVA:
-    model = LlavaScorer(P.vlm, device=vlmlab.runtime.resolve_device(P.device), dtype=getattr(torch, P.dtype))
+    model = LlavaScorer(P.vlm, device=vlmlab.runtime.resolve_device(P.device), dtype=getattr(torch, P.dtype),
+                        readout_layer=P.readout_layer)
     MODEL = P.vlm
     runs = BX.prepare_benchmarks(model, P.tasks, P.data_root or None, P.train_fraction, P.seed, P.image_size, P.n_test)
 else:

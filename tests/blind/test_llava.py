@@ -42,6 +42,20 @@ def test_vision_maps_are_the_patch_grid_of_the_selected_layer(tiny_llava):
     assert maps.shape == (3, 32, 4, 4)
 
 
+def test_readout_layer_picks_the_hidden_state_the_maps_come_from(tiny_llava_path):
+    """Default: the projector's ``vision_feature_layer``; ``readout_layer=-1``: the last block (a switch)."""
+    images = style_task(1, size=32).images[0]
+    default, last = LlavaScorer(tiny_llava_path), LlavaScorer(tiny_llava_path, readout_layer=-1)
+    assert default.readout_layer == default.model.config.vision_feature_layer == -2
+    pixels = default.processor.image_processor(images=list(images), return_tensors="pt").pixel_values
+    with torch.no_grad():
+        hidden = default.module("vision_tower")(pixels, output_hidden_states=True).hidden_states
+    for scorer, layer in ((default, -2), (last, -1)):
+        maps = scorer.vision_maps(images)
+        torch.testing.assert_close(maps.flatten(2).transpose(1, 2), hidden[layer][:, 1:])
+    assert not torch.allclose(default.vision_maps(images), last.vision_maps(images))
+
+
 def test_a_missing_checkpoint_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         LlavaScorer(str(tmp_path / "no-such-model"))

@@ -5,7 +5,8 @@ its processor loaded by name or path from local files only (never downloaded), a
 question about one canvas on which the question's images stand side by side (black divider, as in the
 paper's figures), and scored, like the embedded VLM, by the likelihood of each option letter as the
 next token. ``vision_maps`` returns the vision tower's patch features at the layer the projector reads
-(``vision_feature_layer``, [CLS] dropped) as (N, C, H, W) maps, the input of ``experiment.readout``.
+(``vision_feature_layer``, [CLS] dropped; ``readout_layer`` picks another) as (N, C, H, W) maps, the
+input of ``experiment.readout``.
 
 ``vlmlab.blind.benchmarks`` loads the real tasks; ``vlmlab.blind.experiment.prepare_benchmarks`` and the
 ``benchmark_*`` drivers run them through this scorer for the notebook's paper profile.
@@ -59,7 +60,11 @@ def canvas_boxes(k: int, height: int, width: int, divider: int = 4) -> tuple[int
 class LlavaScorer:
     """A LLaVA-family model + processor from local files; letter scoring and vision-tower features."""
 
-    def __init__(self, name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    def __init__(self, name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 readout_layer: int | None = None):
+        """``readout_layer``: the vision tower's hidden state the patch readouts read (an index into its
+        ``hidden_states``, -1 the last block); None: the model's ``vision_feature_layer``, what the projector
+        reads (-2 in LLaVA-1.5, as Prismatic's featurizer, docs/fidelity.md)."""
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         try:
@@ -75,6 +80,7 @@ class LlavaScorer:
         mean = getattr(self.processor.image_processor, "image_mean", None) or (0.481, 0.458, 0.408)
         self.fill = tuple(int(round(255 * m)) for m in mean)
         self.prefix = ""                 # text before each question (prompt tuning's soft tokens)
+        self.readout_layer = self.model.config.vision_feature_layer if readout_layer is None else int(readout_layer)
 
     def copy(self) -> "LlavaScorer":
         """An independent copy (model and processor deep-copied), e.g. to fine-tune."""
@@ -153,17 +159,18 @@ class LlavaScorer:
 
     @torch.no_grad()
     def vision_features(self, images: np.ndarray, batch_size: int = 32) -> tuple[Tensor, Tensor]:
-        """(N, S, S, 3) uint8 -> the vision tower's patch maps (N, C, H, W) at ``vision_feature_layer``
-        ([CLS] dropped; what the projector reads) and its pooled [CLS] embeddings (N, D)."""
+        """(N, S, S, 3) uint8 -> the vision tower's patch maps (N, C, H, W) at ``readout_layer`` (default
+        ``vision_feature_layer``, what the projector reads; [CLS] dropped) and its pooled [CLS] embeddings
+        (N, D; the last block's)."""
         tower = self.module("vision_tower")
         maps, cls = [], []
         for i in range(0, len(images), batch_size):
             pixels = self.processor.image_processor(images=list(images[i:i + batch_size]), return_tensors="pt").pixel_values
             out = tower(pixels.to(self.device, self.model.dtype), output_hidden_states=True)
-            maps.append(tokens_to_grid(out.hidden_states[self.model.config.vision_feature_layer][:, 1:].float()).cpu())
+            maps.append(tokens_to_grid(out.hidden_states[self.readout_layer][:, 1:].float()).cpu())
             cls.append(out.pooler_output.float().cpu())
         return torch.cat(maps), torch.cat(cls)
 
     def vision_maps(self, images: np.ndarray) -> Tensor:
-        """(N, S, S, 3) uint8 -> (N, C, H, W) vision-tower features at ``vision_feature_layer``, [CLS] dropped."""
+        """(N, S, S, 3) uint8 -> (N, C, H, W) vision-tower features at ``readout_layer``, [CLS] dropped."""
         return self.vision_features(images)[0]
