@@ -1,0 +1,49 @@
+"""scripts/kernel_spread.py: the spread table on fake runs (no notebook is run here)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "kernel_spread.py"
+_spec = importlib.util.spec_from_file_location("kernel_spread", _PATH)
+K = importlib.util.module_from_spec(_spec)
+sys.modules["kernel_spread"] = K
+_spec.loader.exec_module(K)
+
+NB = "04_visual_prompt_fid"
+
+
+def _run(root: Path, name: str, metrics: dict) -> Path:
+    folder = root / name / "embedded"
+    (folder / NB).mkdir(parents=True)
+    (folder / NB / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_spread_is_the_range_over_the_stored_value_and_every_variant(tmp_path):
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    (expected / f"{NB}.json").write_text(json.dumps({
+        "mean_gain": {"value": 4.0, "tol": 0.5, "source": "metrics.json:mean_gain"},
+        "fid_spearman_r": {"value": 0.70, "tol": 0.25, "source": "metrics.json:fid_spearman_r"},
+        "zero_shot": {"value": 73.0, "tol": 0.5, "source": "metrics.json:zero_shot"}}))
+    runs = {"a": _run(tmp_path, "a", {"mean_gain": 4.4, "fid_spearman_r": 0.84, "zero_shot": 73.0}),
+            "b": _run(tmp_path, "b", {"mean_gain": 3.9, "fid_spearman_r": 0.62, "zero_shot": 73.0})}
+    table = K.spread(runs, NB, expected).set_index("number")
+    assert "zero_shot" not in table.index                                  # unmoved numbers are left out
+    assert table.loc["mean_gain", "range"] == pytest.approx(0.5)           # 3.9 .. 4.4, stored inside
+    assert table.loc["fid_spearman_r", "range"] == pytest.approx(0.22)     # 0.62 .. 0.84
+    assert bool(table.loc["mean_gain", "within"]) and bool(table.loc["fid_spearman_r", "within"])
+    assert list(table.columns[:5]) == ["notebook", "stored", "a", "b", "range"]
+
+
+def test_every_variant_sets_only_known_switches():
+    known = {"ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+             "PYTHONPATH"}
+    assert K.VARIANTS["default"] == {}
+    for env in K.VARIANTS.values():
+        assert set(env) <= known
