@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -160,3 +161,28 @@ def test_update_refuses_when_a_listed_number_is_gone(tree, capsys):
     make_run(tree[0] / "fake", claims=gone)
     assert run_cli(capsys, *args(tree, "--update"))[0] == 1
     assert path.read_text() == before                                                 # nothing half-written
+
+
+def test_kernel_patterns_set_the_tolerance_after_exact_names_and_before_fine(tree, monkeypatch):
+    monkeypatch.setitem(verify.HEADLINES, NB, Headlines(
+        metrics=("acc_vs_uniformity_*",), fine=("uniformity.*_uniformity*",),
+        tol=(("uniformity.corruption_lowers_accuracy: clean", 2.0),),
+        kernel=(("uniformity.corruption_*", 3.0), ("acc_vs_uniformity_pearson*", 0.2), ("uniformity.*", 9.0))))
+    tol = {k: v["tol"] for k, v in derive(tree[2], NB).items()}
+    assert tol["uniformity.corruption_lowers_accuracy: clean"] == 2.0                 # exact name first
+    assert tol["uniformity.corruption_lowers_accuracy: corruption mean"] == 3.0       # first kernel pattern
+    assert tol["uniformity.corruption_raises_uniformity_loss: clean"] == 3.0          # kernel before fine
+    assert tol["uniformity.accuracy_uniformity_negative_correlation: n"] == 9.0       # a later pattern
+    assert tol["acc_vs_uniformity_pearson_r"] == 0.2
+    assert tol["acc_vs_uniformity_spearman_r"] == FINE_TOL                            # no pattern: as before
+
+
+def test_shipped_expected_tolerances_are_the_ones_headlines_derive():
+    """A tolerance in params/expected equals HEADLINES' rule for its name (a hand edit of one would show)."""
+    root = Path(__file__).resolve().parents[1] / "params" / "expected"
+    files = sorted(root.glob("*/*.json"))
+    assert files
+    for f in files:
+        spec = verify.HEADLINES.get(f.stem, Headlines())
+        for name, number in verify.load_expected(f).items():
+            assert number["tol"] == verify._tolerance(name, spec), (f.name, name)
