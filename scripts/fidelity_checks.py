@@ -12,7 +12,7 @@ missing). A finished check (its ``provenance.json`` exists) is not rerun unless 
 default run is reused unless ``--fresh-default``, with a warning when it ran other code than the check
 (its ``provenance.json`` git commit, or an edited tree). Prints one markdown table (check, measure, default, switched, difference)
 and writes it to ``results/check/fidelity_checks.md`` and ``.csv``. Costs on 2 CPU cores with warm
-feature caches: 02 runs about 1 min each, 04 about 1.5 min (``04_lpips_cross`` 30 s: its prompts come from
+feature caches: 01 (``01_kept_by_thermal``) about 1.5 min, 02 about 1 min each, 04 about 1.5 min (``04_lpips_cross`` 30 s: its prompts come from
 the run cache), ``03_old_epochs`` about 4 min, ``03_fp32``
 (the whole notebook in fp32; its features are its own) about 9 min, ``03_stack_dataset`` (every CoOp run
 trained in a group per dataset) about 5.5 min, ``02_tda_augmix`` (TDA with 64 AugMix views of every
