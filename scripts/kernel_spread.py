@@ -19,7 +19,8 @@ the environment that makes PyTorch take other kernel paths, the way another CPU 
 It then prints, for every headline number of ``params/expected/embedded/<nb>.json`` that moved, the
 stored value, each variant's, their range and the number's tolerance, flags ranges wider than the
 tolerance, and writes the table to ``<results>/kernels/spread.csv``. Runs already finished are reused.
-Costs on 2 cores: 04 about 1.2 min and 05 about 2.5 min per variant (``no-onednn`` about 10x that).
+Costs on 2 cores: 04 about 1.2 min and 05 about 2.5 min per variant (``no-onednn``: 04 about 3 min), about half
+an hour for all six.
 """
 from __future__ import annotations
 
