@@ -14,7 +14,7 @@ the environment that makes PyTorch take other kernel paths, the way another CPU 
 * ``aten-scalar``: PyTorch's own kernels unvectorised;
 * ``1-thread``: one thread (other blocking and reduction order);
 * ``no-onednn``: convolutions without oneDNN (``torch.backends.mkldnn.enabled = False`` through a
-  ``sitecustomize``; about 10x slower).
+  ``sitecustomize``; 04 about 3x slower).
 
 It then prints, for every headline number of ``params/expected/embedded/<nb>.json`` that moved, the
 stored value, each variant's, their range and the number's tolerance, flags ranges wider than the

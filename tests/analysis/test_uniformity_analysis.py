@@ -38,14 +38,13 @@ def test_corruption_prompts_name_their_corruption():
 @pytest.mark.parametrize("profile", ["embedded", "paper"])
 def test_corruption_prompts_end_as_the_plain_template_does(profile):
     """The corruption-aware column differs from the plain one by its adjective only, not by a period."""
-    import yaml
+    from vlmlab import params
 
-    from vlmlab.params import params_path
-    params = declared("01_uniformity_analysis") | yaml.safe_load(params_path("01_uniformity_analysis", profile).read_text())
-    period = params["template"].endswith(".")
-    for name, prompt in params["corruption_prompts"].items():
+    P = params.load("01_uniformity_analysis", profile)
+    period = P.template.endswith(".")
+    for name, prompt in P.corruption_prompts.items():
         assert prompt.endswith(".") == period, (profile, name, prompt)
-        assert prompt.replace("{}", "").split()[-2:] == params["template"].replace("{}", "").split()[-2:]
+        assert prompt.replace("{}", "").split()[-2:] == P.template.replace("{}", "").split()[-2:]
 
 
 def test_table_has_every_condition_and_sane_values(bundle, tmp_path, monkeypatch):
