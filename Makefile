@@ -37,7 +37,7 @@ ifeq ($(PARALLEL),)
 .NOTPARALLEL:
 endif
 
-.PHONY: help setup test reproduce claims lab clean-results clean-cache train-embedded train-embedded-vlm evaluate-embedded sweep collect bench
+.PHONY: help setup test reproduce claims reruns lab clean-results clean-cache train-embedded train-embedded-vlm evaluate-embedded sweep collect bench
 
 help:  ## list the targets
 	@echo "vlmlab (PROFILE=$(PROFILE), DEVICE=$(DEVICE))"
@@ -79,6 +79,16 @@ $(EXECUTED): $(RESULTS)/%/executed.ipynb: notebooks/%.ipynb params/$(PROFILE)/%.
 	@mv -f $(@D)/$(PARTIAL) $@
 
 claims: | $(SETUP)  ## merge every notebook's claims of PROFILE into results/PROFILE/claims.md (after make reproduce)
+	$(PY) -m vlmlab.cli claims --profile $(PROFILE) --results-root $(RESULTS_DIR)
+
+# Reruns with other seeds (params/sweeps/reruns/<notebook>.yaml: a fresh world and fresh method seeds, two per
+# notebook), then the scorecard, which counts per claim in how many runs it holds. Resumable: a complete case
+# is skipped. Embedded profile only (the paper profile's seeds are its sweeps: docs/sweeps.md).
+RERUN_SWEEPS = $(wildcard $(foreach nb,$(NB_NAMES),params/sweeps/reruns/$(nb).yaml))
+reruns: | $(SETUP)  ## rerun every notebook with two other seeds (~30 min, embedded), then make claims (docs/claims_embedded.md)
+	$(if $(filter embedded,$(PROFILE)),,$(error make reruns: the rerun sweeps are the embedded profile's (PROFILE=$(PROFILE))))
+	@for f in $(RERUN_SWEEPS); do \
+		$(RUN_ENV) $(PY) -m vlmlab.cli sweep $$f --results-root $(RESULTS_DIR) || exit 1; done
 	$(PY) -m vlmlab.cli claims --profile $(PROFILE) --results-root $(RESULTS_DIR)
 
 lab: setup  ## open JupyterLab (kernel "Python (vlmlab)")

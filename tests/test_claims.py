@@ -10,6 +10,7 @@ import pytest
 from vlmlab import claims as C
 from vlmlab.cli import main as cli_main
 from vlmlab.results import Run
+from vlmlab.sweep import rerun_claims
 
 
 def _gain_claim(paper_value=4.8, tolerance=1.0):
@@ -123,3 +124,61 @@ def test_merge_and_scorecard_of_two_notebooks(tmp_path):
 def test_claims_command_without_results_says_what_to_run(tmp_path, caplog):
     assert cli_main(["claims", "--profile", "embedded", "--results-root", str(tmp_path)]) == 2
     assert "make reproduce" in caplog.text
+
+
+def _fake_rerun(root, name, case, verdicts, done=True, commit=None):
+    """A complete (or not) case of notebook ``name``'s rerun sweep, as ``vlmlab sweep`` leaves it."""
+    _fake_notebook(root / name / "sweeps" / C.RERUNS, case, verdicts)
+    folder = root / name / "sweeps" / C.RERUNS / case
+    table = pd.read_csv(folder / "tables" / "claims.csv")
+    table["claim_id"] = table.claim_id.str.replace(case, name)                # the notebook's claim ids
+    table.to_csv(folder / "tables" / "claims.csv", index=False)
+    (folder / "case.json").write_text("{}")
+    if done:
+        (folder / ".done").write_text("{}")
+    if commit is not None:
+        prov = json.loads((folder / "provenance.json").read_text())
+        prov["git"] = {"commit": commit}
+        (folder / "provenance.json").write_text(json.dumps(prov))
+
+
+def test_stability_counts_holds_over_the_run_and_its_complete_reruns(tmp_path):
+    root = tmp_path / "embedded"
+    _fake_notebook(root, "01_a", ["holds", "fails", "holds", "not_measured"])
+    _fake_notebook(root, "02_b", ["holds"])
+    _fake_rerun(root, "01_a", "seed=1", ["holds", "holds", "holds", "holds"])
+    _fake_rerun(root, "01_a", "seed=2", ["holds", "fails", "fails", "not_measured"])
+    _fake_rerun(root, "01_a", "seed=3", ["fails", "fails", "fails", "fails"], done=False)   # killed: skipped
+    reruns = rerun_claims(root)
+    assert sorted(set(reruns.run)) == ["seed=1", "seed=2"]
+    out = C.stability(C.merge(root)[0], reruns).set_index("claim_id")
+    assert out.runs_hold.to_dict() == {"01_a.c0": 3, "01_a.c1": 1, "01_a.c2": 2, "01_a.c3": 1, "02_b.c0": 1}
+    assert out.runs.to_dict() == {"01_a.c0": 3, "01_a.c1": 3, "01_a.c2": 3, "01_a.c3": 1, "02_b.c0": 1}
+    assert out.reruns.to_dict() == {"01_a.c0": "3/3 hold", "01_a.c1": "1/3 hold", "01_a.c2": "2/3 hold",
+                                    "01_a.c3": "", "02_b.c0": ""}                 # measured once, no rerun
+    assert out.changes.to_dict() == {"01_a.c0": False, "01_a.c1": True, "01_a.c2": True, "01_a.c3": False,
+                                     "02_b.c0": False}
+    # the verdict columns of the run itself are unchanged
+    assert out.verdict.tolist() == ["holds", "fails", "holds", "not_measured", "holds"]
+
+
+def test_scorecard_lists_claims_that_change_between_reruns(tmp_path):
+    root = tmp_path / "results" / "embedded"
+    _fake_notebook(root, "01_a", ["holds", "fails"])
+    _fake_rerun(root, "01_a", "seed=1", ["holds", "holds"], commit="other")
+    assert cli_main(["claims", "--profile", "embedded", "--results-root", str(tmp_path / "results")]) == 0
+    md = (root / "claims.md").read_text()
+    assert "2 claims: 1 hold, 1 fail, 0 not measured; 1 change verdict between the run and its reruns" in md
+    section = md.split("## Claims that change verdict between reruns")[1].split("## Every claim")[0]
+    assert "01_a.c1" in section and "1/2 hold" in section and "01_a.c0" not in section
+    assert "Reruns of another commit than their notebook's run: 01_a/seed=1." in section
+    assert "2/2 hold" in md.split("## Every claim")[1]
+    assert pd.read_csv(root / "claims.csv").changes.tolist() == [False, True]
+
+
+def test_scorecard_without_reruns_has_no_rerun_columns(tmp_path):
+    root = tmp_path / "embedded"
+    _fake_notebook(root, "01_a", ["holds"])
+    C.scorecard(root, rerun_claims(root))
+    assert "reruns" not in (root / "claims.md").read_text()
+    assert "changes" not in pd.read_csv(root / "claims.csv").columns

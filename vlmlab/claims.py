@@ -15,6 +15,13 @@ structural defect of the run (a missing table or row, a NaN among the compared n
 is a bug, not a result. ``vlmlab claims`` (``make claims``) merges every notebook's
 ``tables/claims.csv`` of a profile into ``results/<profile>/claims.md`` and ``.csv``.
 
+A verdict decided inside a run's noise would flip on another run. ``params/sweeps/reruns/<notebook>.yaml``
+reruns a notebook with other seeds (a fresh world and fresh method seeds; ``make reruns``), each rerun
+writing its own ledger under ``results/<profile>/<notebook>/sweeps/reruns/<case>/``. Given those ledgers
+(``vlmlab.sweep.rerun_claims``), the scorecard counts per claim in how many of the runs (the run and its
+complete reruns) it holds (column ``reruns``, :func:`stability`) and lists the claims whose verdict
+changes between them: the noise is measured from outside, with no margin chosen per claim.
+
 In the paper profile a claim with a published number (``paper_value``, a float) and a
 ``headline`` value in its verdict is also compared with the paper: column ``vs_paper`` says
 ``within`` or ``off`` by more than the claim's ``tolerance`` (points, default 1).
@@ -32,11 +39,12 @@ import pandas as pd
 from vlmlab.runtime import get_logger
 
 __all__ = ["Claim", "Verdict", "Evidence", "NotMeasured", "holds_if", "not_measured", "evaluate", "save",
-           "merge", "COLUMNS", "VERDICTS"]
+           "merge", "stability", "run_commit", "COLUMNS", "VERDICTS", "RERUNS"]
 
 log = get_logger("vlmlab.claims")
 
 VERDICTS = ("holds", "fails", "not_measured")
+RERUNS = "reruns"  # the sweep name of a notebook's reruns (params/sweeps/reruns/<notebook>.yaml)
 COLUMNS = ["claim_id", "paper", "where", "statement", "paper_value", "ours", "verdict", "note", "vs_paper"]
 
 
@@ -219,13 +227,71 @@ def merge(results_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return claims[["notebook", *COLUMNS, "complete"]], pd.DataFrame(rows)
 
 
-def scorecard(results_dir: Path | str) -> tuple[Path, Path, str]:
-    """Write ``<results_dir>/claims.csv`` and ``claims.md``; return both paths and the summary line."""
+def run_commit(run_dir: Path) -> str:
+    """The git commit a run's ``provenance.json`` names ("" when it names none)."""
+    path = run_dir / "provenance.json"
+    if not path.is_file():
+        return ""
+    return str((json.loads(path.read_text()).get("git") or {}).get("commit") or "")
+
+
+def stability(claims: pd.DataFrame, reruns: pd.DataFrame) -> pd.DataFrame:
+    """Per claim of ``claims`` (:func:`merge`'s), its verdicts over the run and its reruns.
+
+    A run measures a claim when its verdict is ``holds`` or ``fails``; a rerun whose ledger lacks the claim
+    does not count. Returns ``claims``' rows with ``runs`` (runs that measured it), ``runs_hold``,
+    ``reruns`` (text, e.g. ``"2/3 hold"``; empty when no rerun measured it) and ``changes`` (the measured
+    verdicts differ between runs). ``reruns``: ``vlmlab.sweep.rerun_claims``' table.
+    """
+    measured = ("holds", "fails")
+    every = pd.concat([claims[["notebook", "claim_id", "verdict"]],
+                       reruns[["notebook", "claim_id", "verdict"]]], ignore_index=True)
+    every = every[every.verdict.isin(measured)]
+    counts = every.groupby(["notebook", "claim_id"]).verdict.agg(
+        runs="size", runs_hold=lambda v: int((v == "holds").sum()))
+    out = claims.merge(counts.reset_index(), on=["notebook", "claim_id"], how="left")
+    out[["runs", "runs_hold"]] = out[["runs", "runs_hold"]].fillna(0).astype(int)
+    rerun_keys = set(zip(reruns.notebook, reruns.claim_id))
+    has = [k in rerun_keys and n > 1 for k, n in zip(zip(out.notebook, out.claim_id), out.runs)]
+    out["reruns"] = [f"{h}/{n} hold" if ok else "" for h, n, ok in zip(out.runs_hold, out.runs, has)]
+    out["changes"] = [ok and 0 < h < n for h, n, ok in zip(out.runs_hold, out.runs, has)]
+    return out
+
+
+def _reruns_section(results_dir: Path, claims: pd.DataFrame, reruns: pd.DataFrame) -> list[str]:
+    """The scorecard's section on the claims whose verdict changes between the run and its reruns."""
+    changing = claims[claims.changes]
+    parts = ["## Claims that change verdict between reruns", "",
+             f"Reruns with other seeds (`params/sweeps/{RERUNS}/`, `make reruns`): a verdict that changes is "
+             "decided inside the run-to-run noise.", "",
+             changing[["notebook", "claim_id", "verdict", "reruns", "ours"]].to_markdown(index=False)
+             if len(changing) else "None.", ""]
+    commits = {nb: run_commit(results_dir / nb) for nb in reruns.notebook.unique()}
+    other = sorted({f"{r.notebook}/{r.run}" for r in reruns.itertuples() if r.commit != commits[r.notebook]})
+    if other:
+        parts += [f"Reruns of another commit than their notebook's run: {', '.join(other)}.", ""]
+    return parts
+
+
+def scorecard(results_dir: Path | str, reruns: pd.DataFrame | None = None) -> tuple[Path, Path, str]:
+    """Write ``<results_dir>/claims.csv`` and ``claims.md``; return both paths and the summary line.
+
+    ``reruns``: the verdicts of the notebooks' reruns (``vlmlab.sweep.rerun_claims``), if any; then each
+    claim also gets its :func:`stability` and the scorecard lists the claims that change verdict.
+    """
     from vlmlab.results import atomic_path
 
     results_dir = Path(results_dir)
     claims, per_notebook = merge(results_dir)
+    has_reruns = reruns is not None and len(reruns) > 0
     line = summary_line(claims)
+    every = ["notebook", "claim_id", "verdict", "paper_value", "ours", "note", "vs_paper"]
+    if has_reruns:
+        claims = stability(claims, reruns)
+        n_runs = reruns.groupby("notebook").run.nunique()
+        per_notebook = per_notebook.assign(reruns=per_notebook.notebook.map(n_runs).fillna(0).astype(int))
+        line += f"; {int(claims.changes.sum())} change verdict between the run and its reruns"
+        every.insert(3, "reruns")
     failing = claims[claims.verdict == "fails"]
     parts = [f"# Claims scorecard: {results_dir.name}", "", f"**{line}.**", "",
              per_notebook.to_markdown(index=False), ""]
@@ -235,10 +301,10 @@ def scorecard(results_dir: Path | str) -> tuple[Path, Path, str]:
                   f"{', '.join(incomplete)}.", ""]
     parts += ["## Failing claims", "",
               failing[["notebook", "claim_id", "statement", "paper_value", "ours", "note"]].to_markdown(index=False)
-              if len(failing) else "None.", "",
-              "## Every claim", "",
-              claims[["notebook", "claim_id", "verdict", "paper_value", "ours", "note", "vs_paper"]]
-              .to_markdown(index=False), ""]
+              if len(failing) else "None.", ""]
+    if has_reruns:
+        parts += _reruns_section(results_dir, claims, reruns)
+    parts += ["## Every claim", "", claims[every].to_markdown(index=False), ""]
     csv, md = results_dir / "claims.csv", results_dir / "claims.md"
     with atomic_path(csv) as tmp:
         claims.to_csv(tmp, index=False)

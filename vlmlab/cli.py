@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vlmlab import claims as claims_ledger
 from vlmlab.runtime import REPO_ROOT, get_logger
-from vlmlab.sweep import (SweepError, collect, jobs_for, load_sweep, run_sweep, status_table,
+from vlmlab.sweep import (SweepError, collect, jobs_for, load_sweep, rerun_claims, run_sweep, status_table,
                           write_table)
 
 log = get_logger("vlmlab.cli")
@@ -152,7 +152,7 @@ def _collect(args: argparse.Namespace) -> int:
 def _claims(args: argparse.Namespace) -> int:
     folder = Path(args.results_root or REPO_ROOT / "results") / args.profile
     try:
-        csv, md, line = claims_ledger.scorecard(folder)
+        csv, md, line = claims_ledger.scorecard(folder, rerun_claims(folder))
     except FileNotFoundError as err:
         log.error("%s", err)
         return 2

@@ -152,3 +152,24 @@ def test_shipped_sweep_files_expand_and_validate(name):
     cases = sweep.expand()
     assert len(cases) == SHIPPED[name] and len({c.id for c in cases}) == len(cases)
     assert sweep.profile == ("embedded" if name.startswith("embedded") else "paper")
+
+
+def test_rerun_sweeps_cover_every_notebook_with_claims_and_change_every_seed():
+    """params/sweeps/reruns/: one file per notebook that writes a claims ledger, all named 'reruns', each case
+    validating against the notebook and drawing seeds the shipped run does not use (else a 'rerun' is the run)."""
+    from vlmlab import params as vparams
+    from vlmlab.claims import RERUNS
+    with_claims = sorted(p.stem for p in (REPO_ROOT / "notebooks" / "src").glob("*.py")
+                         if "vlmlab.claims.evaluate" in p.read_text())
+    files = sorted((REPO_ROOT / "params" / "sweeps" / RERUNS).glob("*.yaml"))
+    assert [p.stem for p in files] == with_claims
+    for path in files:
+        sweep = load_sweep(path, validate=True)
+        assert sweep.name == RERUNS and sweep.notebook == path.stem and sweep.profile == "embedded"
+        base = vparams.load(path.stem, "embedded")
+        cases = sweep.expand()
+        assert len(cases) >= 2
+        for case in cases:
+            assert case.params["seed"] != base["seed"], case.id
+            if "seeds" in case.params:
+                assert not set(case.params["seeds"]) & set(base["seeds"]), case.id

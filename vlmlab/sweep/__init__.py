@@ -15,10 +15,10 @@ Modules: ``grid`` (file, expansion, case ids), ``case`` (one papermill run and i
 from __future__ import annotations
 
 from vlmlab.sweep.case import CaseJob, CaseResult, case_status, run_case
-from vlmlab.sweep.collect import collect, write_table
+from vlmlab.sweep.collect import collect, rerun_claims, write_table
 from vlmlab.sweep.executors import SweepReport, jobs_for, run_local, run_slurm, run_sweep, status_table, visible_gpus
 from vlmlab.sweep.grid import Case, SlurmOptions, Sweep, SweepError, canonical_json, case_id, load_sweep
 
 __all__ = ["Case", "CaseJob", "CaseResult", "SlurmOptions", "Sweep", "SweepError", "SweepReport", "canonical_json",
-           "case_id", "case_status", "collect", "jobs_for", "load_sweep", "run_case", "run_local", "run_slurm",
-           "run_sweep", "status_table", "visible_gpus", "write_table"]
+           "case_id", "case_status", "collect", "jobs_for", "load_sweep", "rerun_claims", "run_case", "run_local",
+           "run_slurm", "run_sweep", "status_table", "visible_gpus", "write_table"]

@@ -19,13 +19,14 @@ from typing import Any
 
 import pandas as pd
 
+from vlmlab.claims import RERUNS, run_commit
 from vlmlab.results import atomic_path
 from vlmlab.runtime import get_logger
 from vlmlab.sweep.case import CASE_JSON, DONE, PROVENANCE, case_status
 from vlmlab.sweep.executors import jobs_for
 from vlmlab.sweep.grid import Sweep, SweepError, canonical_json, load_sweep
 
-__all__ = ["collect", "case_dirs", "write_table"]
+__all__ = ["collect", "case_dirs", "write_table", "rerun_claims"]
 
 log = get_logger("vlmlab.sweep")
 
@@ -135,3 +136,30 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return path
+
+
+def rerun_claims(results_dir: Path | str) -> pd.DataFrame:
+    """Every claim's verdict in each complete rerun of a profile's notebooks.
+
+    Reads ``<results_dir>/<notebook>/sweeps/reruns/<case>/tables/claims.csv`` of the cases the sweep marked
+    complete (:func:`case_dirs`: ``.done`` and ``provenance.json``); incomplete ones are skipped.
+
+    Returns:
+        One row per (rerun, claim): ``notebook``, ``run`` (the case id), ``commit`` (its provenance's),
+        ``claim_id``, ``verdict``; empty (those columns) when no notebook has a complete rerun.
+    """
+    frames = []
+    for sweep_dir in sorted(Path(results_dir).glob(f"*/sweeps/{RERUNS}")):
+        try:
+            done, _ = case_dirs(sweep_dir)
+        except ValueError:                                                   # a folder without cases
+            continue
+        for case in done:
+            path = case / "tables" / "claims.csv"
+            if path.is_file():
+                table = pd.read_csv(path, keep_default_na=False)
+                frames.append(pd.DataFrame({"notebook": sweep_dir.parent.parent.name, "run": case.name,
+                                            "commit": run_commit(case), "claim_id": table.claim_id,
+                                            "verdict": table.verdict}))
+    columns = ["notebook", "run", "commit", "claim_id", "verdict"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
