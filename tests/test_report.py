@@ -167,3 +167,15 @@ def test_site_in_headless_chromium(site, tmp_path):
     rendered = _chromium(["--dump-dom", (site / "00_quickstart.html").as_uri()], tmp_path / "profile3")
     assert "Quickstart" in rendered.stdout and _console_errors(rendered.stderr) == []
     print(f"screenshot: {shot}")
+
+
+def test_claims_table_shows_rerun_counts_from_the_scorecard(tmp_path):
+    ledger = tmp_path / "01_a" / "tables" / "claims.csv"
+    ledger.parent.mkdir(parents=True)
+    pd.DataFrame({"claim_id": ["a", "b"], "verdict": ["holds", "fails"]}).to_csv(ledger, index=False)
+    card = tmp_path / "claims.csv"
+    assert "reruns" not in report._claims_html(ledger, card)                              # no scorecard yet
+    pd.DataFrame({"notebook": ["01_a", "01_a", "02_b"], "claim_id": ["a", "b", "a"], "verdict": ["holds"] * 3,
+                  "reruns": ["3/3 hold", "1/3 hold", "0/3 hold"]}).to_csv(card, index=False)
+    html = report._claims_html(ledger, card)
+    assert "<th>reruns</th>" in html and "3/3 hold" in html and "1/3 hold" in html and "0/3 hold" not in html

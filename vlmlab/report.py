@@ -212,10 +212,18 @@ def _table_html(csv: Path, link: str) -> str:
     return df.head(MAX_ROWS).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0) + note
 
 
-def _claims_html(csv: Path) -> str:
-    """The claims ledger with one CSS class per verdict (``holds``, ``fails``, ``not_measured``)."""
+def _claims_html(csv: Path, scorecard: Path | None = None) -> str:
+    """The claims ledger with one CSS class per verdict (``holds``, ``fails``, ``not_measured``); with the
+    profile's ``scorecard`` (``results/<profile>/claims.csv``) from ``make reruns``, each claim's count of
+    runs it holds in beside its verdict (column ``reruns``)."""
     df = pd.read_csv(csv, keep_default_na=False)
-    cols = [c for c in ("claim_id", "statement", "paper_value", "ours", "verdict", "note", "vs_paper") if c in df]
+    if scorecard is not None and scorecard.is_file():
+        card = pd.read_csv(scorecard, keep_default_na=False)
+        if "reruns" in card:
+            card = card[card.notebook == csv.parents[1].name]                  # <notebook>/tables/claims.csv
+            df["reruns"] = df.claim_id.map(dict(zip(card.claim_id, card.reruns))).fillna("")
+    cols = [c for c in ("claim_id", "statement", "paper_value", "ours", "verdict", "reruns", "note", "vs_paper")
+            if c in df]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     def cell(row, c):
         cls = f' class="{html.escape(str(row[c]))}"' if c == "verdict" else ""
@@ -257,7 +265,7 @@ def _section_html(page: NotebookPage, run_dir: Path) -> str:
             run_dir / "tables" / f"{page.table}.csv", f"{page.name}/tables/{page.table}.csv"))
     claims = run_dir / "tables" / "claims.csv"
     if claims.is_file():
-        parts.append("<h3>Claims</h3>" + _claims_html(claims))
+        parts.append("<h3>Claims</h3>" + _claims_html(claims, run_dir.parent / "claims.csv"))
     return "".join(parts) + "</section>"
 
 
