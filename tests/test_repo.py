@@ -125,6 +125,19 @@ def test_clean_targets_refuse_empty_or_sweeping_paths(args):
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
+def test_reruns_target_runs_every_rerun_sweep_then_the_scorecard(tmp_path):
+    out = subprocess.run(["make", "-n", "reruns", f"RESULTS_DIR={tmp_path}", "PY=python"], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    files = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "params/sweeps/reruns").glob("*.yaml"))
+    assert files and all(f in out.stdout for f in files)
+    assert f"vlmlab.cli claims --profile embedded --results-root {tmp_path}" in out.stdout.splitlines()[-1]
+    out = subprocess.run(["make", "-n", "reruns", "PROFILE=tiny", "PY=python"], cwd=REPO_ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "embedded profile" in out.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
 def test_clean_cache_ignores_an_unrelated_cache_variable(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("VLMLAB_CACHE", "VLMLAB_CACHE_DIR")}
     out = subprocess.run(["make", "-n", "clean-cache"], cwd=REPO_ROOT, capture_output=True, text=True,
