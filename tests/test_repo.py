@@ -126,8 +126,8 @@ def test_clean_targets_refuse_empty_or_sweeping_paths(args):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make not installed")
 def test_reruns_target_runs_every_rerun_sweep_then_the_scorecard(tmp_path):
-    out = subprocess.run(["make", "-n", "reruns", f"RESULTS_DIR={tmp_path}", "PY=python"], cwd=REPO_ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(["make", "-n", "--no-print-directory", "reruns", f"RESULTS_DIR={tmp_path}", "PY=python"],
+                         cwd=REPO_ROOT, capture_output=True, text=True)     # no "Leaving directory" under make test
     assert out.returncode == 0, out.stderr
     files = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "params/sweeps/reruns").glob("*.yaml"))
     assert files and all(f in out.stdout for f in files)
