@@ -18,7 +18,8 @@ the environment that makes PyTorch take other kernel paths, the way another CPU 
 
 It then prints, for every headline number of ``params/expected/embedded/<nb>.json`` that moved, the
 stored value, each variant's, their range and the number's tolerance, flags ranges wider than the
-tolerance, and writes the table to ``<results>/kernels/spread.csv``. Runs already finished are reused.
+tolerance, and writes the table to ``<results>/kernels/spread.csv``; then the claims whose verdict differs
+between the variants (``<results>/kernels/verdicts.csv``). Runs already finished are reused.
 Costs on 2 cores: 04 about 1.2 min and 05 about 2.5 min per variant (``no-onednn``: 04 about 3 min), about half
 an hour for all six.
 """
@@ -80,6 +81,20 @@ def spread(runs: dict[str, Path], notebook: str, expected: Path) -> pd.DataFrame
     return table[table["range"] > 1e-9].assign(within=lambda t: t["range"] <= t["tol"] + 1e-9)
 
 
+def verdict_flips(runs: dict[str, Path], notebook: str) -> pd.DataFrame:
+    """The claims of ``notebook`` whose verdict differs between the variants: one column per variant."""
+    verdicts = {}
+    for variant, folder in runs.items():
+        path = folder / notebook / "tables" / "claims.csv"
+        if path.is_file():
+            verdicts[variant] = pd.read_csv(path, keep_default_na=False).set_index("claim_id").verdict
+    table = pd.DataFrame(verdicts)
+    table = table[table.nunique(axis=1) > 1]
+    table = table.rename_axis("claim_id").reset_index()
+    table.insert(0, "notebook", notebook)
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS))
@@ -101,6 +116,10 @@ def main() -> None:
     wide = table[~table.within]
     print(f"{len(table)} numbers moved; {len(wide)} by more than their tolerance"
           + "".join(f"\n  {r.notebook} {r.number}: range {r.range:.4g} > tol {r.tol:g}" for r in wide.itertuples()))
+    flips = pd.concat([verdict_flips(runs, nb) for nb in args.notebooks], ignore_index=True)
+    flips.to_csv(root / "verdicts.csv", index=False)
+    print(f"{len(flips)} claim verdict(s) differ between the variants"
+          + ("" if flips.empty else ":\n" + flips.to_string(index=False)))
 
 
 if __name__ == "__main__":

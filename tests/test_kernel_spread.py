@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 _PATH = Path(__file__).resolve().parents[1] / "scripts" / "kernel_spread.py"
@@ -47,3 +48,15 @@ def test_every_variant_sets_only_known_switches():
     assert K.VARIANTS["default"] == {}
     for env in K.VARIANTS.values():
         assert set(env) <= known
+
+
+def test_verdict_flips_lists_only_claims_that_differ_between_variants(tmp_path):
+    runs = {}
+    for name, verdicts in {"a": ["holds", "fails", "holds"], "b": ["holds", "holds", "holds"]}.items():
+        folder = tmp_path / name / "embedded"
+        (folder / NB / "tables").mkdir(parents=True)
+        pd.DataFrame({"claim_id": ["c0", "c1", "c2"], "verdict": verdicts}).to_csv(
+            folder / NB / "tables" / "claims.csv", index=False)
+        runs[name] = folder
+    flips = K.verdict_flips(runs, NB)
+    assert flips.to_dict("records") == [{"claim_id": "c1", "a": "fails", "b": "holds", "notebook": NB}]
