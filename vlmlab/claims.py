@@ -251,10 +251,9 @@ def stability(claims: pd.DataFrame, reruns: pd.DataFrame) -> pd.DataFrame:
         runs="size", runs_hold=lambda v: int((v == "holds").sum()))
     out = claims.merge(counts.reset_index(), on=["notebook", "claim_id"], how="left")
     out[["runs", "runs_hold"]] = out[["runs", "runs_hold"]].fillna(0).astype(int)
-    rerun_keys = set(zip(reruns.notebook, reruns.claim_id))
-    has = [k in rerun_keys and n > 1 for k, n in zip(zip(out.notebook, out.claim_id), out.runs)]
-    out["reruns"] = [f"{h}/{n} hold" if ok else "" for h, n, ok in zip(out.runs_hold, out.runs, has)]
-    out["changes"] = [ok and 0 < h < n for h, n, ok in zip(out.runs_hold, out.runs, has)]
+    # the run gives a claim at most one measurement, so two or more means a rerun measured it too
+    out["reruns"] = [f"{h}/{n} hold" if n > 1 else "" for h, n in zip(out.runs_hold, out.runs)]
+    out["changes"] = (0 < out.runs_hold) & (out.runs_hold < out.runs)
     return out
 
 

@@ -152,7 +152,7 @@ def rerun_claims(results_dir: Path | str) -> pd.DataFrame:
     for sweep_dir in sorted(Path(results_dir).glob(f"*/sweeps/{RERUNS}")):
         try:
             done, _ = case_dirs(sweep_dir)
-        except ValueError:                                                   # a folder without cases
+        except SweepError:                                                   # a folder without cases
             continue
         for case in done:
             path = case / "tables" / "claims.csv"
