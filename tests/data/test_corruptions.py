@@ -58,3 +58,17 @@ def test_corrupt_dataset_extends_key():
     c = corrupt_dataset(ds, "fog", 3, cache=False, workers=1)
     assert c.key != ds.key and "fog-3" in c.key and len(c) == len(ds)
     assert corrupt_dataset(ds, "clean", 0) is ds
+
+
+def test_warming_before_the_fork_keeps_the_images_and_this_process_rng(images, monkeypatch):
+    import vlmlab.data.corruptions as C
+    monkeypatch.setattr(C, "_WARM", set())
+    big = np.concatenate([images] * 3)
+    serial = corrupt_images(big, "glass_blur", 2, cache=False, workers=1, chunk=4)
+    np.random.seed(123)
+    before = np.random.get_state()
+    parallel = corrupt_images(big, "glass_blur", 2, cache=False, workers=2, chunk=4)
+    after = np.random.get_state()
+    assert C._WARM == {"glass_blur"}
+    np.testing.assert_array_equal(parallel, serial)
+    assert before[2:] == after[2:] and np.array_equal(before[1], after[1])
