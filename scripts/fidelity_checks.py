@@ -33,6 +33,7 @@ from typing import Callable
 
 import pandas as pd
 
+import vlmlab.claims
 from vlmlab.sweep.case import CaseJob, run_case
 from vlmlab.sweep.grid import Case
 
@@ -221,8 +222,7 @@ def checks() -> list[Check]:
 
 def code_of(run: Path) -> str:
     """The code a finished run ran: its provenance's git commit, with "+dirty" for an edited tree."""
-    git = json.loads((run / "provenance.json").read_text()).get("git") or {}
-    return f"{git.get('commit') or 'unknown'}{'+dirty' if git.get('dirty') else ''}"
+    return vlmlab.claims.run_code(run) or "unknown"
 
 
 def stale_default(default: Path, out: Path) -> str | None:

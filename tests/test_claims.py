@@ -126,7 +126,7 @@ def test_claims_command_without_results_says_what_to_run(tmp_path, caplog):
     assert "make reproduce" in caplog.text
 
 
-def _fake_rerun(root, name, case, verdicts, done=True, commit=None):
+def _fake_rerun(root, name, case, verdicts, done=True, commit=None, dirty=False):
     """A complete (or not) case of notebook ``name``'s rerun sweep, as ``vlmlab sweep`` leaves it."""
     _fake_notebook(root / name / "sweeps" / C.RERUNS, case, verdicts)
     folder = root / name / "sweeps" / C.RERUNS / case
@@ -138,7 +138,7 @@ def _fake_rerun(root, name, case, verdicts, done=True, commit=None):
         (folder / ".done").write_text("{}")
     if commit is not None:
         prov = json.loads((folder / "provenance.json").read_text())
-        prov["git"] = {"commit": commit}
+        prov["git"] = {"commit": commit, "dirty": dirty}
         (folder / "provenance.json").write_text(json.dumps(prov))
 
 
@@ -171,9 +171,45 @@ def test_scorecard_lists_claims_that_change_between_reruns(tmp_path):
     assert "2 claims: 1 hold, 1 fail, 0 not measured; 1 change verdict between the run and its reruns" in md
     section = md.split("## Claims that change verdict between reruns")[1].split("## Every claim")[0]
     assert "01_a.c1" in section and "1/2 hold" in section and "01_a.c0" not in section
-    assert "Reruns of another commit than their notebook's run: 01_a/seed=1." in section
+    assert "Reruns of other code than their notebook's run (another commit, or one run on an edited tree): " \
+           "01_a/seed=1." in section
     assert "2/2 hold" in md.split("## Every claim")[1]
     assert pd.read_csv(root / "claims.csv").changes.tolist() == [False, True]
+
+
+def _set_code(run_dir, commit, dirty):
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    prov["git"] = {"commit": commit, "dirty": dirty}
+    (run_dir / "provenance.json").write_text(json.dumps(prov))
+
+
+def test_run_code_names_the_commit_and_an_edited_tree(tmp_path):
+    _fake_notebook(tmp_path, "01_a", ["holds"])
+    _set_code(tmp_path / "01_a", "abc", dirty=False)
+    assert C.run_code(tmp_path / "01_a") == "abc"
+    _set_code(tmp_path / "01_a", "abc", dirty=True)
+    assert C.run_code(tmp_path / "01_a") == "abc+dirty"
+    _set_code(tmp_path / "01_a", None, dirty=None)
+    assert C.run_code(tmp_path / "01_a") == "" and C.run_code(tmp_path / "missing") == ""
+
+
+def test_scorecard_names_reruns_that_may_have_run_other_code(tmp_path):
+    root = tmp_path / "results" / "embedded"
+    _fake_notebook(root, "01_a", ["holds"])
+    _set_code(root / "01_a", "abc", dirty=False)
+    _fake_rerun(root, "01_a", "seed=1", ["holds"], commit="abc", dirty=True)       # the same commit, edited
+    _fake_rerun(root, "01_a", "seed=2", ["holds"], commit="abc")                   # the same code
+
+    def section():
+        assert cli_main(["claims", "--profile", "embedded", "--results-root", str(tmp_path / "results")]) == 0
+        return (root / "claims.md").read_text().split("## Claims that change verdict between reruns")[1]
+    text = section()
+    assert "(another commit, or one run on an edited tree): 01_a/seed=1." in text
+    assert "seed=2" not in text and "edited tree of the same commit" not in text
+    _set_code(root / "01_a", "abc", dirty=True)                                   # now the run was edited too
+    text = section()
+    assert "(another commit, or one run on an edited tree): 01_a/seed=2." in text
+    assert "an edited tree of the same commit (the edits may differ): 01_a/seed=1." in text
 
 
 def test_scorecard_without_reruns_has_no_rerun_columns(tmp_path):

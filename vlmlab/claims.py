@@ -39,7 +39,7 @@ import pandas as pd
 from vlmlab.runtime import get_logger
 
 __all__ = ["Claim", "Verdict", "Evidence", "NotMeasured", "holds_if", "not_measured", "evaluate", "save",
-           "merge", "stability", "run_commit", "COLUMNS", "VERDICTS", "RERUNS"]
+           "merge", "stability", "run_code", "COLUMNS", "VERDICTS", "RERUNS"]
 
 log = get_logger("vlmlab.claims")
 
@@ -227,12 +227,15 @@ def merge(results_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return claims[["notebook", *COLUMNS, "complete"]], pd.DataFrame(rows)
 
 
-def run_commit(run_dir: Path) -> str:
-    """The git commit a run's ``provenance.json`` names ("" when it names none)."""
+def run_code(run_dir: Path) -> str:
+    """The code a run ran, from its ``provenance.json``: the git commit, with ``+dirty`` when the tree was
+    edited ("" when it names no commit). Two runs ran the same code for sure only when this is equal and clean.
+    """
     path = run_dir / "provenance.json"
     if not path.is_file():
         return ""
-    return str((json.loads(path.read_text()).get("git") or {}).get("commit") or "")
+    git = json.loads(path.read_text()).get("git") or {}
+    return f"{git['commit']}{'+dirty' if git.get('dirty') else ''}" if git.get("commit") else ""
 
 
 def stability(claims: pd.DataFrame, reruns: pd.DataFrame) -> pd.DataFrame:
@@ -265,10 +268,16 @@ def _reruns_section(results_dir: Path, claims: pd.DataFrame, reruns: pd.DataFram
              "decided inside the run-to-run noise.", "",
              changing[["notebook", "claim_id", "verdict", "reruns", "ours"]].to_markdown(index=False)
              if len(changing) else "None.", ""]
-    commits = {nb: run_commit(results_dir / nb) for nb in reruns.notebook.unique()}
-    other = sorted({f"{r.notebook}/{r.run}" for r in reruns.itertuples() if r.commit != commits[r.notebook]})
+    code = {nb: run_code(results_dir / nb) for nb in reruns.notebook.unique()}
+    other = sorted({f"{r.notebook}/{r.run}" for r in reruns.itertuples() if r.code != code[r.notebook]})
+    edited = sorted({f"{r.notebook}/{r.run}" for r in reruns.itertuples()
+                     if r.code == code[r.notebook] and r.code.endswith("+dirty")})
     if other:
-        parts += [f"Reruns of another commit than their notebook's run: {', '.join(other)}.", ""]
+        parts += [f"Reruns of other code than their notebook's run (another commit, or one run on an edited "
+                  f"tree): {', '.join(other)}.", ""]
+    if edited:
+        parts += [f"Reruns that ran, like their notebook's run, on an edited tree of the same commit (the edits may "
+                  f"differ): {', '.join(edited)}.", ""]
     return parts
 
 

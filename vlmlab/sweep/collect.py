@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from vlmlab.claims import RERUNS, run_commit
+from vlmlab.claims import RERUNS, run_code
 from vlmlab.results import atomic_path
 from vlmlab.runtime import get_logger
 from vlmlab.sweep.case import CASE_JSON, DONE, PROVENANCE, case_status
@@ -145,7 +145,7 @@ def rerun_claims(results_dir: Path | str) -> pd.DataFrame:
     complete (:func:`case_dirs`: ``.done`` and ``provenance.json``); incomplete ones are skipped.
 
     Returns:
-        One row per (rerun, claim): ``notebook``, ``run`` (the case id), ``commit`` (its provenance's),
+        One row per (rerun, claim): ``notebook``, ``run`` (the case id), ``code`` (``vlmlab.claims.run_code``),
         ``claim_id``, ``verdict``; empty (those columns) when no notebook has a complete rerun.
     """
     frames = []
@@ -159,7 +159,7 @@ def rerun_claims(results_dir: Path | str) -> pd.DataFrame:
             if path.is_file():
                 table = pd.read_csv(path, keep_default_na=False)
                 frames.append(pd.DataFrame({"notebook": sweep_dir.parent.parent.name, "run": case.name,
-                                            "commit": run_commit(case), "claim_id": table.claim_id,
+                                            "code": run_code(case), "claim_id": table.claim_id,
                                             "verdict": table.verdict}))
-    columns = ["notebook", "run", "commit", "claim_id", "verdict"]
+    columns = ["notebook", "run", "code", "claim_id", "verdict"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
