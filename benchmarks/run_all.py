@@ -98,6 +98,10 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
     if (w := _read(out, "bench_world")) is not None:
         for r in w.itertuples():
             rows.append((f"{r.stage} images/s ({r.name})", f"{r.images_per_s:.0f}"))
+        pooled = w[w["stage"] == "corrupt_pooled"].set_index("name")["images_per_s"]
+        if {"warmed", "unwarmed"} <= set(pooled.index):
+            rows.append(("corrupting as the notebooks do (a pooled call per corruption, new process): warmed "
+                         "before forking vs not", f"{pooled['warmed'] / pooled['unwarmed']:.1f}x"))
     if (t := _read(out, "bench_tta")) is not None and "ms_per_image" in t:
         rows.append(("TTA ms per image (CPU)", ", ".join(f"{r.method} {r.ms_per_image:.1f}" for r in t.itertuples())))
     if (b := _read(out, "bench_blind_finetune")) is not None:
