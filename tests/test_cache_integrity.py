@@ -131,8 +131,10 @@ _KILLED_PARENT = """
 import numpy as np
 from vlmlab.data.corruptions import corrupt_images
 if __name__ == "__main__":
-    images = np.zeros((400, 32, 32, 3), np.uint8)
-    corrupt_images(images, "glass_blur", 5, cache=False, workers=2, chunk=1)   # minutes of queued work
+    images = np.zeros((600, 224, 224, 3), np.uint8)
+    # about 45 s of queued work (zoom blur, 0.08 s an image at 224 px); glass blur on small images no longer
+    # lasts: its workers inherit numba's compiled code (corruptions._warm) and finish within a second
+    corrupt_images(images, "zoom_blur", 5, cache=False, workers=2, chunk=1)
 """
 
 
