@@ -4,6 +4,7 @@
     python benchmarks/bench_coop_roofline.py --variant M16_end_csc --runs 1 15 --csv /tmp/roofline.csv
     python benchmarks/bench_coop_roofline.py --precision bf16 --grid   # notebook 03's precision and grid
     python benchmarks/bench_coop_roofline.py --precision bf16 --compile   # + torch.compile'd text pass vs eager
+    python benchmarks/bench_coop_roofline.py --precision bf16 --pure-bf16 # + the tower cast to bf16 vs autocast
 
 A cached-mode CoOp step costs one forward and backward of the frozen text tower to the context
 (``vlmlab.coop.text_batch.text_features``; the image side is a lookup of cached views) and a 32 x C
@@ -42,10 +43,21 @@ at R = 15, 18-35 s to compile each (variant, R) shape, gradients 0.6-1.7 % from 
 would move by the rounding, so the trainer stays eager. On a GPU the picture differs: there the step is
 nearly all dispatch (``bench_coop_paper_grid.py --overhead``, RN50 fp16 on an H200: 1.5-1.8x compiled, 3.9-5.4x
 with CUDA graphs; docs/gpu/).
+
+``--pure-bf16`` times the step with the text tower and every tensor of the learner cast to bf16 and no
+autocast (as CoOp's code casts CLIP to fp16, ``clip.model.convert_weights``), against autocast, the
+trainer's (``X_pure_bf16.csv``): it would remove autocast's casts (``aten::_to_copy``, 11 % of a CSC
+step's CPU time in ``torch.profiler``). Measured on the AVX-512/AMX Xeon (objects, one thread,
+2026-12-05): at R = 1 and 15, 1.11x and 1.00x for M16 end, 0.98x and 1.07x for CSC, gradients 1.5-2.1 % from
+autocast's (autocast's are about 1 % from fp32's). What the casts cost, bf16's layer norms, GELU and softmax
+give back on this CPU, so it is no lever here.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -253,6 +265,39 @@ def with_fixed_seconds(g: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
     return g.assign(fixed_seconds=t["fixed_ms"].min() * g["group_steps"] / 1e3 / g["cores"])
 
 
+def pure_bf16(learner: PromptLearner) -> PromptLearner:
+    """A copy of ``learner`` whose tower and tensors are bf16 and whose bundle does not autocast."""
+    out = copy.deepcopy(learner)                                       # the tower too: a copy of its own
+    out.to(torch.bfloat16)                                             # the learner's parameters and buffers
+    cast = {}                                                          # the tower: a frozen holder of pieces
+    for field in dataclasses.fields(out.tower):
+        value = getattr(out.tower, field.name)
+        if isinstance(value, torch.nn.Module):
+            value.to(torch.bfloat16)
+        elif torch.is_tensor(value) and value.is_floating_point():
+            cast[field.name] = value.detach().to(torch.bfloat16)
+    out.tower = dataclasses.replace(out.tower, **cast)
+    out.bundle = copy.copy(out.bundle)
+    out.bundle.autocast = contextlib.nullcontext
+    return out
+
+
+def measure_pure_bf16(bundle, classnames, variant: str, runs: list[int], min_seconds: float) -> pd.DataFrame:
+    """``--pure-bf16``: the step of :func:`pure_bf16`'s learner against the autocast one, one row per R, with
+    ``grad_rel_diff``, the relative norm of the gradients' difference."""
+    learner, scale = variant_learner(bundle, classnames, variant)
+    pure = pure_bf16(learner)
+    rows = []
+    for r in runs:
+        auto_step, pure_step = step_fn(learner, r, scale), step_fn(pure, r, scale)
+        g_auto, g_pure = auto_step().float(), pure_step().float()
+        ms_auto, ms_pure = ms_per_step(auto_step, min_seconds), ms_per_step(pure_step, min_seconds)
+        rows.append({"variant": variant, "runs": r, "ms_per_run_step_autocast": ms_auto / r,
+                     "ms_per_run_step_pure_bf16": ms_pure / r, "speedup_pure_bf16": ms_auto / ms_pure,
+                     "grad_rel_diff": float((g_pure - g_auto).norm() / g_auto.norm())})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded")
@@ -269,6 +314,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cores", type=int, default=2, help="--grid: cores the notebook trains on (its workers)")
     ap.add_argument("--compile", action="store_true",
                     help="also time the step with torch.compile(text_features) against eager (X_compiled.csv)")
+    ap.add_argument("--pure-bf16", action="store_true",
+                    help="also time the step with the tower cast to bf16, no autocast (X_pure_bf16.csv)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     bundle = load_clip(args.model, None, device="cpu", precision=args.precision)
@@ -288,6 +335,14 @@ def main(argv=None) -> None:
         print(c.round(3).to_string(index=False))
         out.update(compiled_speedup_min=float(c["speedup_compiled"].min()),
                    compiled_speedup_max=float(c["speedup_compiled"].max()))
+    if args.pure_bf16:
+        b = pd.concat([measure_pure_bf16(bundle, split.classnames, v, runs, args.seconds) for v in args.variant],
+                      ignore_index=True)
+        if args.csv:
+            b.to_csv(Path(args.csv).with_name(Path(args.csv).stem + "_pure_bf16.csv"), index=False)
+        print(b.round(3).to_string(index=False))
+        out.update(pure_bf16_speedup_min=float(b["speedup_pure_bf16"].min()),
+                   pure_bf16_speedup_max=float(b["speedup_pure_bf16"].max()))
     if args.grid:
         g = with_fixed_seconds(notebook_grid(bundle, float(t["gemm_gflops"].max()), args.cores), t)
         if args.csv:

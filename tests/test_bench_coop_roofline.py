@@ -203,3 +203,15 @@ def test_measure_compiled_reports_the_gradient_difference_from_eager(bundle):
     assert expected > 0
     got = R.measure_compiled(bundle, CLASSES, "M4_end", [1], 0.05, compiler=scaled)["grad_max_rel_diff"].iloc[0]
     assert got == pytest.approx(expected)
+
+
+def test_pure_bf16_casts_a_copy_and_its_gradient_stays_near_the_autocast_ones(bundle):
+    learner = _learner(bundle, "M4_end")
+    pure = R.pure_bf16(learner)
+    assert pure.ctx.dtype == torch.bfloat16 and learner.ctx.dtype == torch.float32
+    for tower, dtype in ((pure.tower, torch.bfloat16), (learner.tower, torch.float32)):
+        assert {q.dtype for q in tower.transformer.parameters()} == {dtype}
+        assert tower.positional_embedding.dtype == tower.token_embedding.weight.dtype == dtype
+    t = R.measure_pure_bf16(bundle, CLASSES, "M4_end", [1, 2], 0.05)
+    assert t["runs"].tolist() == [1, 2] and (t["speedup_pure_bf16"] > 0).all()
+    assert ((t["grad_rel_diff"] > 0) & (t["grad_rel_diff"] < 0.05)).all()          # bf16's rounding, not 0
