@@ -327,22 +327,15 @@ def main(argv=None) -> None:
         t.to_csv(args.csv, index=False)
     print(t.round(3).to_string(index=False))
     out = {"ceiling_vs_1": float(t["ceiling_vs_1"].max()), "speedup_vs_1": float(t["speedup_vs_1"].max())}
-    if args.compile:
-        c = pd.concat([measure_compiled(bundle, split.classnames, v, runs, args.seconds) for v in args.variant],
+    extras = ([("compiled", measure_compiled, "speedup_compiled")] if args.compile else []) + \
+        ([("pure_bf16", measure_pure_bf16, "speedup_pure_bf16")] if args.pure_bf16 else [])
+    for suffix, measure_extra, speedup in extras:                     # X_compiled.csv, X_pure_bf16.csv
+        e = pd.concat([measure_extra(bundle, split.classnames, v, runs, args.seconds) for v in args.variant],
                       ignore_index=True)
         if args.csv:
-            c.to_csv(Path(args.csv).with_name(Path(args.csv).stem + "_compiled.csv"), index=False)
-        print(c.round(3).to_string(index=False))
-        out.update(compiled_speedup_min=float(c["speedup_compiled"].min()),
-                   compiled_speedup_max=float(c["speedup_compiled"].max()))
-    if args.pure_bf16:
-        b = pd.concat([measure_pure_bf16(bundle, split.classnames, v, runs, args.seconds) for v in args.variant],
-                      ignore_index=True)
-        if args.csv:
-            b.to_csv(Path(args.csv).with_name(Path(args.csv).stem + "_pure_bf16.csv"), index=False)
-        print(b.round(3).to_string(index=False))
-        out.update(pure_bf16_speedup_min=float(b["speedup_pure_bf16"].min()),
-                   pure_bf16_speedup_max=float(b["speedup_pure_bf16"].max()))
+            e.to_csv(Path(args.csv).with_name(f"{Path(args.csv).stem}_{suffix}.csv"), index=False)
+        print(e.round(3).to_string(index=False))
+        out.update({f"{suffix}_speedup_min": float(e[speedup].min()), f"{suffix}_speedup_max": float(e[speedup].max())})
     if args.grid:
         g = with_fixed_seconds(notebook_grid(bundle, float(t["gemm_gflops"].max()), args.cores), t)
         if args.csv:
