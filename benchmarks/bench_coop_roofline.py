@@ -277,8 +277,7 @@ def pure_bf16(learner: PromptLearner) -> PromptLearner:
         elif torch.is_tensor(value) and value.is_floating_point():
             cast[field.name] = value.detach().to(torch.bfloat16)
     out.tower = dataclasses.replace(out.tower, **cast)
-    out.bundle = copy.copy(out.bundle)
-    out.bundle.autocast = contextlib.nullcontext
+    out.bundle.autocast = contextlib.nullcontext                       # the copy's bundle: the learner's is untouched
     return out
 
 
