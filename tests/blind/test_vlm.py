@@ -262,6 +262,28 @@ def test_finetune_tables_are_the_same_with_worker_processes(vlm):
         assert a.equals(b)
 
 
+def test_worker_processes_take_the_costliest_fine_tuning_jobs_first(vlm, monkeypatch):
+    import vlmlab.blind.experiment as BX
+
+    seen = {}
+
+    def spy(fn, items, context=None, workers=1, cost=None, on_result=None, **kw):
+        seen["order"] = [items[i] for i in sorted(range(len(items)), key=lambda i: -cost(items[i]))]
+        out = [np.zeros(len(context[2][name][2]), int) for name, _, _ in items]
+        for i, pred in enumerate(out):
+            on_result(i, pred)
+        return out
+
+    monkeypatch.setattr(BX, "process_map", spy)
+    runs = BX.prepare_tasks(vlm, ["depth", "odd_one_out", "style", "correspondence"], n_train=4, n_test=3, seed=0)
+    preds = {n: np.zeros(3, int) for n in runs}
+    BX.finetune_variants(vlm, runs, "tiny", preds, soft_tokens=[1], components=["lora", "vision"], workers=2)
+    # images per question: odd-one-out 4, style 3, correspondence 2, depth 1; vision twice the others
+    assert seen["order"][:3] == [("odd_one_out", "vision", 0), ("style", "vision", 0), ("odd_one_out", "prompt", 1)]
+    assert seen["order"][-2:] == [("depth", "prompt", 1), ("depth", "lora", 8)]
+    assert sorted(seen["order"]) == sorted((n, v, a) for n in runs for v, a in [("prompt", 1), ("lora", 8), ("vision", 0)])
+
+
 def test_a_pickled_vlm_answers_exactly_as_the_original(vlm):
     import pickle
 
