@@ -32,7 +32,9 @@ SOURCES := $(shell find vlmlab -name '*.py' -not -path '*/__pycache__/*' 2>/dev/
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(STAMP))
 
 # Notebooks run one after another, in order (later ones reuse caches the earlier ones fill).
-# make reproduce PARALLEL=1 -j2 runs them side by side when memory allows.
+# make reproduce PARALLEL=1 -j2 runs them side by side when memory allows: only on a machine with cores to spare,
+# since notebooks 01-05 each use every core (torch threads, worker processes). On 2 cores it is far slower
+# (measured cold: notebook 01 took 213 s beside 02 against 66 s alone; docs/speed.md).
 ifeq ($(PARALLEL),)
 .NOTPARALLEL:
 endif
