@@ -280,8 +280,9 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
     ``finetune`` (``task, variant, n_tokens_or_rank, accuracy``; the original model as variant
     ``original`` with 0) and ``tv`` (``task, model, variant, tv``: TV distance between the predicted and
     the true letter distributions). ``workers > 1`` trains that many variants at once in CPU processes
-    (``vlmlab.runtime.process_map``); every variant is seeded alone, so the tables change only through
-    floating-point summation order where a worker has fewer torch threads than this process.
+    (``vlmlab.runtime.process_map``), the costliest first (``finetune_cost``); every variant is seeded alone,
+    so the order does not matter, and the tables change only through floating-point summation order where a
+    worker has fewer torch threads than this process.
     ``cache`` (a ``FeatureCache``): each variant's test predictions are kept there and a rerun with the
     same model, data, config and fine-tuning code loads them (``finetune_key``) instead of training.
     """
