@@ -261,8 +261,11 @@ def notebook_grid(bundle, gemm: float, cores: int, profile: str = "embedded",
 def with_fixed_seconds(g: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
     """``g`` with ``fixed_seconds``: each group's batched steps x the smallest fitted ``fixed_ms`` of the
     measured variants (``t``) / cores, the time its steps spend on the fixed cost alone. Batching these
-    groups cannot remove it; only fewer, larger groups or a cheaper step would."""
-    return g.assign(fixed_seconds=t["fixed_ms"].min() * g["group_steps"] / 1e3 / g["cores"])
+    groups cannot remove it; only fewer, larger groups or a cheaper step would. A negative fitted
+    ``fixed_ms`` (timings too noisy to split: no step costs less than nothing) is skipped; NaN if every
+    fit is negative."""
+    fixed = t["fixed_ms"][t["fixed_ms"] >= 0].min()
+    return g.assign(fixed_seconds=fixed * g["group_steps"] / 1e3 / g["cores"])
 
 
 def pure_bf16(learner: PromptLearner) -> PromptLearner:

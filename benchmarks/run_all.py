@@ -126,9 +126,12 @@ def other_ratios(out: Path) -> list[tuple[str, str]]:
                          f"({big['gflop_per_run_step']:.3f} GFLOP per run-step; {big['achieved_gflops']:.0f} of "
                          f"{big['gemm_gflops']:.0f} GFLOP/s; {big['ms_per_run_step']:.2f} ms per run-step)"))
             if "fixed_ms" in t and t["fixed_ms"].notna().all():
+                fixed, per_run = t["fixed_ms"].iloc[0], t["per_run_ms"].iloc[0]
                 rows.append((f"CoOp {v} batched step ({prec}): fixed cost per step + cost per stacked run "
                              f"(a line through R = {', '.join(map(str, t['runs']))})",
-                             f"{t['fixed_ms'].iloc[0]:.2f} ms + {t['per_run_ms'].iloc[0]:.2f} ms x R"))
+                             f"{fixed:.2f} ms + {per_run:.2f} ms x R" if fixed >= 0 else
+                             f"not split this run: the line's intercept is {fixed:.2f} ms, and no step costs less "
+                             f"than nothing (timings too noisy; rerun), slope {per_run:.2f} ms x R"))
         if (g := _read(out, f"{name}_grid")) is not None:
             rows.append((f"notebook 03's CoOp grid (embedded): counted text FLOPs, and their time at the {prec} GEMM "
                          f"rate on {g['cores'].iloc[0]} cores (a lower bound of its training)",

@@ -125,6 +125,32 @@ def test_the_grids_fixed_seconds_are_its_batched_steps_at_the_smallest_fixed_cos
     expected = t["fixed_ms"].min() * 1500 / 1e3 / 2                                   # 1,500 steps on 2 cores, s
     assert "3.3 runs per batched step" in row[1]
     assert f"1.5 k batched steps alone about {expected:.0f} s" in row[1]
+
+
+def test_a_negative_fitted_fixed_cost_is_reported_as_noise_not_as_a_cost(tmp_path):
+    """A line through noisy step times can cross zero: that intercept is no cost, so the summary says the fit
+    did not split, and the grid's fixed seconds come from the variants whose intercept is a cost."""
+    g = pd.DataFrame({"run_steps": [4000], "group_steps": [1000], "tflop": [1.0], "seconds_at_gemm_rate": [5.0],
+                      "cores": [2]})
+    assert R.with_fixed_seconds(g, pd.DataFrame({"fixed_ms": [-2.6, 4.0]}))["fixed_seconds"].tolist() == [2.0]
+    assert math.isnan(R.with_fixed_seconds(g, pd.DataFrame({"fixed_ms": [-2.6]}))["fixed_seconds"].iloc[0])
+    runs = [1, 3, 9, 15]
+    ms = [14.2, 11.5, 10.2, 12.3]                                   # per run-step: R = 15 ran in a slow moment
+    fixed, per_run = R.step_cost_fit(runs, [m * r for m, r in zip(ms, runs)])
+    assert fixed < 0
+    pd.DataFrame({"dataset": "shapes", "threads": 1, "variant": "M16_end_csc", "precision": "fp32", "runs": runs,
+                  "ms_per_run_step": ms, "gflop_per_run_step": 0.8, "achieved_gflops": 60.0, "gemm_gflops": 170.0,
+                  "speedup_vs_1": [14.2 / m for m in ms], "ceiling_vs_1": 3.0, "fixed_ms": fixed,
+                  "per_run_ms": per_run}).to_csv(tmp_path / "bench_coop_roofline.csv", index=False)
+    R.with_fixed_seconds(g, pd.read_csv(tmp_path / "bench_coop_roofline.csv")).to_csv(
+        tmp_path / "bench_coop_roofline_grid.csv", index=False)
+    rows = dict(RUN_ALL.other_ratios(tmp_path))
+    fit = next(v for k, v in rows.items() if "fixed cost per step" in k)
+    assert fit.startswith(f"not split this run: the line's intercept is {fixed:.2f} ms")
+    grid = next(v for k, v in rows.items() if k.startswith("notebook 03's CoOp grid"))
+    assert "alone about" not in grid                                 # no fixed seconds from a negative intercept
+
+
 def test_the_notebook_grid_counts_coops_run_steps(bundle):
     """Run-steps by hand: epochs(K) x steps per epoch (K C // 32 with drop_last, 1 below a batch) x seeds;
     epochs(K) is the table's entry at the largest key <= K (the tiny profile gives K = 1 only)."""
