@@ -1,23 +1,13 @@
 """benchmarks/bench_crops.py: the exact mode's decode + crop timed by threads, and its row in make bench's summary."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, _DIR / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_bench_crops_times_every_thread_count_on_jpeg_files_and_lands_in_the_summary(tmp_path):
-    bench, run_all = _load("bench_crops"), _load("run_all")
+def test_bench_crops_times_every_thread_count_on_jpeg_files_and_lands_in_the_summary(tmp_path, load_benchmark):
+    bench, run_all = load_benchmark("bench_crops"), load_benchmark("run_all")
     out = bench.main(["--workers", "2", "1", "--images", "8", "--reps", "2", "--size", "60", "40",
                       "--image-size", "16", "--csv", str(tmp_path / "bench_crops.csv")])
     assert out["workers"].tolist() == [1, 2] and (out["ms_per_batch"] > 0).all()
@@ -28,8 +18,8 @@ def test_bench_crops_times_every_thread_count_on_jpeg_files_and_lands_in_the_sum
     assert run_all.BENCHES["bench_crops"][0] == "bench_crops.py"
 
 
-def test_the_synthetic_files_decode_to_their_size_and_the_stand_in_normalises_as_clip():
-    bench = _load("bench_crops")
+def test_the_synthetic_files_decode_to_their_size_and_the_stand_in_normalises_as_clip(load_benchmark):
+    bench = load_benchmark("bench_crops")
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         ds = bench.jpeg_tree(Path(tmp), 3, (50, 30))

@@ -1,22 +1,10 @@
 """benchmarks/bench_world.py: its rows, and the pooled-corruption ratio in make bench's summary."""
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_world_times_every_stage_and_the_summary_has_the_warm_up_ratio(tmp_path, monkeypatch):
+def test_bench_world_times_every_stage_and_the_summary_has_the_warm_up_ratio(tmp_path, monkeypatch, load_benchmark):
     monkeypatch.setenv("VLMLAB_CACHE", str(tmp_path / "cache"))
-    bench, run_all = _load("bench_world"), _load("run_all")
+    bench, run_all = load_benchmark("bench_world"), load_benchmark("run_all")
     # 130 images: 3 chunks of 64, so the pooled calls fork their workers as the notebooks do
     rows = bench.main(["--n", "130", "--corruptions", "gaussian_noise", "--severities", "1", "3", "--threads", "1",
                        "--csv", str(tmp_path / "bench_world.csv")])
@@ -29,4 +17,3 @@ def test_bench_world_times_every_stage_and_the_summary_has_the_warm_up_ratio(tmp
     ratio = table.set_index("name").loc["warmed", "images_per_s"] / table.set_index("name").loc["unwarmed", "images_per_s"]
     (value,) = [v for k, v in summary.items() if k.startswith("corrupting as the notebooks do")]
     assert value == f"{ratio:.1f}x"
-
