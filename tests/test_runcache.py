@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 
-from vlmlab.runcache import code_fingerprint, code_text
+from vlmlab.runcache import closure_fingerprint, code_fingerprint, code_text, module_closure
 
 SOURCE = '''"""Module docstring."""
 import math
@@ -61,3 +62,57 @@ def test_code_text_drops_the_prose_and_still_compiles(tmp_path):
     compile(text, "<code_text>", "exec")
     assert "docstring" not in text.lower() and "comment" not in text
     assert "pass" in text and "math.sqrt(x)" in text            # g's body was only a docstring
+
+
+PACKAGE = {
+    "__init__.py": "",
+    "top.py": "import pk.direct\nfrom pk import sibling\nfrom pk.helpers import name\n\n"
+              "def f():\n    from pk.lazy import g\n    return g\n",
+    "direct.py": "from .deep import x\n",
+    "sibling.py": "import math\n",
+    "helpers.py": "name = 1\n",
+    "lazy.py": "def g():\n    return 2\n",
+    "deep.py": '"""Deep."""\nx = 3\n',
+    "unused.py": "y = 4\n",
+}
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    """A throwaway package ``pk`` (not imported: the closure reads the sources)."""
+    root = tmp_path / "pk"
+    root.mkdir()
+    for name, text in PACKAGE.items():
+        (root / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield root
+    closure_fingerprint.cache_clear()
+    for name in [m for m in sys.modules if m == "pk" or m.startswith("pk.")]:   # find_spec imported the package
+        del sys.modules[name]
+
+
+def test_module_closure_follows_every_import_of_the_package_and_nothing_else(package):
+    assert module_closure("pk.top", package="pk") == ["pk.deep", "pk.direct", "pk.helpers", "pk.lazy", "pk.sibling",
+                                                      "pk.top"]          # not pk.unused, not math
+    assert module_closure("pk.direct", package="pk") == ["pk.deep", "pk.direct"]      # a relative import
+
+
+def test_closure_fingerprint_moves_with_code_deep_in_the_closure_but_not_with_its_prose(package):
+    before = closure_fingerprint("pk.top", package="pk")
+    (package / "deep.py").write_text('"""Another docstring."""\nx = 3  # a comment\n')
+    closure_fingerprint.cache_clear()
+    assert closure_fingerprint("pk.top", package="pk") == before
+    (package / "deep.py").write_text("x = 4\n")
+    closure_fingerprint.cache_clear()
+    assert closure_fingerprint("pk.top", package="pk") != before
+    (package / "unused.py").write_text("y = 5\n")                      # outside the closure
+    after = closure_fingerprint("pk.top", package="pk")
+    closure_fingerprint.cache_clear()
+    assert closure_fingerprint("pk.top", package="pk") == after
+
+
+def test_module_closure_of_a_tta_method_holds_what_it_runs():
+    mods = module_closure("vlmlab.tta.uniinfo")
+    assert {"vlmlab.tta.uniinfo", "vlmlab.tta.base", "vlmlab.models.lora", "vlmlab.metrics.embedding",
+            "vlmlab.models.bundle"} <= set(mods)
+    assert "vlmlab.tta.tpt" not in mods and "vlmlab.coop.train" not in mods

@@ -10,7 +10,9 @@ Results go into a ``vlmlab.features.FeatureCache`` (``make clean-cache`` deletes
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -36,6 +38,65 @@ def code_fingerprint(*modules: ModuleType) -> str:
     h = hashlib.sha1(torch.__version__.encode())
     for mod in modules:
         h.update(code_text(mod.__file__).encode())
+    return h.hexdigest()
+
+
+def _in(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def _imported(tree: ast.AST, package: str, anchor: str) -> set[str]:
+    """Names of the ``package`` modules a module's code imports anywhere (top level or inside functions):
+    ``import a.b`` gives a.b; ``from a.b import c`` gives a.b.c when that is a module, else a.b. ``anchor``: the
+    package relative imports start from."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if _in(a.name, package)}
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), anchor) if node.level \
+                else node.module
+            if not _in(base, package):
+                continue
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                found.add(sub if a.name != "*" and _is_module(sub) else base)
+    return found
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):                        # a parent that is not a package
+        return False
+
+
+def module_closure(*names: str, package: str = "vlmlab") -> list[str]:
+    """The modules ``names`` and every ``package`` module their code imports, transitively, sorted: the code a
+    computation can depend on. Read from the sources (``import`` statements, also inside functions), not from
+    what happens to be loaded, so the answer is the same in every process."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            raise ModuleNotFoundError(f"module_closure: no Python source for {name!r}")
+        anchor = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
+        todo += sorted(_imported(ast.parse(Path(spec.origin).read_text(encoding="utf-8")), package, anchor) - seen)
+    return sorted(seen)
+
+
+@functools.lru_cache(maxsize=None)
+def closure_fingerprint(*names: str, package: str = "vlmlab") -> str:
+    """``code_fingerprint`` of ``module_closure(*names)``: an edit to any module the code imports changes it.
+    Read once per process (the code a process runs is the code it loaded)."""
+    h = hashlib.sha1(torch.__version__.encode())
+    for name in module_closure(*names, package=package):
+        h.update(name.encode())
+        h.update(code_text(importlib.util.find_spec(name).origin).encode())
     return h.hexdigest()
 
 

@@ -81,6 +81,7 @@ ev = vlmlab.tta.evaluate(P, cache=vlmlab.features.FeatureCache())
 run.save_table(ev.table, "tta")
 run.save_table(ev.poster, "tta_poster", index=True, floatfmt=".2f")
 run.save_table(ev.setup, "setup")
+run.log_metric(streams_from_cache=ev.notes["streams_from_cache"])
 ev.poster.round(2)
 
 # %% [markdown]

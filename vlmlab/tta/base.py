@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -48,6 +48,7 @@ from vlmlab.data.augment import SCALE, augmented_inputs
 from vlmlab.data.augmix import augmix_inputs
 from vlmlab.features import arrays_to_input
 from vlmlab.models.bundle import ClipBundle
+from vlmlab.runcache import closure_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger, progress, seed_everything, thread_map
 
 log = get_logger("vlmlab.tta")
@@ -98,6 +99,11 @@ class ArrayImages:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def digest(self, idx: Tensor | None = None) -> str:
+        """sha1 of the arrays (of items ``idx``): what ``stream_key`` keys in-memory images by."""
+        images = self.images if idx is None else self.images[np.asarray(idx)]
+        return tensor_digest(torch.from_numpy(np.ascontiguousarray(images)))
 
     def __call__(self, idx: Tensor) -> Tensor:
         batch = torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(idx)]))
@@ -268,6 +274,10 @@ class _Subset:
     def __len__(self) -> int:
         return len(self.idx)
 
+    def digest(self, idx: Tensor | None = None) -> str | None:
+        inner = getattr(self.src, "digest", None)
+        return None if inner is None else inner(self.idx if idx is None else self.idx[torch.as_tensor(idx).long()])
+
     def __call__(self, idx: Tensor) -> Tensor:
         return self.src(self.idx[torch.as_tensor(idx).long()])
 
@@ -334,6 +344,14 @@ class TTAMethod:
     def predict_offline(self, batch: Batch) -> Tensor:
         """Second-pass logits after the stream (only when ``second_pass``)."""
         raise NotImplementedError
+
+    def stream_state(self) -> dict[str, Tensor]:
+        """What a caller reads from the method after a stream besides the logits (``run_stream_cached`` stores
+        it); none by default."""
+        return {}
+
+    def load_stream_state(self, state: dict[str, Tensor]) -> None:
+        """Restore ``stream_state()`` as it was after the stream (a cached run)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
@@ -533,6 +551,49 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
             idx = torch.arange(s, min(s + step, n))
             out[idx] = method.predict_offline(_fetch(method, stream, idx, bundle)).detach().float().cpu()
     return out
+
+
+def stream_key(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: bool = True,
+               fetch: int = 8) -> dict | None:
+    """Cache key of ``run_stream(method, stream, ...)`` (``vlmlab.runcache``): the method and its config, the
+    model, class names, prompt and class texts, everything the stream holds (labels, features, norms, views, a
+    digest of its images), the view seed and source, the run's seed, order and fetch size, and a fingerprint of
+    the method's code and every vlmlab module it imports (``closure_fingerprint``) with the torch version.
+
+    ``None`` (the run is not cached) for static methods (no state from test data: one product of features),
+    for a context with a few-shot support set, and for images not held in memory (files on disk: the paper
+    profile), whose digest would cost a pass over them."""
+    ctx = method.ctx
+    if ctx is None or method.regime == "static" or ctx.support is not None:
+        return None
+    images = None
+    if stream.images is not None:
+        images = stream.images.digest() if hasattr(stream.images, "digest") else None
+        if images is None:
+            return None
+    return {"kind": "tta-stream", "method": type(method).__name__, "config": asdict(method.config),
+            "model": ctx.bundle.identity, "classnames": list(ctx.classnames), "template": ctx.template,
+            "text": tensor_digest(ctx.text), "seed": int(seed), "shuffle": bool(shuffle),
+            "fetch": int(fetch) if method.regime == "episodic" else None,
+            "stream": {"labels": tensor_digest(stream.labels), "feats": tensor_digest(stream.feats),
+                       "norms": tensor_digest(stream.norms), "views": tensor_digest(stream.views), "images": images,
+                       "view_seed": int(stream.view_seed), "view_source": stream.view_source},
+            "code": closure_fingerprint(type(method).__module__)}
+
+
+def run_stream_cached(method: TTAMethod, stream: Stream, *, cache=None, seed: int = 0, shuffle: bool = True,
+                      fetch: int = 8, desc: str | None = None) -> tuple[Tensor, bool]:
+    """``run_stream``, or its result stored in ``cache`` (a ``vlmlab.features.FeatureCache``) under
+    ``stream_key``: the logits and the method's ``stream_state()``, restored with ``load_stream_state``. Returns
+    (logits, whether they came from the cache). A run that cannot be keyed (``stream_key`` is None) runs."""
+    key = stream_key(method, stream, seed=seed, shuffle=shuffle, fetch=fetch) if cache is not None else None
+    if key is not None and (hit := cache.get(key)) is not None:
+        method.load_stream_state({k[len("state."):]: v for k, v in hit.items() if k.startswith("state.")})
+        return hit["logits"], True
+    logits = run_stream(method, stream, seed=seed, shuffle=shuffle, fetch=fetch, desc=desc)
+    if key is not None:
+        cache.put(key, {"logits": logits, **{f"state.{k}": v for k, v in method.stream_state().items()}})
+    return logits, False
 
 
 # ---- cost ---------------------------------------------------------------------------------

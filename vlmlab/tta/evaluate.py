@@ -13,7 +13,9 @@
     pca        2-D PCA of image embeddings before / after UniInfo and of the class texts
 Single-view features come from the shared feature cache under the keys notebook 01 uses
 (``extract_arrays`` for world sets, ``extract`` otherwise); view features of the 64-view methods
-are cached too, keyed by model, images, view count and view seed.
+are cached too, keyed by model, images, view count and view seed, and so are the results of the methods
+that adapt on a stream (episodic and online: ``vlmlab.tta.base.run_stream_cached``, keyed by everything the
+run reads and by its code), so a rerun with warm caches scores them without running them again.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from vlmlab.prompts import zero_shot_weights
 from vlmlab.runtime import get_logger, progress, resolve_device
 from vlmlab.tta import METHODS, build
 from vlmlab.tta.base import (Context, Stream, Support, check_view_source, encode_item_views, image_source,
-                              measure_cost, run_stream)
+                              measure_cost, run_stream_cached)
 
 log = get_logger("vlmlab.tta.evaluate")
 
@@ -229,7 +231,7 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
     text = zero_shot_weights(bundle, names, P.template, mode=P.text_mode).cpu()        # (C, D)
     grid, runs, n_views = _Grid(P, bundle, names, text, cache), method_runs(P), _view_count(P)
     rows, paired, geometry, history, pca = [], [], [], [], None
-    first_stream = None
+    first_stream, from_cache = None, 0
     for corruption in progress(P.corruptions, desc=f"corruptions (severity {P.severity})"):
         ds = corrupted(P.source, clean, corruption, P.severity, root=root, n=P.n_images, seed=P.seed,
                        corruption_seed=P.seed, classnames=P.classnames)
@@ -253,7 +255,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                     s = replace(stream, view_seed=seed)
                 if getattr(method, "searches_on_test", False):     # Tip-Adapter's ImageNet protocol (a switch)
                     method.search_test(s.feats, s.labels)
-                logits = run_stream(method, s, seed=seed, desc=f"{name} {corruption}")
+                logits, hit = run_stream_cached(method, s, cache=cache, seed=seed, desc=f"{name} {corruption}")
+                from_cache += hit
                 acc = accuracy(logits, s.labels)
                 rows.append({"method": name, "corruption": corruption, "severity": P.severity, "shots": shots,
                              "seed": seed, "accuracy": acc, "n_images": len(s)})
@@ -268,6 +271,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                     history += [h | {"corruption": corruption, "seed": seed} for h in method.history]
                     if corruption == P.pca_corruption and pca is None:
                         pca = pca_frame({"before (frozen)": f.feats, "after UniInfo": z_after}, text, f.labels)
+    if from_cache:
+        log.info("%d method streams loaded from the cache (vlmlab.tta.base.run_stream_cached)", from_cache)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     table["shots"] = table["shots"].astype("Int64")
     cost = cost_table(P, grid, runs, *first_stream) if first_stream and P.n_cost_images > 0 else pd.DataFrame(
@@ -276,7 +281,8 @@ def evaluate(P, *, bundle=None, cache: FeatureCache | None | bool = None) -> Eva
                       pd.DataFrame(paired), pd.DataFrame(geometry), pd.DataFrame(history),
                       pca if pca is not None else pd.DataFrame(columns=["group", "pc1", "pc2", "label"]),
                       {"classes": len(names), "text": P.template, "text_mode": P.text_mode,
-                       "shots_source": P.shots_source if any(s is not None for _, s, _ in runs) else None})
+                       "shots_source": P.shots_source if any(s is not None for _, s, _ in runs) else None,
+                       "streams_from_cache": from_cache})
 
 
 def cost_table(P, grid: _Grid, runs, stream: Stream, ds) -> pd.DataFrame:

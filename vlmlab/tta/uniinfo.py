@@ -200,6 +200,19 @@ class UniInfo(TTAMethod):
         for i, row in zip(index.tolist(), z.cpu()):
             self._embeddings[i] = row
 
+    def stream_state(self) -> dict[str, Tensor]:
+        """The readout's embeddings and the per-batch loss terms (``history``) of the last stream."""
+        names = list(dict.fromkeys(k for row in self.history for k in row))        # in the rows' order
+        return {"embeddings": self.embeddings,
+                **{f"history.{i:03d}.{k}": torch.tensor([row.get(k, math.nan) for row in self.history],
+                                                        dtype=torch.float64) for i, k in enumerate(names)}}
+
+    def load_stream_state(self, state: dict[str, Tensor]) -> None:
+        self._embeddings = dict(enumerate(state["embeddings"]))
+        cols = {k.split(".", 2)[2]: state[k].tolist() for k in sorted(state) if k.startswith("history.")}
+        rows = [dict(zip(cols, vals)) for vals in zip(*cols.values())]
+        self.history = [{k: int(v) if k == "batch" else v for k, v in row.items() if not math.isnan(v)} for row in rows]
+
     @property
     def embeddings(self) -> Tensor:
         """(N, D) embeddings of the readout model from the last stream, in dataset order."""

@@ -1,0 +1,98 @@
+"""Cached TTA streams (``run_stream_cached``): a stored run gives back what running it gives, and its key moves with
+everything the run reads."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vlmlab.features import FeatureCache
+from vlmlab.tta import build, run_stream
+from vlmlab.tta.base import ArrayImages, Context, DatasetImages, Stream, encode_single, run_stream_cached, stream_key
+
+from conftest import CLASSNAMES, FAST
+
+
+def _method(name, bundle, text, support=None, **over):
+    m = build(name, **{**FAST.get(name, {}), **over})
+    m.setup(Context(bundle, CLASSNAMES, text, "a photo of a {}.", support, seed=0))
+    return m
+
+
+@pytest.mark.parametrize("name", ["uniinfo", "tpt", "tda"])
+def test_a_stored_stream_gives_back_the_runs_logits_and_state_without_running(name, bundle, text, toy_stream,
+                                                                               tmp_path, monkeypatch):
+    stream = toy_stream
+    if name == "tda":                                   # reads cached single-view features
+        stream = Stream(toy_stream.labels, toy_stream.images, encode_single(bundle, toy_stream.images(torch.arange(6))))
+    cache = FeatureCache(tmp_path)
+    m = _method(name, bundle, text)
+    logits, hit = run_stream_cached(m, stream, cache=cache, seed=3)
+    assert not hit
+    torch.testing.assert_close(logits, run_stream(_method(name, bundle, text), stream, seed=3), rtol=0, atol=0)
+    state = {k: v.clone() for k, v in m.stream_state().items()}
+    history = getattr(m, "history", None)
+
+    fresh = _method(name, bundle, text)
+    monkeypatch.setattr(type(fresh), "predict", lambda *a: pytest.fail("a cached stream ran"))
+    again, hit = run_stream_cached(fresh, stream, cache=cache, seed=3)
+    assert hit and torch.equal(again, logits)
+    assert fresh.stream_state().keys() == state.keys()
+    assert all(torch.equal(fresh.stream_state()[k], v) for k, v in state.items())
+    if name == "uniinfo":
+        assert torch.equal(fresh.embeddings, m.embeddings) and len(history) == 2       # 6 images, batches of 4
+        pd.testing.assert_frame_equal(pd.DataFrame(fresh.history), pd.DataFrame(history), check_exact=True)
+        assert list(fresh.history[0]) == list(history[0]) and isinstance(fresh.history[1]["batch"], int)
+
+
+def test_the_key_moves_with_what_the_run_reads(bundle, text, toy_stream, support):
+    base = stream_key(_method("tpt", bundle, text), toy_stream, seed=0)
+    other = np.array(toy_stream.images.images)
+    other[0, 0, 0, 0] ^= 1                                                   # one pixel of one image
+    moved = {
+        "seed": stream_key(_method("tpt", bundle, text), toy_stream, seed=1),
+        "config": stream_key(_method("tpt", bundle, text, lr=1e-3), toy_stream, seed=0),
+        "method": stream_key(_method("mta", bundle, text), toy_stream, seed=0),
+        "text": stream_key(_method("tpt", bundle, text.flip(0)), toy_stream, seed=0),
+        "images": stream_key(_method("tpt", bundle, text),
+                             Stream(toy_stream.labels, ArrayImages(bundle, other)), seed=0),
+        "subset": stream_key(_method("tpt", bundle, text), toy_stream.subset(torch.tensor([0, 1, 2])), seed=0),
+        "views": stream_key(_method("tpt", bundle, text), Stream(toy_stream.labels, toy_stream.images,
+                                                                 views=torch.zeros(6, 4, 8)), seed=0),
+        "view seed": stream_key(_method("tpt", bundle, text),
+                                Stream(toy_stream.labels, toy_stream.images, view_seed=1), seed=0),
+        "order": stream_key(_method("tpt", bundle, text), toy_stream, seed=0, shuffle=False),
+    }
+    assert base is not None and base == stream_key(_method("tpt", bundle, text), toy_stream, seed=0)
+    assert all(FeatureCache.canonical(k) != FeatureCache.canonical(base) for k in moved.values()), \
+        [n for n, k in moved.items() if k == base]
+    assert len({FeatureCache.canonical(k) for k in moved.values()}) == len(moved)
+
+
+def test_runs_that_cannot_be_keyed_are_not_cached(bundle, text, toy_stream, support, tmp_path):
+    """Static methods (a product of features), few-shot contexts and images on disk run every time."""
+    on_disk = Stream(toy_stream.labels, DatasetImages(bundle, [(None, 0)] * 6))
+    assert stream_key(_method("no_adapt", bundle, text), toy_stream) is None
+    assert stream_key(_method("uniinfo", bundle, text, ), on_disk) is None
+    assert stream_key(_method("tpt", bundle, text, support), toy_stream) is None
+    cache = FeatureCache(tmp_path)
+    m = _method("no_adapt", bundle, text)
+    stream = Stream(toy_stream.labels, toy_stream.images, encode_single(bundle, toy_stream.images(torch.arange(6))))
+    assert run_stream_cached(m, stream, cache=cache)[1] is False and run_stream_cached(m, stream, cache=cache)[1] is False
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_notebook_02_reruns_from_the_cache_with_the_same_tables(tmp_path):
+    """Second evaluate with the same cache: every adapting method's stream loads, and every table is equal."""
+    import importlib
+
+    from vlmlab.params import load
+    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+    P = load("02_uniinfo_tta", "tiny", {"methods": ["no_adapt", "tda", "zero", "uniinfo"]})
+    first = E.evaluate(P, cache=FeatureCache(tmp_path))
+    second = E.evaluate(P, cache=FeatureCache(tmp_path))
+    assert first.notes["streams_from_cache"] == 0
+    assert second.notes["streams_from_cache"] == 3 * len(P.corruptions) * len(P.seeds)
+    for name in ("table", "paired", "geometry", "history", "pca"):
+        pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name), check_exact=True)
