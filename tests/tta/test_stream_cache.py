@@ -76,6 +76,13 @@ def test_runs_that_cannot_be_keyed_are_not_cached(bundle, text, toy_stream, supp
     assert stream_key(_method("no_adapt", bundle, text), toy_stream) is None
     assert stream_key(_method("uniinfo", bundle, text, ), on_disk) is None
     assert stream_key(_method("tpt", bundle, text, support), toy_stream) is None
+    notebook_class = type("MyTPT", (type(_method("tpt", bundle, text)),), {"__module__": "__main__"})
+    mine = notebook_class(_method("tpt", bundle, text).config)
+    mine.setup(Context(bundle, CLASSNAMES, text))
+    assert stream_key(mine, toy_stream) is None                          # its code is a cell's, not a file's
+    elsewhere = type("MyTPT", (type(mine),), {"__module__": "no_such_module_here"})(mine.config)
+    elsewhere.setup(Context(bundle, CLASSNAMES, text))
+    assert stream_key(elsewhere, toy_stream) is None                     # no source file to fingerprint
     cache = FeatureCache(tmp_path)
     m = _method("no_adapt", bundle, text)
     stream = Stream(toy_stream.labels, toy_stream.images, encode_single(bundle, toy_stream.images(torch.arange(6))))

@@ -561,10 +561,15 @@ def stream_key(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
     the method's code and every vlmlab module it imports (``closure_fingerprint``) with the torch version.
 
     ``None`` (the run is not cached) for static methods (no state from test data: one product of features),
-    for a context with a few-shot support set, and for images not held in memory (files on disk: the paper
-    profile), whose digest would cost a pass over them."""
-    ctx = method.ctx
-    if ctx is None or method.regime == "static" or ctx.support is not None:
+    for a context with a few-shot support set, for images not held in memory (files on disk: the paper
+    profile), whose digest would cost a pass over them, and for a method whose module has no source file
+    (a class defined in a notebook)."""
+    ctx, module = method.ctx, type(method).__module__
+    if ctx is None or method.regime == "static" or ctx.support is not None or module == "__main__":
+        return None                                     # __main__: a notebook's or script's class, not a file's
+    try:
+        code = closure_fingerprint(module)
+    except (ImportError, ValueError):                   # no source file (ModuleNotFoundError is an ImportError)
         return None
     images = None
     if stream.images is not None:
@@ -578,7 +583,7 @@ def stream_key(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
             "stream": {"labels": tensor_digest(stream.labels), "feats": tensor_digest(stream.feats),
                        "norms": tensor_digest(stream.norms), "views": tensor_digest(stream.views), "images": images,
                        "view_seed": int(stream.view_seed), "view_source": stream.view_source},
-            "code": closure_fingerprint(type(method).__module__)}
+            "code": code}
 
 
 def run_stream_cached(method: TTAMethod, stream: Stream, *, cache=None, seed: int = 0, shuffle: bool = True,
