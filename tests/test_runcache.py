@@ -5,8 +5,9 @@ import importlib.util
 import sys
 
 import pytest
+import torch
 
-from vlmlab.runcache import closure_fingerprint, code_fingerprint, code_text, module_closure
+from vlmlab.runcache import closure_fingerprint, code_fingerprint, code_text, module_closure, tensor_digest
 
 SOURCE = '''"""Module docstring."""
 import math
@@ -116,3 +117,16 @@ def test_module_closure_of_a_tta_method_holds_what_it_runs():
     assert {"vlmlab.tta.uniinfo", "vlmlab.tta.base", "vlmlab.models.lora", "vlmlab.metrics.embedding",
             "vlmlab.models.bundle"} <= set(mods)
     assert "vlmlab.tta.tpt" not in mods and "vlmlab.coop.train" not in mods
+
+
+@pytest.mark.parametrize("t", [torch.arange(12, dtype=torch.float32).reshape(3, 4).T,     # not contiguous
+                               torch.tensor([1.5, -2.0], dtype=torch.bfloat16), torch.zeros(0, 3)])
+def test_tensor_digest_is_the_sha1_of_dtype_shape_and_bytes(t):
+    import hashlib
+
+    ref = hashlib.sha1()
+    ref.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    if t.numel():
+        ref.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+    assert tensor_digest(t) == ref.hexdigest()
+    assert tensor_digest(t, None) != tensor_digest(t) and tensor_digest(None) != tensor_digest(torch.zeros(0))

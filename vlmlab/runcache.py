@@ -110,5 +110,5 @@ def tensor_digest(*tensors: Tensor | None) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())               # the buffer itself, no copy
     return h.hexdigest()

@@ -71,10 +71,11 @@ def test_the_key_moves_with_what_the_run_reads(bundle, text, toy_stream, support
 
 
 def test_runs_that_cannot_be_keyed_are_not_cached(bundle, text, toy_stream, support, tmp_path):
-    """Static methods (a product of features), few-shot contexts and images on disk run every time."""
+    """Static methods (a product of features), few-shot contexts, datasets without a key and classes without a
+    source file run every time."""
     on_disk = Stream(toy_stream.labels, DatasetImages(bundle, [(None, 0)] * 6))
     assert stream_key(_method("no_adapt", bundle, text), toy_stream) is None
-    assert stream_key(_method("uniinfo", bundle, text, ), on_disk) is None
+    assert stream_key(_method("uniinfo", bundle, text), on_disk) is None
     assert stream_key(_method("tpt", bundle, text, support), toy_stream) is None
     notebook_class = type("MyTPT", (type(_method("tpt", bundle, text)),), {"__module__": "__main__"})
     mine = notebook_class(_method("tpt", bundle, text).config)
@@ -103,3 +104,37 @@ def test_notebook_02_reruns_from_the_cache_with_the_same_tables(tmp_path):
     assert second.notes["streams_from_cache"] == 3 * len(P.corruptions) * len(P.seeds)
     for name in ("table", "paired", "geometry", "history", "pca"):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name), check_exact=True)
+
+
+def test_the_paper_profiles_streams_on_disk_are_keyed_by_their_files_and_resume_from_the_cache(
+        bundle, tmp_path, fake_imagenet):
+    """Images on disk are keyed as the feature cache keys them (``ImageDataset.key``: relative paths and labels);
+    a second run of the same grid (an interrupted one, rerun) loads every adapting stream, with equal tables."""
+    import importlib
+
+    from vlmlab.params import load
+    from vlmlab.tta.base import stream_digest
+    E = importlib.import_module("vlmlab.tta.evaluate")
+    root = fake_imagenet(tmp_path / "data", {"n01440764": "tench", "n01443537": "goldfish"})
+    over = {"data_root": str(root), "corruptions": ["fog"], "methods": ["no_adapt", "zero", "uniinfo"],
+            "n_cost_images": 0, "pca_corruption": "fog", "compare_published": False, "zero": {"n_views": 4},
+            "uniinfo": {"batch_size": 2}, "n_images_multiview": None}
+    P = load("02_uniinfo_tta", "paper", over)
+    first = E.evaluate(P, bundle=bundle, cache=FeatureCache(tmp_path / "cache"))
+    second = E.evaluate(P, bundle=bundle, cache=FeatureCache(tmp_path / "cache"))
+    assert first.notes["streams_from_cache"] == 0 and second.notes["streams_from_cache"] == 2
+    for name in ("table", "paired", "geometry", "history"):
+        pd.testing.assert_frame_equal(getattr(first, name), getattr(second, name), check_exact=True)
+
+    clean = E.load_source(P.source, root=str(root), n=None, seed=P.seed, classnames=P.classnames)
+    ds = E.corrupted(P.source, clean, "fog", P.severity, root=str(root), n=None, seed=P.seed, corruption_seed=P.seed,
+                     classnames=P.classnames)
+    src = DatasetImages(bundle, ds)
+    assert src.digest() is not None and src.digest() != src.digest(torch.arange(2))
+    assert src.digest() != DatasetImages(bundle, ds.subset([0, 1, 2])).digest()
+    labels = torch.zeros(len(ds), dtype=torch.long)
+    stream = Stream(labels, src)
+    before = stream_digest(stream)
+    assert before is stream_digest(stream)                               # computed once per stream
+    stream.feats = torch.zeros(len(ds), 4)                               # ... while it holds the same tensors
+    assert stream_digest(stream)["feats"] != before["feats"] and stream_digest(stream) is stream_digest(stream)

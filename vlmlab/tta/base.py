@@ -135,6 +135,15 @@ class DatasetImages:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def digest(self, idx: Tensor | None = None) -> str | None:
+        """The dataset's cache key (``ImageDataset.key``: its files' relative paths and labels, as the feature
+        cache keys it) with the items ``idx``; ``None`` for a dataset without a ``key``."""
+        key = getattr(self.dataset, "key", None)
+        if key is None:
+            return None
+        return tensor_digest(torch.tensor(list(key.encode()), dtype=torch.uint8),
+                             None if idx is None else torch.as_tensor(idx).long())
+
     def _load(self, i: int) -> Tensor:
         x = self.dataset[i][0]
         return x if isinstance(x, Tensor) else self.bundle.preprocess(x)
@@ -560,10 +569,13 @@ def stream_key(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
     digest of its images), the view seed and source, the run's seed, order and fetch size, and a fingerprint of
     the method's code and every vlmlab module it imports (``closure_fingerprint``) with the torch version.
 
+    Images held in memory (the world) are keyed by their bytes; images on disk (the paper profile) by the
+    dataset's key, its files' relative paths and labels, as the feature cache keys their features, so an
+    interrupted paper-profile grid resumes from the streams it finished.
+
     ``None`` (the run is not cached) for static methods (no state from test data: one product of features),
-    for a context with a few-shot support set, for images not held in memory (files on disk: the paper
-    profile), whose digest would cost a pass over them, and for a method whose module has no source file
-    (a class defined in a notebook)."""
+    for a context with a few-shot support set, for a dataset without a key, and for a method whose module has
+    no source file (a class defined in a notebook)."""
     ctx, module = method.ctx, type(method).__module__
     if ctx is None or method.regime == "static" or ctx.support is not None or module == "__main__":
         return None                                     # __main__: a notebook's or script's class, not a file's
@@ -571,19 +583,34 @@ def stream_key(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
         code = closure_fingerprint(module)
     except (ImportError, ValueError):                   # no source file (ModuleNotFoundError is an ImportError)
         return None
+    held = stream_digest(stream)
+    if held is None:
+        return None
+    return {"kind": "tta-stream", "method": type(method).__name__, "config": asdict(method.config),
+            "model": ctx.bundle.identity, "classnames": list(ctx.classnames), "template": ctx.template,
+            "text": tensor_digest(ctx.text), "seed": int(seed), "shuffle": bool(shuffle),
+            "fetch": int(fetch) if method.regime == "episodic" else None,
+            "stream": held | {"view_seed": int(stream.view_seed), "view_source": stream.view_source},
+            "code": code}
+
+
+def stream_digest(stream: Stream) -> dict | None:
+    """Digests of what ``stream`` holds (labels, features, norms, views, images), or ``None`` when its images
+    cannot be keyed. Computed once per stream and kept on it while it holds the same tensors (the paper
+    profile's views are gigabytes, read by three methods)."""
+    parts = (stream.labels, stream.feats, stream.norms, stream.views, stream.images)
+    memo = stream.__dict__.get("_digest")
+    if memo is not None and len(memo[0]) == len(parts) and all(a is b for a, b in zip(memo[0], parts)):
+        return memo[1]
     images = None
     if stream.images is not None:
         images = stream.images.digest() if hasattr(stream.images, "digest") else None
         if images is None:
             return None
-    return {"kind": "tta-stream", "method": type(method).__name__, "config": asdict(method.config),
-            "model": ctx.bundle.identity, "classnames": list(ctx.classnames), "template": ctx.template,
-            "text": tensor_digest(ctx.text), "seed": int(seed), "shuffle": bool(shuffle),
-            "fetch": int(fetch) if method.regime == "episodic" else None,
-            "stream": {"labels": tensor_digest(stream.labels), "feats": tensor_digest(stream.feats),
-                       "norms": tensor_digest(stream.norms), "views": tensor_digest(stream.views), "images": images,
-                       "view_seed": int(stream.view_seed), "view_source": stream.view_source},
-            "code": code}
+    held = {"labels": tensor_digest(stream.labels), "feats": tensor_digest(stream.feats),
+            "norms": tensor_digest(stream.norms), "views": tensor_digest(stream.views), "images": images}
+    stream.__dict__["_digest"] = (parts, held)
+    return held
 
 
 def run_stream_cached(method: TTAMethod, stream: Stream, *, cache=None, seed: int = 0, shuffle: bool = True,

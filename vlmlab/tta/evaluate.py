@@ -15,7 +15,8 @@ Single-view features come from the shared feature cache under the keys notebook 
 (``extract_arrays`` for world sets, ``extract`` otherwise); view features of the 64-view methods
 are cached too, keyed by model, images, view count and view seed, and so are the results of the methods
 that adapt on a stream (episodic and online: ``vlmlab.tta.base.run_stream_cached``, keyed by everything the
-run reads and by its code), so a rerun with warm caches scores them without running them again.
+run reads and by its code), so a rerun with warm caches scores them without running them again, and an
+interrupted paper-profile grid resumes from the streams it finished.
 """
 from __future__ import annotations
 
