@@ -130,3 +130,19 @@ def test_tensor_digest_is_the_sha1_of_dtype_shape_and_bytes(t):
         ref.update(t.contiguous().view(torch.uint8).numpy().tobytes())
     assert tensor_digest(t) == ref.hexdigest()
     assert tensor_digest(t, None) != tensor_digest(t) and tensor_digest(None) != tensor_digest(torch.zeros(0))
+
+
+def test_coop_and_fine_tuning_keys_fingerprint_their_trainers_and_every_helper_they_import():
+    """The trained-run keys' code part is the closure's: an edit to a helper (the image preprocessing in
+    ``vlmlab.features``, the autocast in ``vlmlab.models.bundle``) retrains, as an edit to the trainer does."""
+    from vlmlab.blind.experiment import finetune_key
+    from vlmlab.blind.finetune import FinetuneConfig
+    from vlmlab.coop import jobs
+
+    assert jobs._code_fingerprint() == closure_fingerprint("vlmlab.coop.train", "vlmlab.coop.batched")
+    assert {"vlmlab.coop.text_batch", "vlmlab.prompts", "vlmlab.models.bundle"} <= set(
+        module_closure("vlmlab.coop.train", "vlmlab.coop.batched"))
+    key = finetune_key("m", FinetuneConfig(), "data", ("depth", "lora"))
+    assert key["code"] == closure_fingerprint("vlmlab.blind.experiment", "vlmlab.blind.finetune")
+    assert {"vlmlab.blind.vlm", "vlmlab.features", "vlmlab.models.bundle"} <= set(
+        module_closure("vlmlab.blind.experiment", "vlmlab.blind.finetune"))

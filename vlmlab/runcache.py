@@ -1,10 +1,12 @@
-"""Keys for caching trained runs (CoOp contexts, visual prompts, VLM fine-tuning predictions) beside the features.
+"""Keys for caching trained runs (CoOp contexts, visual prompts, VLM fine-tuning predictions, notebook 02's
+adapting streams) beside the features.
 
 A trained run is a deterministic function of its inputs and of the code that trains it; a rerun with
 the same of both can load the result instead of training again (``make reproduce`` with warm caches).
 The key holds a digest of the input tensors (``tensor_digest``) and of the training code's sources and
-the torch version (``code_fingerprint``; comments and docstrings do not count), so an edited trainer or
-other data never load a stale run.
+the torch version (``closure_fingerprint``: the trainer's modules and every vlmlab module they import, read
+from the sources; comments and docstrings do not count), so an edited trainer, an edited helper it calls
+(the image preprocessing, the autocast policy) or other data never load a stale run.
 Results go into a ``vlmlab.features.FeatureCache`` (``make clean-cache`` deletes them with the features).
 """
 from __future__ import annotations

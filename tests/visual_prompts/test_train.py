@@ -175,6 +175,10 @@ def test_select_test_through_the_cache_and_the_notebook_path(tmp_path):
     assert E.vp_run_key(bundle, head, cfg, data, None, test) != E.vp_run_key(bundle, head, cfg, data, None, other)
     last = dataclasses.replace(cfg, select="last")                   # the test set enters the key only for "test"
     assert E.vp_run_key(bundle, head, last, data, None, test) == E.vp_run_key(bundle, head, last, data, None, other)
+    from vlmlab.runcache import closure_fingerprint, module_closure      # the code part: the trainer and its helpers
+    assert E.vp_run_key(bundle, head, cfg, data, None, test)["code"] == closure_fingerprint("vlmlab.visual_prompts.train")
+    assert {"vlmlab.visual_prompts.prompters", "vlmlab.features", "vlmlab.models.bundle"} <= set(
+        module_closure("vlmlab.visual_prompts.train"))                   # prompters, arrays_to_input, autocast
 
 
 def test_text_head_is_the_zero_shot_classifier():

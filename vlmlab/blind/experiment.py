@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pickle
-import sys
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from vlmlab.blind.tasks import (CONTROLS, LETTERS, MCTask, control_task, corresp
 from vlmlab.blind.vlm import IMAGE, TinyVLM, option_logprobs, pad_batch
 from vlmlab.features import extract_arrays
 from vlmlab.metrics import answer_distribution, total_variation
-from vlmlab.runcache import code_fingerprint, tensor_digest
+from vlmlab.runcache import closure_fingerprint, tensor_digest
 from vlmlab.runtime import process_map, progress
 
 TASKS = {"depth": depth_task, "correspondence": correspondence_task, "odd_one_out": odd_one_out_task,
@@ -330,10 +329,10 @@ def _data_digest(data: tuple) -> str:
 
 def finetune_key(model_id: str, config, data_digest: str, job: tuple) -> dict:
     """Cache key of one fine-tuning job (``vlmlab.runcache``): model weights, config, the task's data, the
-    variant, and the fine-tuning code."""
-    import vlmlab.blind.finetune as finetune, vlmlab.blind.vlm as vlm_module  # noqa: E401
+    variant, and the fine-tuning code: this module, ``vlmlab.blind.finetune`` and every vlmlab module they
+    import (``closure_fingerprint``)."""
     return {"kind": "vlm-finetune", "model": model_id, "config": dataclasses.asdict(config), "data": data_digest,
-            "job": list(job), "code": code_fingerprint(finetune, vlm_module, sys.modules[__name__])}
+            "job": list(job), "code": closure_fingerprint(__name__, "vlmlab.blind.finetune")}
 
 
 def _tuned_predictions(context, job) -> np.ndarray:

@@ -33,7 +33,7 @@ from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import fit_linear_probe
-from vlmlab.runcache import code_fingerprint, tensor_digest
+from vlmlab.runcache import closure_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger, process_map
 
 log = get_logger("vlmlab.coop")
@@ -211,9 +211,9 @@ def batch_jobs(jobs: Sequence, max_rows: int = MAX_ROWS,
 
 
 def _code_fingerprint() -> str:
-    """The training code's fingerprint: CoOp's step, the batched trainer, the text tower paths."""
-    import vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.coop.train, vlmlab.prompts  # noqa: E401
-    return code_fingerprint(vlmlab.coop.train, vlmlab.coop.batched, vlmlab.coop.text_batch, vlmlab.prompts)
+    """The training code's fingerprint: CoOp's step, the batched trainer, the text tower paths and every vlmlab
+    module they import (``closure_fingerprint``)."""
+    return closure_fingerprint("vlmlab.coop.train", "vlmlab.coop.batched")
 
 
 def run_key(bundle: ClipBundle, job: Job, batched: bool | str, code: str | None = None) -> dict | None:
@@ -230,9 +230,7 @@ def run_key(bundle: ClipBundle, job: Job, batched: bool | str, code: str | None 
 
 def _probe_code() -> str:
     import sklearn
-
-    import vlmlab.probe
-    return code_fingerprint(vlmlab.probe) + f"/sklearn {sklearn.__version__}"
+    return closure_fingerprint("vlmlab.probe") + f"/sklearn {sklearn.__version__}"
 
 
 def probe_key(job: ProbeJob, code: str | None = None) -> dict:

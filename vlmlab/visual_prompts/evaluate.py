@@ -24,7 +24,7 @@ from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import check_features, fit_linear_probe
-from vlmlab.runcache import code_fingerprint, tensor_digest
+from vlmlab.runcache import closure_fingerprint, tensor_digest
 from vlmlab.runtime import get_logger
 from vlmlab.visual_prompts.data import load_reference, load_splits
 from vlmlab.visual_prompts.gap import EncoderFeatures, InceptionFeatures, LpipsNet, fid, gap_features, lpips
@@ -137,11 +137,10 @@ def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in, test_i
     if not all(d is None or isinstance(d, TensorDataset) for d in (val_in, test_in)) or \
             not isinstance(train_in, TensorDataset):
         return None
-    import vlmlab.visual_prompts.prompters as prompters, vlmlab.visual_prompts.train as train  # noqa: E401
     key = {"kind": "vp-run", "model": bundle.identity, "cfg": asdict(cfg),
            "head": tensor_digest(*head.state_dict().values()),
            "train": tensor_digest(*train_in.tensors), "val": tensor_digest(*(val_in.tensors if val_in else [None])),
-           "code": code_fingerprint(train, prompters)}
+           "code": closure_fingerprint("vlmlab.visual_prompts.train")}
     if test_in is not None:
         key["test"] = tensor_digest(*test_in.tensors)
     return key
