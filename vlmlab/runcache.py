@@ -16,7 +16,6 @@ import functools
 import hashlib
 import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import Tensor
@@ -32,15 +31,6 @@ def code_text(path: Path | str) -> str:
                 and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
     return ast.unparse(tree)
-
-
-def code_fingerprint(*modules: ModuleType) -> str:
-    """sha1 of the modules' code (``code_text``: an edited comment or docstring keeps the key) and the torch
-    version."""
-    h = hashlib.sha1(torch.__version__.encode())
-    for mod in modules:
-        h.update(code_text(mod.__file__).encode())
-    return h.hexdigest()
 
 
 def _in(name: str, package: str) -> bool:
@@ -93,8 +83,9 @@ def module_closure(*names: str, package: str = "vlmlab") -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def closure_fingerprint(*names: str, package: str = "vlmlab") -> str:
-    """``code_fingerprint`` of ``module_closure(*names)``: an edit to any module the code imports changes it.
-    Read once per process (the code a process runs is the code it loaded)."""
+    """sha1 of the torch version and of each module's name and code (``code_text``: an edited comment or
+    docstring keeps it) over ``module_closure(*names)``: an edit to the code of any module it imports changes
+    it. Read once per process (the code a process runs is the code it loaded)."""
     h = hashlib.sha1(torch.__version__.encode())
     for name in module_closure(*names, package=package):
         h.update(name.encode())
