@@ -108,6 +108,12 @@ def test_closure_fingerprint_moves_with_code_deep_in_the_closure_but_not_with_it
     assert closure_fingerprint("pk.top", package="pk") == after
 
 
+def test_main_has_no_closure_its_spec_is_the_launchers_file():
+    """In a notebook, classes live in ``__main__``, whose spec names ipykernel's launcher, not their code."""
+    with pytest.raises(ModuleNotFoundError, match="__main__"):
+        module_closure("__main__")
+
+
 def test_module_closure_of_a_tta_method_holds_what_it_runs():
     mods = module_closure("vlmlab.tta.uniinfo")
     assert {"vlmlab.tta.uniinfo", "vlmlab.tta.base", "vlmlab.models.lora", "vlmlab.metrics.embedding",

@@ -15,7 +15,9 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import math
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -73,6 +75,8 @@ def module_closure(*names: str, package: str = "vlmlab") -> list[str]:
         if name in seen:
             continue
         seen.add(name)
+        if name == "__main__":              # a notebook's or script's code: its spec names the launcher's file
+            raise ModuleNotFoundError("module_closure: __main__'s code is not a module file's")
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.origin or not spec.origin.endswith(".py"):
             raise ModuleNotFoundError(f"module_closure: no Python source for {name!r}")
@@ -105,3 +109,18 @@ def tensor_digest(*tensors: Tensor | None) -> str:
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy())               # the buffer itself, no copy
     return h.hexdigest()
+
+
+def rows_to_tensor(rows: Sequence[dict], columns: Sequence[str]) -> Tensor | None:
+    """(n, len(columns)) float64 of a run's per-step rows (a training history) for the cache, NaN where a row
+    has no value; ``None`` when a row holds a column outside ``columns`` (it could not be restored whole)."""
+    if any(set(row) - set(columns) for row in rows):
+        return None
+    return torch.tensor([[float(row.get(c, math.nan)) for c in columns] for row in rows],
+                        dtype=torch.float64).reshape(len(rows), len(columns))
+
+
+def tensor_to_rows(table: Tensor, columns: Sequence[str], ints: Sequence[str] = ()) -> list[dict]:
+    """The rows of ``rows_to_tensor`` back, in ``columns`` order: NaN cells left out, ``ints`` columns as int."""
+    return [{c: int(v) if c in ints else v for c, v in zip(columns, row) if not math.isnan(v)}
+            for row in table.tolist()]

@@ -139,10 +139,7 @@ class DatasetImages:
         """The dataset's cache key (``ImageDataset.key``: its files' relative paths and labels, as the feature
         cache keys it) with the items ``idx``; ``None`` for a dataset without a ``key``."""
         key = getattr(self.dataset, "key", None)
-        if key is None:
-            return None
-        return tensor_digest(torch.tensor(list(key.encode()), dtype=torch.uint8),
-                             None if idx is None else torch.as_tensor(idx).long())
+        return key if key is None or idx is None else f"{key}:{tensor_digest(torch.as_tensor(idx).long())}"
 
     def _load(self, i: int) -> Tensor:
         x = self.dataset[i][0]
@@ -576,12 +573,12 @@ def stream_key(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
     ``None`` (the run is not cached) for static methods (no state from test data: one product of features),
     for a context with a few-shot support set, for a dataset without a key, and for a method whose module has
     no source file (a class defined in a notebook)."""
-    ctx, module = method.ctx, type(method).__module__
-    if ctx is None or method.regime == "static" or ctx.support is not None or module == "__main__":
-        return None                                     # __main__: a notebook's or script's class, not a file's
+    ctx = method.ctx
+    if ctx is None or method.regime == "static" or ctx.support is not None:
+        return None
     try:
-        code = closure_fingerprint(module)
-    except (ImportError, ValueError):                   # no source file (ModuleNotFoundError is an ImportError)
+        code = closure_fingerprint(type(method).__module__)
+    except (ImportError, ValueError):                   # no source file, or __main__ (a notebook's class)
         return None
     held = stream_digest(stream)
     if held is None:
@@ -600,7 +597,7 @@ def stream_digest(stream: Stream) -> dict | None:
     profile's views are gigabytes, read by three methods)."""
     parts = (stream.labels, stream.feats, stream.norms, stream.views, stream.images)
     memo = stream.__dict__.get("_digest")
-    if memo is not None and len(memo[0]) == len(parts) and all(a is b for a, b in zip(memo[0], parts)):
+    if memo is not None and all(a is b for a, b in zip(memo[0], parts)):
         return memo[1]
     images = None
     if stream.images is not None:

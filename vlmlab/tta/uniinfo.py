@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from vlmlab.metrics import mutual_information, softmax_entropy_from_logits, uniformity_loss
 from vlmlab.models.lora import apply_lora, frozen_prefix, lora_parameters
+from vlmlab.runcache import rows_to_tensor, tensor_to_rows
 from vlmlab.tta.base import Batch, Context, TTAConfig, TTAMethod
 
 READOUTS = ("online", "ema_offline", "student_offline")
@@ -101,6 +102,9 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     """mean_i -sum_c q_ic log softmax(logits)_ic (``F.cross_entropy`` with probabilities)."""
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+HISTORY = ("entropy", "uniformity", "mi", "w", "distill", "loss", "batch")   # a history row's columns, in order
 
 
 class UniInfo(TTAMethod):
@@ -202,16 +206,14 @@ class UniInfo(TTAMethod):
 
     def stream_state(self) -> dict[str, Tensor]:
         """The readout's embeddings and the per-batch loss terms (``history``) of the last stream."""
-        names = list(dict.fromkeys(k for row in self.history for k in row))        # in the rows' order
-        return {"embeddings": self.embeddings,
-                **{f"history.{i:03d}.{k}": torch.tensor([row.get(k, math.nan) for row in self.history],
-                                                        dtype=torch.float64) for i, k in enumerate(names)}}
+        table = rows_to_tensor(self.history, HISTORY)
+        if table is None:
+            raise ValueError(f"UniInfo.history has columns outside {HISTORY}; add them to uniinfo.HISTORY")
+        return {"embeddings": self.embeddings, "history": table}
 
     def load_stream_state(self, state: dict[str, Tensor]) -> None:
         self._embeddings = dict(enumerate(state["embeddings"]))
-        cols = {k.split(".", 2)[2]: state[k].tolist() for k in sorted(state) if k.startswith("history.")}
-        rows = [dict(zip(cols, vals)) for vals in zip(*cols.values())]
-        self.history = [{k: int(v) if k == "batch" else v for k, v in row.items() if not math.isnan(v)} for row in rows]
+        self.history = tensor_to_rows(state["history"], HISTORY, ints=("batch",))
 
     @property
     def embeddings(self) -> Tensor:

@@ -10,7 +10,6 @@ Methods: ``train.py`` (prompt training), ``gap.py`` (distances), ``data.py`` (sp
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,7 +23,7 @@ from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import check_features, fit_linear_probe
-from vlmlab.runcache import closure_fingerprint, tensor_digest
+from vlmlab.runcache import closure_fingerprint, rows_to_tensor, tensor_digest, tensor_to_rows
 from vlmlab.runtime import get_logger
 from vlmlab.visual_prompts.data import load_reference, load_splits
 from vlmlab.visual_prompts.gap import EncoderFeatures, InceptionFeatures, LpipsNet, fid, gap_features, lpips
@@ -158,12 +157,11 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
         prompter.load_state_dict({k[2:]: v for k, v in hit.items() if k.startswith("p.")})
         if "generator" in hit:                       # random patches: the location stream continues from there
             prompter.generator.set_state(hit["generator"])
-        history = [{c: (int(v) if c in ("epoch", "step") else v) for c, v in zip(HISTORY, row) if not math.isnan(v)}
-                   for row in hit["history"].tolist()]
+        history = tensor_to_rows(hit["history"], HISTORY, ints=("epoch", "step"))
         return VPResult(prompter, history, int(hit["best_epoch"]))
     res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc, eval_head=eval_head, test=test_in)
-    if key is not None and all(set(row) <= set(HISTORY) for row in res.history):   # else it could not be restored whole
-        hist = torch.tensor([[float(r.get(c, math.nan)) for c in HISTORY] for r in res.history], dtype=torch.float64)
+    hist = rows_to_tensor(res.history, HISTORY) if key is not None else None     # None: not restorable whole
+    if hist is not None:
         gen = getattr(res.prompter, "generator", None)
         cache.put(key, {**{f"p.{k}": v for k, v in res.prompter.state_dict().items()}, "history": hist,
                         "best_epoch": torch.tensor(res.best_epoch),
