@@ -148,3 +148,15 @@ def test_coop_and_fine_tuning_keys_fingerprint_their_trainers_and_every_helper_t
     assert key["code"] == closure_fingerprint("vlmlab.blind.experiment", "vlmlab.blind.finetune")
     assert {"vlmlab.blind.vlm", "vlmlab.features", "vlmlab.models.bundle"} <= set(
         module_closure("vlmlab.blind.experiment", "vlmlab.blind.finetune"))
+
+
+def test_history_rows_go_through_the_cache_tensor_and_back_unchanged():
+    from vlmlab.runcache import rows_to_tensor, tensor_to_rows
+    cols = ("step", "loss", "val_acc")
+    rows = [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25, "val_acc": 75.0}]
+    table = rows_to_tensor(rows, cols)
+    assert table.shape == (2, 3) and table.dtype == torch.float64 and torch.isnan(table[0, 2])
+    back = tensor_to_rows(table, cols, ints=("step",))
+    assert back == rows and isinstance(back[0]["step"], int) and list(back[1]) == list(cols)
+    assert rows_to_tensor(rows + [{"step": 3, "other": 1.0}], cols) is None     # could not be restored whole
+    assert rows_to_tensor([], cols).shape == (0, 3) and tensor_to_rows(rows_to_tensor([], cols), cols) == []
