@@ -386,6 +386,71 @@ def test_an_interrupted_sweep_keeps_the_runs_that_finished(bundle, tmp_path, mon
     assert run_sweep(bundle, [split], **kw).timing["runs_from_cache"] == 2    # the first group's 2 runs
 
 
+def test_exact_mode_runs_are_kept_in_the_cache_and_an_interrupted_sweep_resumes(bundle, tmp_path, monkeypatch):
+    """The paper profile's mode: each run is stored as it finishes, so a stopped sweep loses only the run it was
+    in, and a rerun loads every run it finished with the contexts and accuracies of a sweep without a cache."""
+    from vlmlab import world
+    from vlmlab.features import FeatureCache
+    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", 30)
+    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
+                   test.template)
+    cfg = CoOpConfig(mode="exact", epochs={1: 2, 2: 2}, crop_scale=(0.5, 1.0))
+    kw = dict(shots=[1, 2], seeds=[1], variants=["M4_end", "M2_middle_csc"], methods=("coop",), cfg=cfg)
+    plain = run_sweep(bundle, [split], cache_runs=False, **kw)
+    real, calls = Job.run, []
+
+    def third_fails(self, b):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, b)
+
+    cache = FeatureCache(tmp_path)
+    monkeypatch.setattr(Job, "run", third_fails)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(bundle, [split], cache=cache, **kw)
+    monkeypatch.setattr(Job, "run", real)
+    resumed = run_sweep(bundle, [split], cache=cache, **kw)
+    assert resumed.timing["runs_from_cache"] == 2 and len(resumed.runs) == 4           # the 2 runs that finished
+    trained = []
+    monkeypatch.setattr(Job, "run", lambda self, b: trained.append(self) or real(self, b))
+    again = run_sweep(bundle, [split], cache=cache, **kw)
+    assert again.timing["runs_from_cache"] == 4 and trained == []
+    for got in (resumed, again):
+        pd.testing.assert_frame_equal(got.table, plain.table)
+        for k, ctx in plain.contexts.items():
+            assert torch.equal(got.contexts[k], ctx)
+    # another crop scale: trained again
+    assert run_sweep(bundle, [split], cache=cache, **{**kw, "cfg": cfg.replace(crop_scale=(0.08, 1.0))}
+                     ).timing["runs_from_cache"] == 0
+
+
+def test_an_exact_mode_run_is_keyed_by_its_images_shots_and_view_seed(bundle):
+    from vlmlab.coop.jobs import run_key
+
+    class Images:
+        key = "fake/train/n10/sha1:abc"
+
+    def job(data=Images(), indices=(0, 3), labels=(0, 1), view_seed=1, mode="exact", **cfg):
+        train = TrainSet(torch.tensor(labels), data=data, indices=torch.tensor(indices), view_seed=view_seed)
+        return Job("a", None, 1, 1, NAMES[:2], train, torch.zeros(1), torch.zeros(1),
+                   CoOpConfig(n_ctx=4, mode=mode, **cfg), 2)
+
+    base = run_key(bundle, job(), "datasets", code="c")
+    assert base["batched"] is False                           # an exact-mode run is always trained alone
+    assert base["train"] == {"images": Images.key, "view_seed": 1,
+                             "shots": base["train"]["shots"]} and len(base["train"]["shots"]) == 40
+    assert run_key(bundle, job(), False, code="c") == base
+    other = type("Other", (), {"key": "fake/train/n10/sha1:def"})()
+    for changed in (job(data=other), job(indices=(0, 4)), job(labels=(1, 0)), job(view_seed=2),
+                    job(crop_scale=(0.5, 1.0))):
+        assert run_key(bundle, changed, False, code="c") != base
+    assert run_key(bundle, job(), False, code="edited") != base
+    assert run_key(bundle, job(data=object()), False, code="c") is None       # images without a key: not kept
+    assert run_key(bundle, job(mode="cached"), False, code="c") is None       # cached mode without view features
+
+
 def test_linear_probe_search_is_kept_in_the_cache_and_the_refit_is_the_same_probe(bundle, tmp_path, monkeypatch):
     from vlmlab import world
     from vlmlab.coop import jobs as coop_jobs

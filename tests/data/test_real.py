@@ -308,3 +308,24 @@ def test_a_class_name_file_given_by_name_must_exist(data_root, tree, tmp_path):
     mine = tmp_path / "mine.txt"
     mine.write_text("".join(f"{w} class {i}\n" for i, w in enumerate(tree.wnids)))
     assert imagenet_c(data_root, "fog", 5, classnames=mine).classnames == [f"class {i}" for i in range(5)]
+
+
+def test_coop_exact_runs_on_a_data_tree_resume_from_the_cache_after_the_tree_moves(data_root, tiny_clip, tmp_path):
+    """The paper profile's CoOp (exact mode, images decoded from files): a rerun loads every finished run, also
+    from a copy of the tree under another root (runs are keyed by the files' relative paths and labels)."""
+    import pandas as pd
+
+    from vlmlab.coop import CoOpConfig, load_splits, run_sweep
+    from vlmlab.features import FeatureCache
+    cache = FeatureCache(tmp_path / "cache")
+    kw = dict(shots=[1], seeds=[1], variants=["M2_end", "M2_end_csc"], methods=("coop",), cache=cache,
+              cfg=CoOpConfig(mode="exact", epochs={1: 2}))
+    first = run_sweep(tiny_clip, [load_splits("coop:DTD", root=data_root, n_test=None)], **kw)
+    assert first.timing["runs_from_cache"] == 0 and len(first.runs) == 2
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(data_root / "dtd", moved / "dtd")
+    again = run_sweep(tiny_clip, [load_splits("coop:DTD", root=moved, n_test=None)], **kw)
+    assert again.timing["runs_from_cache"] == 2
+    pd.testing.assert_frame_equal(again.table, first.table)
+    for k, ctx in first.contexts.items():
+        assert torch.equal(again.contexts[k], ctx)

@@ -9,10 +9,11 @@ A :class:`BatchJob` is several cached-mode jobs of one prompt design trained tog
 dataset's ("dataset"). ``batch_jobs`` forms them, at most ``max_rows`` prompts (runs x classes) per
 step, and ``run_units`` returns one result per original job, in job order.
 
-With a ``cache`` (a ``FeatureCache``), ``run_units`` keeps every trained cached-mode run: its context and
-statistics under a key of everything the training reads (``run_key``: model identity, classes, config,
-seed, shots, epochs, a digest of the labels and view features, batched or single, and a fingerprint of
-the training code and torch version). A rerun loads the context and evaluates it on the test features
+With a ``cache`` (a ``FeatureCache``), ``run_units`` keeps every trained CoOp run, cached or exact mode, as
+it finishes: its context and statistics under a key of everything the training reads (``run_key``: model
+identity, classes, config, seed, shots, epochs, a digest of the labels and view features or, in the exact
+mode, the images' dataset key, shot indices and view seed, batched or single, and a fingerprint of the
+training code and torch version). A rerun loads the context and evaluates it on the test features
 instead of training again; ``make clean-cache`` (or ``cache=None``) trains everything afresh. A linear
 probe keeps its searched C (``probe_key``: the train and val features and labels, classes, rounds, seed,
 the probe code and scikit-learn version); a rerun fits once at that C instead of searching again.
@@ -217,15 +218,30 @@ def _code_fingerprint() -> str:
 
 
 def run_key(bundle: ClipBundle, job: Job, batched: bool | str, code: str | None = None) -> dict | None:
-    """The cache key of a cached-mode CoOp run (``None`` for other jobs: their inputs are images).
-    ``batched``: False (trained alone) or the stacking it was trained in (``STACKINGS``)."""
-    if not isinstance(job, Job) or job.cfg.mode != "cached" or job.train.view_feats is None:
+    """The cache key of a trained CoOp run; ``None`` for a probe, or for an exact-mode run whose images have no
+    ``key``. ``batched``: False (trained alone) or the stacking it was trained in (``STACKINGS``).
+
+    What the run trains on: in the cached mode a digest of its labels and view features; in the exact mode
+    (the paper profile) its images' dataset key (``ImageDataset.key``: the files' relative paths and labels,
+    as the feature cache keys them; a world set's key names its generator), a digest of its labels and shot
+    indices, and the view seed, which with the item and the epoch decide every crop (``vlmlab.coop.augment``).
+    An exact-mode run is always trained alone. So an interrupted paper-profile sweep resumes from the runs it
+    finished, and a data tree moved to another root keeps its runs."""
+    if not isinstance(job, Job):
+        return None
+    train = job.train
+    if job.cfg.mode == "cached" and train.view_feats is not None:
+        data = tensor_digest(torch.as_tensor(train.labels), train.view_feats)
+    elif job.cfg.mode == "exact" and getattr(train.data, "key", None) is not None and train.indices is not None:
+        data = {"images": str(train.data.key), "view_seed": int(train.view_seed),
+                "shots": tensor_digest(torch.as_tensor(train.labels), torch.as_tensor(train.indices).long())}
+        batched = False
+    else:
         return None
     return {"kind": "coop-run", "model": bundle.identity, "classnames": list(job.classnames), "cfg": asdict(job.cfg),
             "seed": int(job.seed), "shots": int(job.shots), "epochs": int(job.epochs),
             "batched": batched if isinstance(batched, str) else bool(batched),
-            "train": tensor_digest(torch.as_tensor(job.train.labels), job.train.view_feats),
-            "code": code or _code_fingerprint()}
+            "train": data, "code": code or _code_fingerprint()}
 
 
 def _probe_code() -> str:
@@ -263,8 +279,8 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
     """``run_jobs`` with the cached CoOp jobs batched (``batch``, grouped by ``stack``: ``batch_jobs``); one
     result per job, in job order.
 
-    ``cache``: cached-mode CoOp runs found there (``run_key``) are evaluated, not trained; the others are
-    trained and stored. Results from the cache carry ``from_cache=True``.
+    ``cache``: CoOp runs found there (``run_key``) are evaluated, not trained; the others are trained and
+    stored as each unit finishes. Results from the cache carry ``from_cache=True``.
     """
     out: list = [None] * len(jobs)
     keys: list[dict | None] = [None] * len(jobs)

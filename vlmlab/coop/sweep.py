@@ -21,8 +21,8 @@ cached-mode runs with the same prompt design (M, position, CSC, init) are traine
 text-tower pass per step for all of them (``vlmlab.coop.batched``; the same contexts and accuracies
 as one run at a time, to float rounding): every dataset's runs in one group (``stack_runs="datasets"``),
 or one group per dataset ("dataset"); exact-mode runs stay one at a time. With a ``cache``, trained
-cached-mode runs are kept there and a rerun with the same inputs and training code loads them
-(``cache_runs``; ``timing["runs_from_cache"]`` counts them), and so are the linear probes' searched C
+runs (cached and exact mode) are kept there as each finishes and a rerun with the same inputs and training
+code loads them, so an interrupted sweep resumes from the runs it finished (``cache_runs``; ``timing["runs_from_cache"]`` counts them), and so are the linear probes' searched C
 (``timing["probes_from_cache"]``: a rerun fits each probe once, at its C).
 """
 from __future__ import annotations
@@ -174,7 +174,7 @@ def run_sweep(bundle: ClipBundle, splits: Sequence[Splits], shots: Sequence[int]
         batch_runs: train the cached-mode CoOp runs of a prompt design together (same results).
         stack_runs: "datasets" (one group of a design's runs across the datasets) or "dataset" (a group per
             dataset); ``vlmlab.coop.jobs.batch_jobs``.
-        cache_runs: keep trained cached-mode runs in ``cache`` and load them on a rerun instead of training
+        cache_runs: keep trained CoOp runs in ``cache`` and load them on a rerun instead of training
             (``vlmlab.coop.jobs.run_key``; any change to the inputs or the training code retrains).
     """
     bad = sorted(set(methods) - {"zero_shot", "linear_probe", "coop"})
