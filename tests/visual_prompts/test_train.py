@@ -318,3 +318,111 @@ def test_raw_probe_features_are_the_encoders_output_under_their_own_key(tmp_path
     assert torch.equal(E._features(bundle, data, cache, "probe", "raw")[0], raw) and len(calls) == 2
     with pytest.raises(ValueError, match="features"):
         E._features(bundle, data, cache, "probe", "unit")
+
+
+def _state(prompter) -> dict:
+    return {k: v.clone() for k, v in prompter.state_dict().items()}
+
+
+@pytest.mark.parametrize("method,select", [("padding", "last"), ("random_patch", "test"), ("fixed_patch", "val")])
+def test_a_training_stopped_after_an_epoch_resumes_to_the_result_of_one_never_stopped(tmp_path, monkeypatch,
+                                                                                       method, select):
+    import vlmlab.visual_prompts.train as T
+    bundle, data, test = toy_bundle(), planted_cue(), _flipped(planted_cue(12))
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    cfg = VPConfig(method=method, prompt_size=2, epochs=5, batch_size=6, warmup=3, seed=4, select=select, lr=2.0)
+    kw = dict(val=data, test=test)
+    whole = train_prompt(bundle, head, data, cfg, **kw)
+    after_draws = predict(bundle, head, test, whole.prompter)[0]        # random patches: the draws that follow
+    ckpt, real, calls = tmp_path / "run.training.pt", T._epoch, []
+
+    def stop_in_epoch_4(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "_epoch", stop_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_prompt(bundle, head, data, cfg, checkpoint=ckpt, checkpoint_every_s=0, **kw)
+    monkeypatch.setattr(T, "_epoch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 3
+    resumed = train_prompt(bundle, head, data, cfg, checkpoint=ckpt, checkpoint_every_s=0, **kw)
+    assert len(calls) == 4 + 2                                          # epochs 4 and 5 only
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    for (k, a), b in zip(_state(whole.prompter).items(), _state(resumed.prompter).values()):
+        assert torch.equal(a, b), k
+    assert torch.equal(predict(bundle, head, test, resumed.prompter)[0], after_draws)
+
+
+def test_a_checkpoint_of_another_config_or_a_damaged_one_is_not_resumed(tmp_path, caplog):
+    bundle, data = toy_bundle(), planted_cue()
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    cfg = VPConfig(prompt_size=2, epochs=3, batch_size=8, warmup=2, init="zeros")
+    ckpt = tmp_path / "run.training.pt"
+    ref = train_prompt(bundle, head, data, cfg)
+    train_prompt(bundle, head, data, dataclasses.replace(cfg, lr=1.0), checkpoint=ckpt)   # the last epoch is saved
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 3
+    res = train_prompt(bundle, head, data, cfg, checkpoint=ckpt)
+    assert "another config" in caplog.text and res.history == ref.history
+    ckpt.write_bytes(b"not a checkpoint")
+    res = train_prompt(bundle, head, data, cfg, checkpoint=ckpt)
+    assert "damaged visual-prompt checkpoint" in caplog.text and res.history == ref.history
+
+
+def test_a_keyed_training_checkpoints_in_the_cache_and_removes_it_once_stored(tmp_path, monkeypatch):
+    from vlmlab.features import FeatureCache
+    from vlmlab.visual_prompts import evaluate as E
+    bundle, data = toy_bundle(), planted_cue()
+    head = TextHead(torch.eye(3)[:2], scale=10.0)
+    cfg = VPConfig(prompt_size=2, epochs=3, batch_size=8, warmup=2, seed=1)
+    cache, seen = FeatureCache(tmp_path), []
+    real = E.train_prompt
+    monkeypatch.setattr(E, "train_prompt", lambda *a, **k: seen.append(k["checkpoint"]) or real(*a, **k))
+    E.train_prompt_cached(bundle, head, data, cfg, data, cache)
+    key = E.vp_run_key(bundle, head, cfg, data, data)
+    assert seen == [E.checkpoint_path(cache, key)] and seen[0].parent == cache.root
+    assert not seen[0].exists() and cache.get(key) is not None
+    E.train_prompt_cached(bundle, head, data, cfg, data, None)         # no cache: no checkpoint
+    assert seen[-1] is None
+
+
+def test_files_read_through_the_preprocess_are_keyed_by_their_dataset_key(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from vlmlab.features import FeatureCache
+    from vlmlab.visual_prompts import evaluate as E
+    from vlmlab.visual_prompts.data import _folder, _Wrapped
+    from vlmlab.visual_prompts.train import model_inputs
+
+    def tree(root):
+        for c in ("forest", "river"):
+            for i in range(3):
+                (root / "RESISC" / c).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(root / "RESISC" / c / f"{i}.jpg")
+        return _folder("RESISC", root)
+
+    bundle = toy_bundle()
+    bundle.preprocess = lambda img: torch.zeros(3, 8, 8)
+    a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
+    ia, ib = model_inputs(bundle, a), model_inputs(bundle, b)
+    assert E.inputs_digest(ia) == E.inputs_digest(ib) == f"files:{a.key}"           # another root, the same key
+    assert E.inputs_digest(model_inputs(bundle, a.subset([0, 1]))) != E.inputs_digest(ia)
+    head, cfg = TextHead(torch.eye(3)[:2], scale=10.0), VPConfig(prompt_size=2, epochs=1)
+    assert E.vp_run_key(bundle, head, cfg, ia, ia) == E.vp_run_key(bundle, head, cfg, ib, ib) is not None
+    assert E.vp_run_key(bundle, head, cfg, ia, model_inputs(bundle, list(zip([None] * 2, [0, 1])))) is None
+    # the probe's features of a keyed tree: encoded once, also read from the moved copy
+    calls, real = [], E.encode
+    monkeypatch.setattr(E, "encode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = FeatureCache(tmp_path / "cache")
+    first = E._features(bundle, ia, cache, "probe")
+    for x, y in (E._features(bundle, ia, cache, "probe"), E._features(bundle, ib, cache, "probe")):
+        assert torch.equal(x, first[0]) and torch.equal(y, first[1])
+    assert len(calls) == 1
+    # a torchvision set: its name and split, and which items with which labels
+    w = _Wrapped(None, np.array([0, 1, 1, 0]), ["x", "y"], name="torchvision/CIFAR10/train")
+    assert w.key == _Wrapped(None, np.array([0, 1, 1, 0]), ["x", "y"], name="torchvision/CIFAR10/train").key
+    assert w.subset([0, 1]).key != w.key != w.subset([1, 0]).key and w.subset([0, 1]).key.startswith(
+        "torchvision/CIFAR10/train:n=2:")
+    assert _Wrapped(None, np.array([0, 1, 1, 0]), ["x", "y"], name="torchvision/CIFAR10/test").key != w.key
+    assert _Wrapped(None, np.array([0, 1, 1, 0]), ["x", "y"]).key is None

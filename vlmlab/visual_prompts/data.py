@@ -15,6 +15,7 @@ or "imagenet_val" (ImageNet validation, the paper's proxy for CLIP's pretraining
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,19 @@ class Splits:
 class _Wrapped(Dataset):
     """A torchvision dataset as ``(PIL, label)`` items with ``labels`` and ``subset``."""
 
-    def __init__(self, base, labels: np.ndarray, classnames: list[str], idx: np.ndarray | None = None):
-        self.base, self.all_labels, self.classnames = base, np.asarray(labels), classnames
+    def __init__(self, base, labels: np.ndarray, classnames: list[str], idx: np.ndarray | None = None,
+                 name: str | None = None):
+        self.base, self.all_labels, self.classnames, self.name = base, np.asarray(labels), classnames, name
         self.idx = np.arange(len(self.all_labels)) if idx is None else np.asarray(idx)
+
+    @property
+    def key(self) -> str | None:
+        """Stable id for cache keys: the torchvision set and split (``name``), and a digest of the items and
+        their labels; None without a name."""
+        if self.name is None:
+            return None
+        items = np.stack([self.idx.astype(np.int64), self.all_labels[self.idx].astype(np.int64)])
+        return f"{self.name}:n={len(self.idx)}:{hashlib.sha1(items.tobytes()).hexdigest()[:16]}"
 
     @property
     def labels(self) -> torch.Tensor:
@@ -75,7 +86,7 @@ class _Wrapped(Dataset):
         return img.convert("RGB"), int(self.all_labels[self.idx[i]])
 
     def subset(self, indices) -> "_Wrapped":
-        return _Wrapped(self.base, self.all_labels, self.classnames, self.idx[np.asarray(indices)])
+        return _Wrapped(self.base, self.all_labels, self.classnames, self.idx[np.asarray(indices)], self.name)
 
 
 def _per_class_slices(labels, fractions_or_counts, seed: int) -> list[np.ndarray]:
@@ -110,7 +121,7 @@ def _torchvision(name: str, root: Path, train: bool) -> _Wrapped:
     labels = np.asarray(labels) - _LABEL_OFFSET.get(name, 0)
     if labels.size and (labels.min() < 0 or labels.max() >= len(classnames)):
         raise ValueError(f"{name}: labels {labels.min()}..{labels.max()} outside its {len(classnames)} classes")
-    return _Wrapped(ds, labels, classnames)
+    return _Wrapped(ds, labels, classnames, name=f"torchvision/{cls_name}/{'train' if train else 'test'}")
 
 
 def _folder(name: str, root: Path) -> ImageDataset:

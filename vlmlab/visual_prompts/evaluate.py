@@ -11,6 +11,7 @@ Methods: ``train.py`` (prompt training), ``gap.py`` (distances), ``data.py`` (sp
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -100,14 +101,26 @@ def _source_probe(P, bundle: ClipBundle):
     return fit_linear_probe(x_tr, y_tr, x_va, y_va, n_classes=len(src.classnames), seed=P.seed, dtype=P.lp_dtype)
 
 
+def inputs_digest(data) -> str | None:
+    """What a prompt training's key holds of its inputs (``model_inputs``): the digest of in-memory tensors
+    (world sets), the dataset's key for files read through ``bundle.preprocess`` (``ImageDataset.key``: the
+    files' relative paths and labels; a torchvision set's name, split and items), else None (not keyed)."""
+    if isinstance(data, TensorDataset):
+        return tensor_digest(*data.tensors)
+    key = getattr(data, "key", None)
+    return None if key is None else f"files:{key}"
+
+
 def _features(bundle: ClipBundle, data, cache: FeatureCache | None, desc: str,
               kind: str = "normalized") -> tuple[Tensor, Tensor]:
     """``encode`` without a prompt (``kind``: "normalized" unit features, or "raw", the encoder's output), through
-    ``cache`` when the inputs are in-memory tensors (keyed by their digest)."""
+    ``cache`` when the inputs are keyed (``inputs_digest``: in-memory tensors, or files with a dataset key, so the
+    paper profile's three prompter cases of a dataset encode its splits once)."""
     normalize = check_features(kind) == "normalized"
-    if cache is None or not isinstance(data, TensorDataset):
+    inputs = inputs_digest(data) if cache is not None else None
+    if inputs is None:
         return encode(bundle, data, desc=desc, normalize=normalize)
-    key = {"kind": "vp-features", "model": bundle.identity, "inputs": tensor_digest(*data.tensors)}
+    key = {"kind": "vp-features", "model": bundle.identity, "inputs": inputs}
     if not normalize:
         key["features"] = "raw"          # unit features keep the key they had before raw ones existed
     if (hit := cache.get(key)) is None:
@@ -130,19 +143,26 @@ HISTORY = ("epoch", "step", "lr", "loss", "train_acc", "val_acc", "test_acc")
 
 
 def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in, test_in=None) -> dict | None:
-    """Cache key of one prompt training (``vlmlab.runcache``): ``None`` unless the inputs are in-memory tensors.
-    ``test_in`` enters the key only with ``select="test"`` (the only setting whose training reads it)."""
+    """Cache key of one prompt training (``vlmlab.runcache``): ``None`` unless every input is keyed
+    (``inputs_digest``). ``test_in`` enters the key only with ``select="test"`` (the only setting whose
+    training reads it)."""
     test_in = test_in if cfg.select == "test" else None
-    if not all(d is None or isinstance(d, TensorDataset) for d in (val_in, test_in)) or \
-            not isinstance(train_in, TensorDataset):
+    train, val, test = (None if d is None else inputs_digest(d) for d in (train_in, val_in, test_in))
+    if train is None or (val_in is not None and val is None) or (test_in is not None and test is None):
         return None
     key = {"kind": "vp-run", "model": bundle.identity, "cfg": asdict(cfg),
            "head": tensor_digest(*head.state_dict().values()),
-           "train": tensor_digest(*train_in.tensors), "val": tensor_digest(*(val_in.tensors if val_in else [None])),
+           "train": train, "val": val if val_in is not None else tensor_digest(None),
            "code": closure_fingerprint("vlmlab.visual_prompts.train")}
     if test_in is not None:
-        key["test"] = tensor_digest(*test_in.tensors)
+        key["test"] = test
     return key
+
+
+def checkpoint_path(cache: FeatureCache, key: dict) -> Path:
+    """Where a keyed prompt training keeps its state while it runs (``train_prompt``'s ``checkpoint``), beside
+    the result it will be stored as; deleted once the result is stored."""
+    return cache.root / f"{cache.digest(key)}.training.pt"
 
 
 def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_in=None,
@@ -159,13 +179,17 @@ def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_i
             prompter.generator.set_state(hit["generator"])
         history = tensor_to_rows(hit["history"], HISTORY, ints=("epoch", "step"))
         return VPResult(prompter, history, int(hit["best_epoch"]))
-    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc, eval_head=eval_head, test=test_in)
+    ckpt = checkpoint_path(cache, key) if key is not None else None
+    res = train_prompt(bundle, head, train_in, cfg, val=val_in, desc=desc, eval_head=eval_head, test=test_in,
+                       checkpoint=ckpt)
     hist = rows_to_tensor(res.history, HISTORY) if key is not None else None     # None: not restorable whole
     if hist is not None:
         gen = getattr(res.prompter, "generator", None)
         cache.put(key, {**{f"p.{k}": v for k, v in res.prompter.state_dict().items()}, "history": hist,
                         "best_epoch": torch.tensor(res.best_epoch),
                         **({"generator": gen.get_state()} if gen is not None else {})})
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
     return res
 
 

@@ -29,8 +29,10 @@ downstream class i to ImageNet logit i); the same prompt is learned through it.
 from __future__ import annotations
 
 import math
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +45,7 @@ from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import LinearProbe
 from vlmlab.prompts import zero_shot_weights
+from vlmlab.results import atomic_path, read_cached
 from vlmlab.runtime import get_logger, progress
 from vlmlab.visual_prompts.prompters import Prompter, build_prompter
 
@@ -178,6 +181,11 @@ class _Preprocessed(Dataset):
     def __init__(self, dataset, transform):
         self.dataset, self.transform = dataset, transform
 
+    @property
+    def key(self) -> str | None:
+        """The dataset's cache key (the transform is the model's: the run keys hold the model)."""
+        return getattr(self.dataset, "key", None)
+
     def __len__(self):
         return len(self.dataset)
 
@@ -273,9 +281,26 @@ def new_prompter(bundle: ClipBundle, cfg: VPConfig) -> Prompter:
     return prompter.to(bundle.device)
 
 
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: an interruption mid-write leaves the previous checkpoint whole."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, cfg: VPConfig, desc: str) -> dict | None:
+    """The training state saved at ``path`` for this ``cfg``, or None: no file, a damaged one (deleted, with a
+    warning: ``read_cached``) or another config's (a warning); training then starts afresh."""
+    state = read_cached(path, lambda p: torch.load(p, map_location="cpu", weights_only=True), "visual-prompt checkpoint")
+    if state is not None and state.get("cfg") != asdict(cfg):
+        log.warning("%s: the checkpoint %s is of another config; training afresh", desc, path)
+        return None
+    return state
+
+
 def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPConfig = VPConfig(),
                  val: Dataset | None = None, desc: str = "visual prompt",
-                 eval_head: nn.Module | None = None, test: Dataset | None = None) -> VPResult:
+                 eval_head: nn.Module | None = None, test: Dataset | None = None,
+                 checkpoint: str | Path | None = None, checkpoint_every_s: float = 300.0) -> VPResult:
     """Learn one prompt for ``train`` through the frozen model and the fixed ``head``.
 
     Args:
@@ -288,6 +313,12 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
             bundle that autocasts, the text head computed in fp32 (``clip_head(eval_view(bundle), ...)``).
         test: test items; required for ``cfg.select == "test"`` (evaluated after every epoch, as the
             reference's ``validate``), else unused.
+        checkpoint: a file for the training state (the prompt, SGD's momentum, the GradScaler, the epoch,
+            the history, the best epoch so far and the generators of the sample order and of the random
+            patch's locations), written after an epoch once ``checkpoint_every_s`` seconds have passed since
+            the last write (and after the last epoch). If it holds a state of the same ``cfg``, training
+            resumes after its epoch, with the same result as a run never stopped
+            (``tests/visual_prompts/test_train.py``); the paper profile's 1,000 epochs take hours per run.
 
     Returns:
         ``VPResult`` with the prompter (last, best-validation or best-test epoch) on the bundle's device;
@@ -311,12 +342,25 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
     if cfg.warmup > total and not cfg.cap_warmup:
         log.warning("warm-up (%d steps) is longer than training (%d steps): the learning rate never reaches %g, "
                     "as in the reference (cap_warmup=True caps it)", cfg.warmup, total, cfg.lr)
-    result, best, step = VPResult(prompter), (-1.0, None), 0
+    result, best, step, start = VPResult(prompter), (-1.0, None), 0, 0
     head = head.to(bundle.device)
     # the reference's GradScaler, for fp16 on CUDA; a pass-through otherwise
     scaler = torch.amp.GradScaler("cuda", enabled=bundle.device.type == "cuda" and bundle.precision == "fp16")
+    gen = getattr(prompter, "generator", None)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and (state := _load_checkpoint(checkpoint, cfg, desc)) is not None:
+        prompter.load_state_dict(state["prompter"])
+        opt.load_state_dict(state["opt"])
+        scaler.load_state_dict(state["scaler"])
+        loader.generator.set_state(state["order"])
+        if gen is not None:
+            gen.set_state(state["locations"])
+        start, step, result.history = state["epoch"], state["step"], state["history"]
+        best, result.best_epoch = (state["best_score"], state["best_state"]), state["best_epoch"]
+        log.info("%s: resumed from %s after epoch %d of %d", desc, checkpoint, start, cfg.epochs)
+    saved = time.monotonic()
     with frozen(bundle.model):
-        for epoch in progress(range(cfg.epochs), desc=desc, total=cfg.epochs):
+        for epoch in progress(range(start, cfg.epochs), desc=desc, total=cfg.epochs, initial=start):
             step, loss, train_acc = _epoch(bundle, head, prompter, loader, opt, cfg, step, total, scaler)
             row = {"epoch": epoch + 1, "step": step, "lr": lr_at(step - 1, cfg.lr, _warmup(cfg, total), total),
                    "loss": loss, "train_acc": train_acc}
@@ -329,6 +373,13 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
                 best = (score, {k: v.detach().clone() for k, v in prompter.state_dict().items()})
                 result.best_epoch = epoch + 1
             result.history.append(row)
+            if checkpoint is not None and (time.monotonic() - saved >= checkpoint_every_s or epoch + 1 == cfg.epochs):
+                _save_checkpoint(checkpoint, {
+                    "cfg": asdict(cfg), "epoch": epoch + 1, "step": step, "history": result.history,
+                    "prompter": prompter.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
+                    "order": loader.generator.get_state(), "best_score": best[0], "best_state": best[1],
+                    "best_epoch": result.best_epoch, **({"locations": gen.get_state()} if gen is not None else {})})
+                saved = time.monotonic()
     if cfg.select in ("val", "test"):
         prompter.load_state_dict(best[1])
     else:
