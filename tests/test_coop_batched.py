@@ -31,6 +31,29 @@ def _train(bundle, shots: int, seed: int, n_views: int = 3) -> TrainSet:
     return TrainSet(y, view_feats=F.normalize(torch.randn(len(y), n_views, bundle.embed_dim, generator=g), dim=-1))
 
 
+def _world_split(name: str = "digits", n_train: int = 40, n_test: int = 30) -> Splits:
+    """A small world dataset as the sweep loads it (32 px, world seed 0; 40 validation images)."""
+    from vlmlab import world
+    load = lambda split, n: world.load(name, split, n=n, seed=0, size=32)  # noqa: E731
+    test = load("test", n_test)
+    return Splits(name, f"world:{name}", load("train", n_train), load("val", 40), test, list(test.classnames),
+                  test.template)
+
+
+def _stop_at(monkeypatch, cls, k: int):
+    """``cls.run`` raises KeyboardInterrupt at its ``k``-th call (an interrupted sweep); returns the real ``run``."""
+    real, calls = cls.run, []
+
+    def run(self, b):
+        calls.append(1)
+        if len(calls) == k:
+            raise KeyboardInterrupt
+        return real(self, b)
+
+    monkeypatch.setattr(cls, "run", run)
+    return real
+
+
 VARIANTS = {"UC end": {}, "UC middle": {"position": "middle"}, "CSC end": {"csc": True},
             "UC front": {"position": "front"}, "UC phrase": {"ctx_init": "a photo of a"}}
 
@@ -307,13 +330,7 @@ def test_job_costs_follow_the_rows_tokens_and_a_group_pays_a_fixed_cost_per_step
 
 
 def test_sweep_tables_equal_with_and_without_batching(bundle):
-    from vlmlab import world
-    splits = []
-    for name in ("digits", "colours"):                          # 10 and other class names: two pieces
-        load = lambda split, n: world.load(name, split, n=n, seed=0, size=32)  # noqa: E731
-        test = load("test", 30)
-        splits.append(Splits(name, f"world:{name}", load("train", 40), load("val", 40), test, list(test.classnames),
-                             test.template))
+    splits = [_world_split(name) for name in ("digits", "colours")]     # 10 and other class names: two pieces
     cfg = CoOpConfig(n_views=2, epochs={1: 2, 2: 3})
     kw = dict(shots=[1, 2], seeds=[1, 2], variants=["M4_end", "M2_middle_csc@2"], cfg=cfg,
               methods=("zero_shot", "coop"))
@@ -334,13 +351,9 @@ def test_sweep_tables_equal_with_and_without_batching(bundle):
 
 
 def test_trained_runs_are_kept_in_the_cache_and_a_changed_input_retrains(bundle, tmp_path, monkeypatch):
-    from vlmlab import world
     from vlmlab.coop import jobs as coop_jobs
     from vlmlab.features import FeatureCache
-    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
-    test = load("test", 30)
-    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
-                   test.template)
+    split = _world_split()
     cache = FeatureCache(tmp_path)
     kw = dict(shots=[1, 2], seeds=[1, 2], variants=["M4_end", "M2_middle_csc@2"], methods=("zero_shot", "coop"),
               cache=cache)
@@ -363,23 +376,11 @@ def test_trained_runs_are_kept_in_the_cache_and_a_changed_input_retrains(bundle,
 
 
 def test_an_interrupted_sweep_keeps_the_runs_that_finished(bundle, tmp_path, monkeypatch):
-    from vlmlab import world
     from vlmlab.features import FeatureCache
-    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
-    test = load("test", 30)
-    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
-                   test.template)
+    split = _world_split()
     kw = dict(shots=[1, 2], seeds=[1], variants=["M4_end", "M2_middle_csc"], methods=("coop",),
               cache=FeatureCache(tmp_path), cfg=CoOpConfig(n_views=2, epochs={1: 2, 2: 3}))
-    real, calls = BatchJob.run, []
-
-    def second_fails(self, b):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, b)
-
-    monkeypatch.setattr(BatchJob, "run", second_fails)
+    real = _stop_at(monkeypatch, BatchJob, 2)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(bundle, [split], **kw)
     monkeypatch.setattr(BatchJob, "run", real)
@@ -389,25 +390,13 @@ def test_an_interrupted_sweep_keeps_the_runs_that_finished(bundle, tmp_path, mon
 def test_exact_mode_runs_are_kept_in_the_cache_and_an_interrupted_sweep_resumes(bundle, tmp_path, monkeypatch):
     """The paper profile's mode: each run is stored as it finishes, so a stopped sweep loses only the run it was
     in, and a rerun loads every run it finished with the contexts and accuracies of a sweep without a cache."""
-    from vlmlab import world
     from vlmlab.features import FeatureCache
-    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
-    test = load("test", 30)
-    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
-                   test.template)
+    split = _world_split()
     cfg = CoOpConfig(mode="exact", epochs={1: 2, 2: 2}, crop_scale=(0.5, 1.0))
     kw = dict(shots=[1, 2], seeds=[1], variants=["M4_end", "M2_middle_csc"], methods=("coop",), cfg=cfg)
     plain = run_sweep(bundle, [split], cache_runs=False, **kw)
-    real, calls = Job.run, []
-
-    def third_fails(self, b):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, b)
-
     cache = FeatureCache(tmp_path)
-    monkeypatch.setattr(Job, "run", third_fails)
+    real = _stop_at(monkeypatch, Job, 3)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(bundle, [split], cache=cache, **kw)
     monkeypatch.setattr(Job, "run", real)
@@ -452,13 +441,9 @@ def test_an_exact_mode_run_is_keyed_by_its_images_shots_and_view_seed(bundle):
 
 
 def test_linear_probe_search_is_kept_in_the_cache_and_the_refit_is_the_same_probe(bundle, tmp_path, monkeypatch):
-    from vlmlab import world
     from vlmlab.coop import jobs as coop_jobs
     from vlmlab.features import FeatureCache
-    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
-    test = load("test", 30)
-    split = Splits("digits", "world:digits", load("train", 40), load("val", 40), test, list(test.classnames),
-                   test.template)
+    split = _world_split()
     kw = dict(shots=[1, 2], seeds=[1, 2], variants=["M4_end"], methods=("linear_probe",), cache=FeatureCache(tmp_path),
               cfg=CoOpConfig(n_views=2, epochs={1: 2}), lp_refine=3)
     first = run_sweep(bundle, [split], **kw)
@@ -513,14 +498,11 @@ def test_each_shot_count_trains_on_its_own_draw_and_its_own_views(bundle, nested
     """Independent draws (CoOp's) or nested ones: every job holds sample_few_shot's draw for its K, with the views
     and labels of exactly those items (views computed once for the union of the draws); the probes too, with
     ``lp_draws="coop"``."""
-    from vlmlab import world
     from vlmlab.coop.augment import eval_features, view_features
     from vlmlab.coop.sweep import _jobs_for_seed
     from vlmlab.data.fewshot import sample_few_shot
-    load = lambda split, n: world.load("digits", split, n=n, seed=0, size=32)  # noqa: E731
-    test = load("test", 10)
-    split = Splits("digits", "world:digits", load("train", 60), load("val", 40), test, list(test.classnames),
-                   test.template)
+    split = _world_split(n_train=60, n_test=10)
+    test = split.test
     cfg = CoOpConfig(n_views=2, epochs={1: 1})
     jobs = _jobs_for_seed(bundle, split, eval_features(bundle, test), [1, 2, 4], 3, [parse_variant("M4_end")], cfg,
                           cfg.epochs, ("linear_probe", "coop"), 0, None, nested=nested, lp_draws="coop")
