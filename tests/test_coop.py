@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -155,6 +156,75 @@ def test_cached_cycle_mode_reproduces_exact_training(bundle, splits):
     assert exact.steps == cached.steps == epochs * (40 // 16)                         # drop_last when n >= batch
     torch.testing.assert_close(cached.learner.ctx, exact.learner.ctx, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(exact.learner.ctx, build_learner(bundle, splits.classnames, base, 5).ctx)
+
+
+@pytest.mark.parametrize("mode", ["exact", "cached"])
+def test_a_run_stopped_after_an_epoch_resumes_to_the_result_of_one_never_stopped(bundle, splits, tmp_path,
+                                                                                 monkeypatch, mode):
+    """``train_coop``'s checkpoint: stopped in epoch 3 of 4, the rerun trains epochs 3-4 only and ends with the
+    context, loss history and steps of a run never stopped (the views' draws and the sample order continue)."""
+    import vlmlab.coop.train as T
+    job = _jobs(bundle, splits, 1, shots=(4,))[0]
+    views = view_features(bundle, splits.train, job.train.indices, n_views=3, seed=1)
+    train = TrainSet(job.train.labels, view_feats=views, data=splits.train, indices=job.train.indices, view_seed=1)
+    cfg = CoOpConfig(n_ctx=4, batch_size=16, mode=mode, epochs={1: 4})
+    whole = train_coop(bundle, splits.classnames, train, cfg, seed=5, shots=4)
+    ckpt, real, calls = tmp_path / "run.training.pt", T.lr_at, []
+
+    def stop_in_epoch_3(epoch, total, c):                              # lr_at opens every epoch
+        calls.append(epoch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(epoch, total, c)
+
+    monkeypatch.setattr(T, "lr_at", stop_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_coop(bundle, splits.classnames, train, cfg, seed=5, shots=4, checkpoint=ckpt, checkpoint_every_s=0)
+    monkeypatch.setattr(T, "lr_at", real)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    resumed = train_coop(bundle, splits.classnames, train, cfg, seed=5, shots=4, checkpoint=ckpt,
+                         checkpoint_every_s=0)
+    assert torch.equal(resumed.learner.ctx, whole.learner.ctx)
+    assert resumed.history == whole.history and resumed.steps == whole.steps
+    # another run's state (another seed) is not resumed
+    other = train_coop(bundle, splits.classnames, train, cfg, seed=6, shots=4, checkpoint=ckpt)
+    assert torch.equal(other.learner.ctx, train_coop(bundle, splits.classnames, train, cfg, seed=6, shots=4).learner.ctx)
+
+
+def test_an_exact_run_stopped_mid_training_in_a_sweep_resumes_from_its_checkpoint(bundle, splits, tmp_path,
+                                                                                   monkeypatch):
+    """``run_units`` gives a run trained alone a checkpoint in the run cache; a rerun resumes it and deletes the
+    file once the run is stored."""
+    import functools
+
+    import vlmlab.coop.jobs as J
+    import vlmlab.coop.train as T
+    from vlmlab.features import FeatureCache
+    kw = dict(shots=[2], seeds=[1], variants=["M4_end"], methods=("coop",), cache=FeatureCache(tmp_path),
+              cfg=CoOpConfig(mode="exact", epochs={1: 3}, batch_size=8))
+    plain = run_sweep(bundle, [splits], **{**kw, "cache_runs": False})
+    real, calls, saved = T.lr_at, [], []
+    real_save = T.save_state
+
+    def stop_in_epoch_3(epoch, total, c):
+        calls.append(epoch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(epoch, total, c)
+
+    monkeypatch.setattr(T, "lr_at", stop_in_epoch_3)
+    monkeypatch.setattr(T, "save_state", lambda path, state: saved.append(path) or real_save(path, state))
+    monkeypatch.setattr(J, "train_coop", functools.partial(T.train_coop, checkpoint_every_s=0))   # every epoch
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(bundle, [splits], **kw)
+    assert len(saved) == 2 and torch.load(saved[0], weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(T, "lr_at", lambda *a: calls.append(a[0]) or real(*a))
+    resumed = run_sweep(bundle, [splits], **kw)
+    assert calls[3:] == [2]                                            # the third epoch only
+    assert resumed.timing["runs_from_cache"] == 0 and not Path(saved[0]).exists()
+    pd.testing.assert_frame_equal(resumed.runs.drop(columns=["seconds", "cpu_seconds"]),
+                                  plain.runs.drop(columns=["seconds", "cpu_seconds"]))
+    assert run_sweep(bundle, [splits], **kw).timing["runs_from_cache"] == 1
 
 
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch(bundle):

@@ -23,7 +23,7 @@ TEST_COMMAND = "VLMLAB_BATCH=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q"
 # Import layers (DESIGN/STYLE): a module imports only from its own or lower layers;
 # L3 packages never import each other. Notebooks may import anything.
 LAYERS = {
-    "runtime": 0, "params": 0, "results": 0, "plots": 0, "claims": 0, "report": 0, "verify": 0, "runcache": 0,
+    "runtime": 0, "params": 0, "results": 0, "plots": 0, "claims": 0, "report": 0, "verify": 0, "runcache": 0, "checkpoints": 0,
     "world": 1, "data": 1, "models": 1, "metrics": 1,
     "features": 2, "prompts": 2,
     "probe": 2,         # linear probe: a baseline of both tta (02) and coop (03), so below L3

@@ -364,7 +364,7 @@ def test_a_checkpoint_of_another_config_or_a_damaged_one_is_not_resumed(tmp_path
     train_prompt(bundle, head, data, dataclasses.replace(cfg, lr=1.0), checkpoint=ckpt)   # the last epoch is saved
     assert torch.load(ckpt, weights_only=True)["epoch"] == 3
     res = train_prompt(bundle, head, data, cfg, checkpoint=ckpt)
-    assert "another config" in caplog.text and res.history == ref.history
+    assert "belongs to another run" in caplog.text and res.history == ref.history
     ckpt.write_bytes(b"not a checkpoint")
     res = train_prompt(bundle, head, data, cfg, checkpoint=ckpt)
     assert "damaged visual-prompt checkpoint" in caplog.text and res.history == ref.history

@@ -21,13 +21,14 @@ the probe code and scikit-learn version); a rerun fits once at that C instead of
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vlmlab.checkpoints import checkpoint_path
 from vlmlab.coop.batched import group_key, train_coop_batched
 from vlmlab.coop.train import CoOpConfig, CoOpResult, TrainSet, build_learner, coop_logits, train_coop
 from vlmlab.features import FeatureCache
@@ -67,12 +68,13 @@ class Job:
     test_labels: Tensor
     cfg: CoOpConfig
     epochs: int
+    checkpoint: str | None = None       # a file for the training state while it runs (``run_units`` sets it)
 
     def run(self, bundle: ClipBundle) -> dict:
         """Train and evaluate -> accuracy, seconds, cpu_seconds, steps, final loss, the context (CPU) and M."""
         cpu = time.process_time()
         res = train_coop(bundle, self.classnames, self.train, self.cfg, seed=self.seed, shots=self.shots,
-                         epochs=self.epochs)
+                         epochs=self.epochs, checkpoint=self.checkpoint)
         return self.result(res, cpu)
 
     def result(self, res: CoOpResult, cpu_start: float, cpu_share: float = 1.0) -> dict:
@@ -280,7 +282,8 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
     result per job, in job order.
 
     ``cache``: CoOp runs found there (``run_key``) are evaluated, not trained; the others are trained and
-    stored as each unit finishes. Results from the cache carry ``from_cache=True``.
+    stored as each unit finishes. A run trained alone (the exact mode's) keeps its training state beside its
+    entry while it trains (``train_coop``'s ``checkpoint``), so a rerun resumes it after its last saved epoch. Results from the cache carry ``from_cache=True``.
     """
     out: list = [None] * len(jobs)
     keys: list[dict | None] = [None] * len(jobs)
@@ -295,7 +298,9 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
             log.info("CoOp: %d of %d runs and probes loaded from the cache (%s), %d to train", hits,
                      sum(k is not None for k in keys), cache.root, len(jobs) - hits)
     todo = [i for i, r in enumerate(out) if r is None]
-    pending = [jobs[i] for i in todo]
+    alone = [i for i in todo if isinstance(jobs[i], Job) and (not batch or jobs[i].cfg.mode != "cached")]
+    ckpt = {i: checkpoint_path(cache, keys[i]) for i in alone if keys[i] is not None}   # these resume mid-run
+    pending = [replace(jobs[i], checkpoint=str(ckpt[i])) if i in ckpt else jobs[i] for i in todo]
     units = batch_jobs(pending, max_rows, stack) if batch else [([j], job) for j, job in enumerate(pending)]
 
     def keep(u: int, res) -> None:                   # as each unit finishes: an interruption loses only the rest
@@ -305,6 +310,8 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
             out[i] = r
             if cache is not None and keys[i] is not None:
                 cache.put(keys[i], jobs[i].stored(r) if isinstance(jobs[i], ProbeJob) else _stored(r))
+            if i in ckpt:
+                ckpt[i].unlink(missing_ok=True)
 
     run_jobs(bundle, [u for _, u in units], workers=workers, threads=threads, on_result=keep)
     return out

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vlmlab.checkpoints import load_state, save_state
 from vlmlab.coop.augment import encode_augmented
 from vlmlab.coop.text_batch import text_features
 from vlmlab.models.bundle import ClipBundle
@@ -213,7 +215,8 @@ def run_plan(train: TrainSet, n_cls: int, cfg: CoOpConfig, seed: int, shots: int
 
 
 def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig, seed: int = 0,
-               shots: int | None = None, epochs: int | None = None) -> CoOpResult:
+               shots: int | None = None, epochs: int | None = None, checkpoint: str | Path | None = None,
+               checkpoint_every_s: float = 300.0) -> CoOpResult:
     """Train one CoOp context.
 
     Args:
@@ -221,6 +224,12 @@ def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig,
         cfg: hyperparameters and mode. seed: init, sample order and view sampling.
         shots: K, to pick the epochs from ``cfg.epochs`` (default: items per class).
         epochs: explicit epoch count (overrides the table).
+        checkpoint: a file for the training state (the context, SGD's momentum, the generators of the sample
+            order and the view draws, the epoch, the steps and the history), written after an epoch once
+            ``checkpoint_every_s`` seconds have passed since the last write, and after the last epoch. If it
+            holds a state of this run (config, seed, classes, epochs, labels), training resumes after its
+            epoch, with the same result as a run never stopped: an exact-mode run on ImageNet takes about an
+            hour on a GPU (``vlmlab.coop.jobs.run_units`` passes a file in the run cache).
     Returns:
         ``CoOpResult`` with the learner holding the last epoch's context.
     """
@@ -230,8 +239,19 @@ def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig,
     learner = build_learner(bundle, classnames, cfg, seed)
     opt = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scale = cfg.logit_scale or bundle.logit_scale
-    history, steps = [], 0
-    for epoch in range(total):
+    history, steps, start = [], 0, 0
+    expect = {"cfg": asdict(cfg), "seed": int(seed), "classnames": list(classnames), "epochs": int(total),
+              "labels": y.tolist()}
+    if checkpoint is not None and (state := load_state(checkpoint, expect, "CoOp checkpoint")) is not None:
+        with torch.no_grad():
+            learner.ctx.copy_(state["ctx"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["order"])
+        g_view.set_state(state["views"])
+        start, steps, history = state["epoch"], state["steps"], state["history"]
+        log.info("CoOp: resumed from %s after epoch %d of %d", checkpoint, start, total)
+    saved = time.monotonic()
+    for epoch in range(start, total):
         lr = lr_at(epoch, total, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -248,6 +268,11 @@ def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig,
             losses.append(loss.item())
             steps += 1
         history.append({"epoch": epoch, "lr": lr, "loss": sum(losses) / len(losses)})
+        if checkpoint is not None and (time.monotonic() - saved >= checkpoint_every_s or epoch + 1 == total):
+            save_state(checkpoint, {"expect": expect, "epoch": epoch + 1, "steps": steps, "history": history,
+                                    "ctx": learner.ctx.detach(), "opt": opt.state_dict(), "order": g.get_state(),
+                                    "views": g_view.get_state()})
+            saved = time.monotonic()
     return CoOpResult(learner, history, time.perf_counter() - t0, steps)
 
 

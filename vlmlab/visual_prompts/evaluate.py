@@ -11,7 +11,6 @@ Methods: ``train.py`` (prompt training), ``gap.py`` (distances), ``data.py`` (sp
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from vlmlab.checkpoints import checkpoint_path
 from vlmlab.features import FeatureCache
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
@@ -157,12 +157,6 @@ def vp_run_key(bundle: ClipBundle, head, cfg: VPConfig, train_in, val_in, test_i
     if test_in is not None:
         key["test"] = test
     return key
-
-
-def checkpoint_path(cache: FeatureCache, key: dict) -> Path:
-    """Where a keyed prompt training keeps its state while it runs (``train_prompt``'s ``checkpoint``), beside
-    the result it will be stored as; deleted once the result is stored."""
-    return cache.root / f"{cache.digest(key)}.training.pt"
 
 
 def train_prompt_cached(bundle: ClipBundle, head, train_in, cfg: VPConfig, val_in=None,

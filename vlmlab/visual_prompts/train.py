@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from vlmlab.checkpoints import load_state, save_state
 from vlmlab.features import arrays_to_input
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
 from vlmlab.probe import LinearProbe
 from vlmlab.prompts import zero_shot_weights
-from vlmlab.results import atomic_path, read_cached
 from vlmlab.runtime import get_logger, progress
 from vlmlab.visual_prompts.prompters import Prompter, build_prompter
 
@@ -281,22 +281,6 @@ def new_prompter(bundle: ClipBundle, cfg: VPConfig) -> Prompter:
     return prompter.to(bundle.device)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically: an interruption mid-write leaves the previous checkpoint whole."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_checkpoint(path: Path, cfg: VPConfig, desc: str) -> dict | None:
-    """The training state saved at ``path`` for this ``cfg``, or None: no file, a damaged one (deleted, with a
-    warning: ``read_cached``) or another config's (a warning); training then starts afresh."""
-    state = read_cached(path, lambda p: torch.load(p, map_location="cpu", weights_only=True), "visual-prompt checkpoint")
-    if state is not None and state.get("cfg") != asdict(cfg):
-        log.warning("%s: the checkpoint %s is of another config; training afresh", desc, path)
-        return None
-    return state
-
-
 def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPConfig = VPConfig(),
                  val: Dataset | None = None, desc: str = "visual prompt",
                  eval_head: nn.Module | None = None, test: Dataset | None = None,
@@ -348,7 +332,8 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
     scaler = torch.amp.GradScaler("cuda", enabled=bundle.device.type == "cuda" and bundle.precision == "fp16")
     gen = getattr(prompter, "generator", None)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    if checkpoint is not None and (state := _load_checkpoint(checkpoint, cfg, desc)) is not None:
+    expect = {"cfg": asdict(cfg)}
+    if checkpoint is not None and (state := load_state(checkpoint, expect, "visual-prompt checkpoint")) is not None:
         prompter.load_state_dict(state["prompter"])
         opt.load_state_dict(state["opt"])
         scaler.load_state_dict(state["scaler"])
@@ -374,8 +359,8 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
                 result.best_epoch = epoch + 1
             result.history.append(row)
             if checkpoint is not None and (time.monotonic() - saved >= checkpoint_every_s or epoch + 1 == cfg.epochs):
-                _save_checkpoint(checkpoint, {
-                    "cfg": asdict(cfg), "epoch": epoch + 1, "step": step, "history": result.history,
+                save_state(checkpoint, {
+                    "expect": expect, "epoch": epoch + 1, "step": step, "history": result.history,
                     "prompter": prompter.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
                     "order": loader.generator.get_state(), "best_score": best[0], "best_state": best[1],
                     "best_epoch": result.best_epoch, **({"locations": gen.get_state()} if gen is not None else {})})
