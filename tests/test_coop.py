@@ -188,7 +188,8 @@ def test_a_run_stopped_after_an_epoch_resumes_to_the_result_of_one_never_stopped
     assert resumed.history == whole.history and resumed.steps == whole.steps
     # another run's state (another seed) is not resumed
     other = train_coop(bundle, splits.classnames, train, cfg, seed=6, shots=4, checkpoint=ckpt)
-    assert torch.equal(other.learner.ctx, train_coop(bundle, splits.classnames, train, cfg, seed=6, shots=4).learner.ctx)
+    fresh = train_coop(bundle, splits.classnames, train, cfg, seed=6, shots=4)
+    assert torch.equal(other.learner.ctx, fresh.learner.ctx)
 
 
 def test_an_exact_run_stopped_mid_training_in_a_sweep_resumes_from_its_checkpoint(bundle, splits, tmp_path,

@@ -283,7 +283,8 @@ def run_units(bundle: ClipBundle, jobs: Sequence, batch: bool = True, max_rows: 
 
     ``cache``: CoOp runs found there (``run_key``) are evaluated, not trained; the others are trained and
     stored as each unit finishes. A run trained alone (the exact mode's) keeps its training state beside its
-    entry while it trains (``train_coop``'s ``checkpoint``), so a rerun resumes it after its last saved epoch. Results from the cache carry ``from_cache=True``.
+    entry while it trains (``train_coop``'s ``checkpoint``), so a rerun resumes it after its last saved epoch.
+    Results from the cache carry ``from_cache=True``.
     """
     out: list = [None] * len(jobs)
     keys: list[dict | None] = [None] * len(jobs)
