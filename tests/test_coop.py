@@ -198,6 +198,7 @@ def test_an_exact_run_stopped_mid_training_in_a_sweep_resumes_from_its_checkpoin
     file once the run is stored."""
     import functools
 
+    import vlmlab.checkpoints as C
     import vlmlab.coop.jobs as J
     import vlmlab.coop.train as T
     from vlmlab.features import FeatureCache
@@ -205,7 +206,7 @@ def test_an_exact_run_stopped_mid_training_in_a_sweep_resumes_from_its_checkpoin
               cfg=CoOpConfig(mode="exact", epochs={1: 3}, batch_size=8))
     plain = run_sweep(bundle, [splits], **{**kw, "cache_runs": False})
     real, calls, saved = T.lr_at, [], []
-    real_save = T.save_state
+    real_save = C.save_state
 
     def stop_in_epoch_3(epoch, total, c):
         calls.append(epoch)
@@ -214,7 +215,7 @@ def test_an_exact_run_stopped_mid_training_in_a_sweep_resumes_from_its_checkpoin
         return real(epoch, total, c)
 
     monkeypatch.setattr(T, "lr_at", stop_in_epoch_3)
-    monkeypatch.setattr(T, "save_state", lambda path, state: saved.append(path) or real_save(path, state))
+    monkeypatch.setattr(C, "save_state", lambda path, state: saved.append(path) or real_save(path, state))
     monkeypatch.setattr(J, "train_coop", functools.partial(T.train_coop, checkpoint_every_s=0))   # every epoch
     with pytest.raises(KeyboardInterrupt):
         run_sweep(bundle, [splits], **kw)

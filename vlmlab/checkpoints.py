@@ -1,15 +1,17 @@
 """Training state kept on disk while a long training runs, so a run stopped part-way resumes.
 
-A trainer given a ``checkpoint`` file writes its whole state there every few minutes (``save_state``,
-atomically: an interruption mid-write leaves the previous file whole) and, when started again on the same
-file, reads it back (``load_state``) and continues after the saved epoch, to the result of a run never
-stopped. A keyed run keeps the file in the run cache beside the entry it will be stored as
+A trainer given a ``checkpoint`` file writes its whole state there every few minutes (``Checkpoint.save``;
+``save_state``, atomically: an interruption mid-write leaves the previous file whole) and, when started again
+on the same file, reads it back (``Checkpoint.load``; ``load_state``) and continues after the saved epoch, to
+the result of a run never stopped. A keyed run keeps the file in the run cache beside the entry it will be stored as
 (``checkpoint_path``) and deletes it once stored. Used by CoOp's ``train_coop`` (an exact-mode run on
 ImageNet takes about an hour on a GPU) and visual prompting's ``train_prompt`` (1,000 epochs, hours).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -39,3 +41,30 @@ def load_state(path: Path | str, expect: dict, what: str) -> dict | None:
         log.warning("%s %s belongs to another run; starting afresh", what, path)
         return None
     return state
+
+
+class Checkpoint:
+    """A trainer's checkpoint file, or none (``path`` None: every call does nothing).
+
+    ``expect`` names the run the state belongs to (its config, seed, ...): ``load`` returns only a state saved
+    with the same ``expect``. ``save(state, last)`` writes ``state()`` after an epoch once ``every_s`` seconds
+    have passed since the last write (or since the start), and always after the last epoch.
+    """
+
+    def __init__(self, path: Path | str | None, expect: dict, what: str, every_s: float = 300.0):
+        self.path = None if path is None else Path(path)
+        self.expect, self.what, self.every_s = expect, what, every_s
+        self._saved = time.monotonic()
+
+    def load(self) -> dict | None:
+        """The state saved for this run (``load_state``), or None."""
+        state = None if self.path is None else load_state(self.path, self.expect, self.what)
+        self._saved = time.monotonic()
+        return state
+
+    def save(self, state: Callable[[], dict], last: bool = False) -> None:
+        """Write ``state()`` (with ``expect``) when due; ``state`` is only called then."""
+        if self.path is None or not (last or time.monotonic() - self._saved >= self.every_s):
+            return
+        save_state(self.path, {"expect": self.expect, **state()})
+        self._saved = time.monotonic()

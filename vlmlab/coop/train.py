@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlmlab.checkpoints import load_state, save_state
+from vlmlab.checkpoints import Checkpoint
 from vlmlab.coop.augment import encode_augmented
 from vlmlab.coop.text_batch import text_features
 from vlmlab.models.bundle import ClipBundle
@@ -240,9 +240,9 @@ def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig,
     opt = torch.optim.SGD([learner.ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scale = cfg.logit_scale or bundle.logit_scale
     history, steps, start = [], 0, 0
-    expect = {"cfg": asdict(cfg), "seed": int(seed), "classnames": list(classnames), "epochs": int(total),
-              "labels": y.tolist()}
-    if checkpoint is not None and (state := load_state(checkpoint, expect, "CoOp checkpoint")) is not None:
+    ckpt = Checkpoint(checkpoint, {"cfg": asdict(cfg), "seed": int(seed), "classnames": list(classnames),
+                                   "epochs": int(total), "labels": y.tolist()}, "CoOp checkpoint", checkpoint_every_s)
+    if (state := ckpt.load()) is not None:
         with torch.no_grad():
             learner.ctx.copy_(state["ctx"])
         opt.load_state_dict(state["opt"])
@@ -250,7 +250,6 @@ def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig,
         g_view.set_state(state["views"])
         start, steps, history = state["epoch"], state["steps"], state["history"]
         log.info("CoOp: resumed from %s after epoch %d of %d", checkpoint, start, total)
-    saved = time.monotonic()
     for epoch in range(start, total):
         lr = lr_at(epoch, total, cfg)
         for group in opt.param_groups:
@@ -268,11 +267,9 @@ def train_coop(bundle: ClipBundle, classnames, train: TrainSet, cfg: CoOpConfig,
             losses.append(loss.item())
             steps += 1
         history.append({"epoch": epoch, "lr": lr, "loss": sum(losses) / len(losses)})
-        if checkpoint is not None and (time.monotonic() - saved >= checkpoint_every_s or epoch + 1 == total):
-            save_state(checkpoint, {"expect": expect, "epoch": epoch + 1, "steps": steps, "history": history,
-                                    "ctx": learner.ctx.detach(), "opt": opt.state_dict(), "order": g.get_state(),
-                                    "views": g_view.get_state()})
-            saved = time.monotonic()
+        ckpt.save(lambda: {"epoch": epoch + 1, "steps": steps, "history": history, "ctx": learner.ctx.detach(),
+                           "opt": opt.state_dict(), "order": g.get_state(), "views": g_view.get_state()},
+                  last=epoch + 1 == total)
     return CoOpResult(learner, history, time.perf_counter() - t0, steps)
 
 

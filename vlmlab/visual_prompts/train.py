@@ -29,7 +29,6 @@ downstream class i to ImageNet logit i); the same prompt is learned through it.
 from __future__ import annotations
 
 import math
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from vlmlab.checkpoints import load_state, save_state
+from vlmlab.checkpoints import Checkpoint
 from vlmlab.features import arrays_to_input
 from vlmlab.metrics import accuracy
 from vlmlab.models.bundle import ClipBundle
@@ -331,9 +330,8 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
     # the reference's GradScaler, for fp16 on CUDA; a pass-through otherwise
     scaler = torch.amp.GradScaler("cuda", enabled=bundle.device.type == "cuda" and bundle.precision == "fp16")
     gen = getattr(prompter, "generator", None)
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-    expect = {"cfg": asdict(cfg)}
-    if checkpoint is not None and (state := load_state(checkpoint, expect, "visual-prompt checkpoint")) is not None:
+    ckpt = Checkpoint(checkpoint, {"cfg": asdict(cfg)}, "visual-prompt checkpoint", checkpoint_every_s)
+    if (state := ckpt.load()) is not None:
         prompter.load_state_dict(state["prompter"])
         opt.load_state_dict(state["opt"])
         scaler.load_state_dict(state["scaler"])
@@ -343,7 +341,6 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
         start, step, result.history = state["epoch"], state["step"], state["history"]
         best, result.best_epoch = (state["best_score"], state["best_state"]), state["best_epoch"]
         log.info("%s: resumed from %s after epoch %d of %d", desc, checkpoint, start, cfg.epochs)
-    saved = time.monotonic()
     with frozen(bundle.model):
         for epoch in progress(range(start, cfg.epochs), desc=desc, total=cfg.epochs, initial=start):
             step, loss, train_acc = _epoch(bundle, head, prompter, loader, opt, cfg, step, total, scaler)
@@ -358,13 +355,11 @@ def train_prompt(bundle: ClipBundle, head: nn.Module, train: Dataset, cfg: VPCon
                 best = (score, {k: v.detach().clone() for k, v in prompter.state_dict().items()})
                 result.best_epoch = epoch + 1
             result.history.append(row)
-            if checkpoint is not None and (time.monotonic() - saved >= checkpoint_every_s or epoch + 1 == cfg.epochs):
-                save_state(checkpoint, {
-                    "expect": expect, "epoch": epoch + 1, "step": step, "history": result.history,
-                    "prompter": prompter.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
-                    "order": loader.generator.get_state(), "best_score": best[0], "best_state": best[1],
-                    "best_epoch": result.best_epoch, **({"locations": gen.get_state()} if gen is not None else {})})
-                saved = time.monotonic()
+            ckpt.save(lambda: {
+                "epoch": epoch + 1, "step": step, "history": result.history, "prompter": prompter.state_dict(),
+                "opt": opt.state_dict(), "scaler": scaler.state_dict(), "order": loader.generator.get_state(),
+                "best_score": best[0], "best_state": best[1], "best_epoch": result.best_epoch,
+                **({"locations": gen.get_state()} if gen is not None else {})}, last=epoch + 1 == cfg.epochs)
     if cfg.select in ("val", "test"):
         prompter.load_state_dict(best[1])
     else:
