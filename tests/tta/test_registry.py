@@ -118,24 +118,21 @@ def test_raw_views_crop_the_file_as_the_references_random_resized_crop(bundle, t
         type(toy_stream)(toy_stream.labels, view_source="file")
 
 
-def test_cached_views_key_keeps_the_served_spec_and_separates_raw(bundle, toy_stream):
+def test_cached_views_key_keeps_the_served_spec_and_separates_raw(bundle, toy_stream, tmp_path):
     """The served views' cache key is the one caches already hold; raw views get their own."""
+    from vlmlab.features import FeatureCache
     from vlmlab.tta.evaluate import cached_views
 
-    class _Cache:
-        def __init__(self):
-            self.specs = []
+    class _Cache(FeatureCache):
+        specs = []
 
         def get(self, spec):
             self.specs.append(spec)
 
-        def put(self, spec, value):
-            pass
-
     class _Data:
         images, key = toy_stream.images.images, "toy"
 
-    cache, idx = _Cache(), torch.tensor([0, 2])
+    cache, idx = _Cache(tmp_path), torch.tensor([0, 2])
     served = cached_views(bundle, _Data, idx, 4, 3, cache)
     raw = cached_views(bundle, _Data, idx, 4, 3, cache, source="raw")
     assert cache.specs[0]["transform"] == "views:V=4:rrc(0.08,1)+hflip:roi_align-bilinear:64"

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import Tensor
 
 from vlmlab.features import FeatureCache
 from vlmlab.tta import build, run_stream
@@ -138,3 +139,137 @@ def test_the_paper_profiles_streams_on_disk_are_keyed_by_their_files_and_resume_
     assert before is stream_digest(stream)                               # computed once per stream
     stream.feats = torch.zeros(len(ds), 4)                               # ... while it holds the same tensors
     assert stream_digest(stream)["feats"] != before["feats"] and stream_digest(stream) is stream_digest(stream)
+
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(monkeypatch, method, calls: int) -> list:
+    """Make ``method``'s class's ``predict`` raise at its ``calls + 1``-th call (an interrupted stream); returns
+    the items it was called on."""
+    made, predict = [], type(method).predict
+
+    def stopping(self, batch):
+        if len(made) == calls:
+            raise _Stop
+        made.append(int(batch.index[0]))
+        return predict(self, batch)
+
+    monkeypatch.setattr(type(method), "predict", stopping)
+    return made
+
+
+def _run(monkeypatch, calls: int, make, **kw) -> tuple[list, Tensor | None]:
+    """Run ``run_stream(make(), **kw)`` stopped at predict call ``calls + 1``: (items visited, logits or None)."""
+    m = make()
+    with monkeypatch.context() as patch:
+        visited = _stop_after(patch, m, calls)
+        try:
+            return visited, run_stream(m, **kw)
+        except _Stop:
+            return visited, None
+
+
+@pytest.mark.parametrize("name", ["tpt", "zero"])
+def test_an_episodic_stream_stopped_part_way_resumes_to_the_logits_of_a_run_never_stopped(
+        name, bundle, text, toy_stream, tmp_path, monkeypatch):
+    """Stopped in its third fetch group of two images, a stream resumes after the four images it saved and visits
+    only the last two; another run's checkpoint (another seed) is not resumed."""
+    from vlmlab.checkpoints import Checkpoint
+
+    make = lambda: _method(name, bundle, text)                                     # noqa: E731
+
+    def ckpt(seed):                                                                # written after every group
+        return Checkpoint(tmp_path / "stream.pt", stream_key(make(), toy_stream, seed=seed, fetch=2), "test", every_s=0)
+
+    whole = run_stream(make(), toy_stream, seed=3, fetch=2)
+    visited, out = _run(monkeypatch, 5, make, stream=toy_stream, seed=3, fetch=2, checkpoint=ckpt(3))
+    assert out is None and len(visited) == 5
+    visited, resumed = _run(monkeypatch, 99, make, stream=toy_stream, seed=3, fetch=2, checkpoint=ckpt(3))
+    assert visited == torch.randperm(6, generator=torch.Generator().manual_seed(3))[4:].tolist()
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
+
+    visited, _ = _run(monkeypatch, 99, make, stream=toy_stream, seed=4, fetch=2, checkpoint=ckpt(4))
+    assert len(visited) == 6                                                       # started afresh
+
+
+def test_a_resumed_stream_continues_torchs_random_draws(bundle, text, toy_stream, tmp_path, monkeypatch):
+    """A method drawing from torch's global generator gets the draws of a run never stopped after a resume."""
+    from vlmlab.checkpoints import Checkpoint
+
+    zero = type(_method("zero", bundle, text))
+    predict = zero.predict
+    monkeypatch.setattr(zero, "predict", lambda self, batch: predict(self, batch) + torch.rand(1, 3))
+    make = lambda: _method("zero", bundle, text)                                   # noqa: E731
+    ckpt = Checkpoint(tmp_path / "stream.pt", {"run": 1}, "test", every_s=0)
+    whole = run_stream(make(), toy_stream, seed=3, fetch=2)
+    assert _run(monkeypatch, 3, make, stream=toy_stream, seed=3, fetch=2, checkpoint=ckpt)[1] is None
+    visited, resumed = _run(monkeypatch, 99, make, stream=toy_stream, seed=3, fetch=2, checkpoint=ckpt)
+    assert len(visited) == 4
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
+
+
+def test_run_stream_cached_keeps_an_episodic_streams_progress_beside_its_entry_and_deletes_it_once_stored(
+        bundle, text, toy_stream, tmp_path, monkeypatch):
+    from vlmlab.checkpoints import checkpoint_path
+
+    cache, make = FeatureCache(tmp_path), lambda: _method("tpt", bundle, text)     # noqa: E731
+    whole = run_stream(make(), toy_stream, seed=3, fetch=2)
+    key = stream_key(make(), toy_stream, seed=3, fetch=2)
+    for calls in (3, 99):                                                          # stopped in group 2, then whole
+        m = make()
+        with monkeypatch.context() as patch:
+            visited = _stop_after(patch, m, calls)
+            try:
+                logits, hit = run_stream_cached(m, toy_stream, cache=cache, seed=3, fetch=2, checkpoint_every_s=0)
+            except _Stop:
+                assert checkpoint_path(cache, key).is_file() and key not in cache
+    assert not hit and len(visited) == 4                                           # the first group was saved
+    torch.testing.assert_close(logits, whole, rtol=0, atol=0)
+    assert key in cache and not checkpoint_path(cache, key).exists()
+
+
+def test_online_streams_ignore_the_checkpoint(bundle, text, toy_stream, tmp_path):
+    """An online method's state is its own (TDA's caches, UniInfo's weights): no progress file is written."""
+    from vlmlab.checkpoints import Checkpoint
+
+    path = tmp_path / "stream.pt"
+    logits = run_stream(_method("uniinfo", bundle, text), toy_stream, seed=3,
+                        checkpoint=Checkpoint(path, {"run": 1}, "test", every_s=0))
+    assert not path.exists()
+    torch.testing.assert_close(logits, run_stream(_method("uniinfo", bundle, text), toy_stream, seed=3),
+                               rtol=0, atol=0)
+
+
+def test_view_encoding_stopped_part_way_resumes_to_the_same_views(bundle, toy_stream, tmp_path, monkeypatch):
+    """``cached_views`` writes the views so far; a rerun encodes only the chunks after the saved ones, gives the
+    features of a run never stopped, and deletes the file once they are stored."""
+    import importlib
+
+    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+
+    class _Data:
+        images, key, name = toy_stream.images.images, "toy", "toy"
+
+    idx, cache, encode = torch.tensor([0, 1, 2, 3, 5]), FeatureCache(tmp_path), E.encode_item_views
+    whole = E.cached_views(bundle, _Data, idx, 4, 3, None, chunk=2)
+    for stop in (2, None):                                          # stopped at the third chunk, then whole
+        chunks = []
+
+        def counting(bundle, src, part, *a, **k):
+            if len(chunks) == stop:
+                raise _Stop
+            chunks.append(part.tolist())
+            return encode(bundle, src, part, *a, **k)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(E, "encode_item_views", counting)
+            try:
+                views = E.cached_views(bundle, _Data, idx, 4, 3, cache, chunk=2, checkpoint_every_s=0)
+            except _Stop:
+                assert len(list(tmp_path.glob("*.training.pt"))) == 1 and not list(tmp_path.glob("*.safetensors"))
+    assert chunks == [[5]]                                          # the first two chunks came from the file
+    torch.testing.assert_close(views, whole, rtol=0, atol=0)
+    assert not list(tmp_path.glob("*.training.pt")) and len(list(tmp_path.glob("*.safetensors"))) == 1

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
+from vlmlab.checkpoints import Checkpoint, checkpoint_path
 from vlmlab.data.augment import SCALE, augmented_inputs
 from vlmlab.data.augmix import augmix_inputs
 from vlmlab.features import arrays_to_input
@@ -519,7 +520,7 @@ def stream_order(n: int, seed: int, shuffle: bool = True) -> Tensor:
 
 
 def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: bool = True,
-               fetch: int = 8, desc: str | None = None) -> Tensor:
+               fetch: int = 8, desc: str | None = None, checkpoint: Checkpoint | None = None) -> Tensor:
     """Run one stream through ``method`` (already ``setup``) and return logits (N, C) in dataset order.
 
     Args:
@@ -527,6 +528,13 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
         stream: the items. seed: seeds torch (method randomness) and the visiting order.
         shuffle: visit in a seeded random order (the references shuffle).
         fetch: episodic methods: images whose inputs are fetched (views encoded) together.
+        checkpoint: episodic methods (``vlmlab.checkpoints.Checkpoint``, whose ``expect`` names this run): the
+            logits so far, how many items were visited and torch's random states are written there after the
+            first fetch group that ends ``every_s`` seconds after the last write, and a run started again on
+            the same file continues after the saved item, to the logits of a run never stopped (each image
+            starts from ``reset()``, so that is the whole state). TPT on one ImageNet-C corruption takes about
+            an hour on a GPU. Online methods carry their own state through the stream and take milliseconds per
+            image: they ignore it.
     """
     if method.ctx is None:
         raise RuntimeError(f"{type(method).__name__}.setup(ctx) must be called before run_stream")
@@ -536,7 +544,13 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
     order = stream_order(n, seed, shuffle)
     out = torch.empty(n, method.ctx.n_classes)
     step = fetch if method.regime == "episodic" else method.batch_size
-    starts = range(0, n, step)
+    checkpoint = checkpoint if method.regime == "episodic" else None
+    done = 0
+    if checkpoint is not None and (state := checkpoint.load()) is not None:
+        out, done = state["logits"], int(state["done"])
+        _set_rng_states(state["rng"])
+        log.info("%s %s: resumed after %d of %d images", type(method).__name__, stream.name, done, n)
+    starts = range(done, n, step)
     bar = progress(starts, desc=desc or f"{type(method).__name__} {stream.name}", total=len(starts), leave=False,
                    disable=True if len(starts) < 20 else None)
     for s in bar:
@@ -549,6 +563,8 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
                                              (("feats", batch.feats), ("views", batch.views), ("images", batch.images),
                                               ("raw_feats", batch.raw_feats))})
                 out[idx[j]] = method.predict(one).detach().float().cpu()[0]
+            if checkpoint is not None:
+                checkpoint.save(lambda: {"logits": out, "done": s + len(idx), "rng": _rng_states()})
         else:
             out[idx] = method.predict(batch).detach().float().cpu()
     if method.second_pass:
@@ -557,6 +573,17 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
             idx = torch.arange(s, min(s + step, n))
             out[idx] = method.predict_offline(_fetch(method, stream, idx, bundle)).detach().float().cpu()
     return out
+
+
+def _rng_states() -> dict:
+    """torch's global random states (CPU and every CUDA device), which a method could draw from."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["cpu"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def stream_key(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: bool = True,
@@ -611,17 +638,26 @@ def stream_digest(stream: Stream) -> dict | None:
 
 
 def run_stream_cached(method: TTAMethod, stream: Stream, *, cache=None, seed: int = 0, shuffle: bool = True,
-                      fetch: int = 8, desc: str | None = None) -> tuple[Tensor, bool]:
+                      fetch: int = 8, desc: str | None = None,
+                      checkpoint_every_s: float = 300.0) -> tuple[Tensor, bool]:
     """``run_stream``, or its result stored in ``cache`` (a ``vlmlab.features.FeatureCache``) under
     ``stream_key``: the logits and the method's ``stream_state()``, restored with ``load_stream_state``. Returns
-    (logits, whether they came from the cache). A run that cannot be keyed (``stream_key`` is None) runs."""
+    (logits, whether they came from the cache). A run that cannot be keyed (``stream_key`` is None) runs.
+
+    An episodic run keeps its progress beside its cache entry while it runs (``run_stream``'s ``checkpoint``,
+    written every ``checkpoint_every_s`` seconds; ``vlmlab.checkpoints.checkpoint_path``), so a stream that
+    was stopped resumes after its last saved image; the file is deleted once the run is stored."""
     key = stream_key(method, stream, seed=seed, shuffle=shuffle, fetch=fetch) if cache is not None else None
     if key is not None and (hit := cache.get(key)) is not None:
         method.load_stream_state({k[len("state."):]: v for k, v in hit.items() if k.startswith("state.")})
         return hit["logits"], True
-    logits = run_stream(method, stream, seed=seed, shuffle=shuffle, fetch=fetch, desc=desc)
+    path = checkpoint_path(cache, key) if key is not None and method.regime == "episodic" else None
+    logits = run_stream(method, stream, seed=seed, shuffle=shuffle, fetch=fetch, desc=desc,
+                        checkpoint=Checkpoint(path, key, "TTA stream checkpoint", checkpoint_every_s))
     if key is not None:
         cache.put(key, {"logits": logits, **{f"state.{k}": v for k, v in method.stream_state().items()}})
+        if path is not None:
+            path.unlink(missing_ok=True)
     return logits, False
 
 

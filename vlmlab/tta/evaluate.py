@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from vlmlab.checkpoints import Checkpoint, checkpoint_path
 from vlmlab.data.fewshot import check_draws, sample_few_shot
 from vlmlab.data.sources import corrupted, load_source
 from vlmlab.features import FeatureCache, extract, extract_arrays
@@ -80,9 +81,14 @@ def encode(bundle, dataset, cache, batch_size: int = 256):
 
 
 def cached_views(bundle, dataset, idx: torch.Tensor, n_views: int, seed: int, cache, chunk: int = 8,
-                 source: str = "served") -> torch.Tensor:
+                 source: str = "served", checkpoint_every_s: float = 300.0) -> torch.Tensor:
     """(len(idx), V, D) unit view features of items ``idx`` (view 0 = the image), from the cache if present;
-    ``source``: crops of the served model input or of the raw file (``vlmlab.tta.base.encode_item_views``)."""
+    ``source``: crops of the served model input or of the raw file (``vlmlab.tta.base.encode_item_views``).
+
+    While they are encoded (64 views of 1,000 ImageNet-C images: about 45 minutes on a GPU), the views so far
+    are written beside their cache entry every ``checkpoint_every_s`` seconds (``vlmlab.checkpoints``), so a
+    stopped run resumes after the last saved chunk, to the same features; the file is deleted once they are
+    stored. Each item's views are drawn from its own seed, so they do not depend on where a run stopped."""
     crop = {"served": "roi_align-bilinear", "raw": "raw-rrc-bilinear"}[check_view_source(source)]
     spec = {"model": bundle.identity, "dataset": f"{getattr(dataset, 'key', type(dataset).__name__)}:views",
             "extra": {"index": idx.tolist()}, "seed": seed,
@@ -90,15 +96,22 @@ def cached_views(bundle, dataset, idx: torch.Tensor, n_views: int, seed: int, ca
     hit = cache.get(spec) if cache is not None else None
     if hit is not None:
         return hit["views"]
+    path = checkpoint_path(cache, spec) if cache is not None else None
+    ckpt = Checkpoint(path, spec, "view checkpoint", checkpoint_every_s)
+    state = ckpt.load()
+    out, done = ([state["views"]], int(state["done"])) if state is not None else ([], 0)
+    if done:
+        log.info("views %s: resumed after %d of %d images", getattr(dataset, "name", ""), done, len(idx))
     src = image_source(bundle, dataset)
-    out = []
-    steps = range(0, len(idx), chunk)
+    steps = range(done, len(idx), chunk)
     for s in progress(steps, desc=f"views {getattr(dataset, 'name', '')}", leave=False, disable=True if len(steps) < 20 else None):
         part = idx[s:s + chunk]
         out.append(encode_item_views(bundle, src, part, n_views, seed, source).cpu())
+        ckpt.save(lambda: {"views": torch.cat(out), "done": s + len(part)})
     views = torch.cat(out) if out else torch.zeros(0, n_views, bundle.embed_dim)
     if cache is not None:
         cache.put(spec, {"views": views})
+        path.unlink(missing_ok=True)
     return views
 
 
