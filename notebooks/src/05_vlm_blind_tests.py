@@ -166,7 +166,7 @@ ft_config = FinetuneConfig(steps=P.finetune_steps, batch_size=P.finetune_batch, 
                            **{f"lr_{k}": v for k, v in P.finetune_lrs.items()})
 if LLAVA:
     finetune_table, tv = BX.benchmark_finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank,
-                                                        P.components, ft_config)
+                                                        P.components, ft_config, cache=vlmlab.features.FeatureCache())
 else:
     finetune_table, tv = BX.finetune_variants(model, runs, MODEL, vlm_preds, P.soft_tokens, P.lora_rank, P.components,
                                               ft_config, workers=P.workers, cache=vlmlab.features.FeatureCache())

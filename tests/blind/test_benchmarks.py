@@ -200,6 +200,40 @@ def test_llava_benchmark_run_end_to_end(root, tiny_llava):
     assert (original == table.set_index("task").vlm_acc).all()
 
 
+def test_llava_fine_tunings_are_cached_by_the_checkpoints_files_and_load_on_a_rerun(root, tiny_llava_path, tmp_path,
+                                                                                    monkeypatch):
+    """A second run with the same cache loads every variant's predictions (nothing trains) and gives the same
+    tables; the key moves with a weight file's bytes and the dtype, and not with the folder's place."""
+    import shutil
+
+    import vlmlab.blind.finetune as FT
+    from vlmlab.blind.llava import LlavaScorer
+    from vlmlab.features import FeatureCache
+
+    scorer = LlavaScorer(tiny_llava_path)
+    runs = BX.prepare_benchmarks(scorer, ["depth", "art_style"], root, train_fraction=0.75, seed=0, size=32)
+    preds = {name: BX.scorer_predictions(scorer, r.test) for name, r in runs.items()}
+    cache = FeatureCache(tmp_path / "cache")
+    args = (runs, "tiny-llava", preds, [1], 8, ["lora", "projector"], FT.FinetuneConfig(steps=1, batch_size=2))
+    first = BX.benchmark_finetune_variants(scorer, *args, cache=cache)
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 6               # 2 tasks x 3 variants
+    with monkeypatch.context() as patch:
+        patch.setattr(FT, "finetune_llava", lambda *a, **k: pytest.fail("a cached variant trained"))
+        moved = tmp_path / "elsewhere" / "tiny-llava"
+        shutil.copytree(tiny_llava_path, moved)
+        again = BX.benchmark_finetune_variants(LlavaScorer(str(moved)), *args, cache=cache)
+    for a, b in zip(first, again):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+    assert scorer.identity.endswith("-float32") and LlavaScorer(str(moved)).identity == scorer.identity
+    assert LlavaScorer(tiny_llava_path, dtype=torch.bfloat16).identity != scorer.identity
+    weights = next(moved.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1                                                                 # one bit of one weight
+    weights.write_bytes(bytes(data))
+    assert LlavaScorer(str(moved)).identity != scorer.identity
+
+
 @pytest.mark.timeout(900)
 def test_notebook_05_paper_profile_runs_on_fake_benchmarks(root, tiny_llava_path, kernel_name, tmp_path):
     """The paper profile as a user runs it (its params file, a local checkpoint folder, a data root)."""

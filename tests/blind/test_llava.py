@@ -61,6 +61,26 @@ def test_a_missing_checkpoint_says_how_to_get_it(tmp_path):
         LlavaScorer(str(tmp_path / "no-such-model"))
 
 
+def test_a_hub_name_is_keyed_by_its_local_snapshots_files(tiny_llava_path, tmp_path, monkeypatch, caplog):
+    """``identity`` of a checkpoint loaded by its hub name (from the local Hugging Face cache, never downloaded)
+    is the digest of its snapshot's files: the same as the same files' folder."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--org--tiny-llava"
+    shutil.copytree(tiny_llava_path, repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    by_name = LlavaScorer("org/tiny-llava")
+    assert by_name.identity is not None and by_name.identity == LlavaScorer(tiny_llava_path).identity
+
+    (repo / "refs" / "main").unlink()                  # the snapshot can no longer be found: not cached, a warning
+    by_name.__dict__.pop("identity")
+    assert by_name.identity is None and "not cached" in caplog.text
+
+
 def test_canvas_boxes_locate_every_image_on_the_squared_canvas():
     from vlmlab.blind.llava import canvas_boxes
 

@@ -291,24 +291,38 @@ def finetune_variants(vlm: TinyVLM, runs: dict[str, TaskRun], model: str, image_
 
     def tune(plan: list[tuple[str, str, int]]) -> list[np.ndarray]:
         data = {name: (r.train, r.train_patches, r.test, r.test_patches) for name, r in runs.items()}
-        keys = [None] * len(plan)
-        if cache is not None:
-            model_id, digests = tensor_digest(*vlm.state_dict().values()), {n: _data_digest(d) for n, d in data.items()}
-            keys = [finetune_key(model_id, config, digests[job[0]], job) for job in plan]
-        out = [None if k is None or (hit := cache.get(k)) is None else hit["pred"].numpy() for k in keys]
-        todo = [i for i, o in enumerate(out) if o is None]
-
-        def keep(j: int, pred: np.ndarray) -> None:                  # as each variant finishes
-            out[todo[j]] = pred
-            if keys[todo[j]] is not None:
-                cache.put(keys[todo[j]], {"pred": torch.as_tensor(pred)})
-
-        process_map(_tuned_predictions, [plan[i] for i in todo], context=(vlm, config, data), workers=workers,
-                    desc="fine-tune variants", on_result=keep,        # the tasks go once to each worker
-                    cost=lambda job: finetune_cost(data[job[0]][0], job[1]))
-        return out
+        keys = None if cache is None else _finetune_keys(tensor_digest(*vlm.state_dict().values()), config, data, plan)
+        return _tune_cached(_tuned_predictions, plan, (vlm, config, data), cache, keys, workers,   # the tasks go
+                            cost=lambda job: finetune_cost(data[job[0]][0], job[1]))             # once to each worker
 
     return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tune)
+
+
+def _finetune_keys(model_id: str | None, config, data: dict, plan: list[tuple]) -> list[dict | None]:
+    """``finetune_key`` of every job of ``plan`` (None for all when the model has no identity)."""
+    if model_id is None:
+        return [None] * len(plan)
+    digests = {name: _data_digest(data[name]) for name in dict.fromkeys(job[0] for job in plan)}
+    return [finetune_key(model_id, config, digests[job[0]], job) for job in plan]
+
+
+def _tune_cached(train, plan: list[tuple], context, cache, keys: list[dict | None] | None, workers: int = 1,
+                 cost=None) -> list[np.ndarray]:
+    """Each job's test predictions: from ``cache`` where stored under its key, else ``train(context, job)`` (in
+    ``workers`` processes, ``vlmlab.runtime.process_map``), each stored as it finishes, so an interrupted run
+    keeps the variants it finished."""
+    keys = keys or [None] * len(plan)
+    out = [None if k is None or (hit := cache.get(k)) is None else hit["pred"].numpy() for k in keys]
+    todo = [i for i, o in enumerate(out) if o is None]
+
+    def keep(j: int, pred: np.ndarray) -> None:                      # as each variant finishes
+        out[todo[j]] = pred
+        if keys[todo[j]] is not None:
+            cache.put(keys[todo[j]], {"pred": torch.as_tensor(pred)})
+
+    process_map(train, [plan[i] for i in todo], context=context, workers=workers, desc="fine-tune variants",
+                on_result=keep, cost=cost)
+    return out
 
 
 def finetune_cost(train: MCTask, variant: str) -> int:
@@ -467,14 +481,29 @@ def benchmark_layer_probe(scorer, runs: dict[str, BenchmarkRun], model: str, lay
 
 def benchmark_finetune_variants(scorer, runs: dict[str, BenchmarkRun], model: str, image_preds: dict,
                                 soft_tokens=(1, 5, 10), lora_rank: int = 8, components=("lora", "projector", "vision"),
-                                config=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``finetune_variants`` for a LLaVA model (``vlmlab.blind.finetune.finetune_llava``); same tables."""
-    from vlmlab.blind.finetune import FinetuneConfig, finetune_llava
+                                config=None, cache=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``finetune_variants`` for a LLaVA model (``vlmlab.blind.finetune.finetune_llava``); same tables.
+
+    ``cache`` (a ``FeatureCache``): each variant's test predictions are stored as it finishes, keyed by the
+    checkpoint's files and dtype (``LlavaScorer.identity``), the task's questions, the config, the variant and
+    the fine-tuning code (``finetune_key``), so a rerun, or a notebook stopped part-way, loads them instead of
+    training again (the notebook's fine-tunings take most of its GPU hour on an H200)."""
+    from vlmlab.blind.finetune import FinetuneConfig
 
     config = config or FinetuneConfig()
 
     def tune(plan: list[tuple[str, str, int]]) -> list[np.ndarray]:
-        return [scorer_predictions(finetune_llava(scorer, runs[name].train, variant, arg, config), runs[name].test)
-                for name, variant, arg in progress(plan, desc="fine-tune variants")]
+        data = {name: (r.train, None, r.test, None) for name, r in runs.items()}
+        keys = None if cache is None else _finetune_keys(scorer.identity, config, data, plan)
+        return _tune_cached(_tuned_llava_predictions, plan, (scorer, config, runs), cache, keys)
 
     return _finetune_tables(runs, model, image_preds, soft_tokens, lora_rank, components, tune)
+
+
+def _tuned_llava_predictions(context, job) -> np.ndarray:
+    """One fine-tuning job of ``benchmark_finetune_variants``: the tuned copy's test predictions."""
+    from vlmlab.blind.finetune import finetune_llava
+
+    scorer, config, runs = context
+    name, variant, arg = job
+    return scorer_predictions(finetune_llava(scorer, runs[name].train, variant, arg, config), runs[name].test)

@@ -13,12 +13,18 @@ input of ``experiment.readout``.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from vlmlab.blind.readouts import tokens_to_grid
-from vlmlab.runtime import FETCH_HINT
+from vlmlab.runtime import FETCH_HINT, get_logger
+
+log = get_logger(__name__)
 
 PROMPT = "USER: <image>\n{question}\nASSISTANT:"
 
@@ -75,12 +81,38 @@ class LlavaScorer:
                                     f"vlmlab never downloads at run time: {FETCH_HINT} (`llava-1.5-7b`), or "
                                     f"`hf download {name_or_path}`, then rerun") from err
         self.model.to(device).eval()
-        self.device = torch.device(device)
+        self.name_or_path, self.device = str(name_or_path), torch.device(device)
         self.tokenizer = self.processor.tokenizer
         mean = getattr(self.processor.image_processor, "image_mean", None) or (0.481, 0.458, 0.408)
         self.fill = tuple(int(round(255 * m)) for m in mean)
         self.prefix = ""                 # text before each question (prompt tuning's soft tokens)
         self.readout_layer = self.model.config.vision_feature_layer if readout_layer is None else int(readout_layer)
+
+    @functools.cached_property
+    def identity(self) -> str | None:
+        """Cache identity of the checkpoint: a digest of every file in its folder (weights, config, tokenizer
+        and processor files, by their names in the folder; ``vlmlab.models.bundle.file_digest``, memoised on
+        disk, so a 7B checkpoint is hashed once) and the weights' dtype; a copy in another folder keeps it. A
+        hub name is read from its local snapshot; None (what it computes is not cached) when no folder holds
+        the files."""
+        from vlmlab.models.bundle import file_digest
+
+        folder = Path(self.name_or_path).expanduser()
+        if not folder.is_dir():
+            try:
+                from huggingface_hub import snapshot_download
+
+                folder = Path(snapshot_download(self.name_or_path, local_files_only=True))
+            except Exception as err:                    # no local snapshot: the model came from elsewhere
+                log.warning("%s: no local folder to key its results by (%s); they are not cached",
+                            self.name_or_path, err)
+                return None
+        h = hashlib.sha1()
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+                h.update(f"{rel.as_posix()}:{file_digest(path.resolve())}\n".encode())
+        return f"llava-{h.hexdigest()[:12]}-{str(self.model.dtype).removeprefix('torch.')}"
 
     def copy(self) -> "LlavaScorer":
         """An independent copy (model and processor deep-copied), e.g. to fine-tune."""
