@@ -195,6 +195,30 @@ def test_an_episodic_stream_stopped_part_way_resumes_to_the_logits_of_a_run_neve
     assert len(visited) == 6                                                       # started afresh
 
 
+@pytest.mark.parametrize("views", ["single", "augmix"])
+def test_a_tda_stream_stopped_part_way_resumes_from_its_caches(views, bundle, text, toy_stream, tmp_path,
+                                                               monkeypatch):
+    """TDA (online) keeps its two caches in the checkpoint: resumed after 3 of 6 images it visits the other 3 and
+    gives the logits of a run never stopped; without its caches the resumed logits differ."""
+    from vlmlab.checkpoints import Checkpoint
+
+    stream = toy_stream if views == "augmix" else Stream(
+        toy_stream.labels, toy_stream.images, encode_single(bundle, toy_stream.images(torch.arange(6))))
+    over = {"views": "augmix", "n_views": 10} if views == "augmix" else {}
+    make = lambda: _method("tda", bundle, text, **over)                            # noqa: E731
+    ckpt = Checkpoint(tmp_path / "stream.pt", {"run": views}, "test", every_s=0)
+    whole = run_stream(make(), stream, seed=3)
+    assert _run(monkeypatch, 3, make, stream=stream, seed=3, checkpoint=ckpt)[1] is None
+    visited, resumed = _run(monkeypatch, 99, make, stream=stream, seed=3, checkpoint=ckpt)
+    assert len(visited) == 3
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
+
+    ckpt = Checkpoint(tmp_path / "again.pt", {"run": views}, "test", every_s=0)
+    assert _run(monkeypatch, 3, make, stream=stream, seed=3, checkpoint=ckpt)[1] is None
+    monkeypatch.setattr(type(make()), "load_resume_state", lambda self, state: None)    # caches not restored
+    assert not torch.equal(_run(monkeypatch, 99, make, stream=stream, seed=3, checkpoint=ckpt)[1], whole)
+
+
 def test_a_resumed_stream_continues_torchs_random_draws(bundle, text, toy_stream, tmp_path, monkeypatch):
     """A method drawing from torch's global generator gets the draws of a run never stopped after a resume."""
     from vlmlab.checkpoints import Checkpoint
@@ -231,8 +255,8 @@ def test_run_stream_cached_keeps_an_episodic_streams_progress_beside_its_entry_a
     assert key in cache and not checkpoint_path(cache, key).exists()
 
 
-def test_online_streams_ignore_the_checkpoint(bundle, text, toy_stream, tmp_path):
-    """An online method's state is its own (TDA's caches, UniInfo's weights): no progress file is written."""
+def test_online_streams_without_a_resume_state_ignore_the_checkpoint(bundle, text, toy_stream, tmp_path):
+    """UniInfo (minutes per stream on a GPU) has no ``resume_state``: no progress file is written."""
     from vlmlab.checkpoints import Checkpoint
 
     path = tmp_path / "stream.pt"

@@ -360,6 +360,16 @@ class TTAMethod:
     def load_stream_state(self, state: dict[str, Tensor]) -> None:
         """Restore ``stream_state()`` as it was after the stream (a cached run)."""
 
+    def resume_state(self) -> dict | None:
+        """An online method's whole state part-way through a stream (tensors, numbers, lists and dicts of them),
+        which ``run_stream``'s checkpoint keeps so a stopped stream resumes; None: the method cannot resume
+        (the default). Episodic methods need none: ``reset()`` starts every image afresh."""
+        return None
+
+    def load_resume_state(self, state: dict) -> None:
+        """Restore ``resume_state()``."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
 
@@ -528,13 +538,14 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
         stream: the items. seed: seeds torch (method randomness) and the visiting order.
         shuffle: visit in a seeded random order (the references shuffle).
         fetch: episodic methods: images whose inputs are fetched (views encoded) together.
-        checkpoint: episodic methods (``vlmlab.checkpoints.Checkpoint``, whose ``expect`` names this run): the
-            logits so far, how many items were visited and torch's random states are written there after the
-            first fetch group that ends ``every_s`` seconds after the last write, and a run started again on
-            the same file continues after the saved item, to the logits of a run never stopped (each image
-            starts from ``reset()``, so that is the whole state). TPT on one ImageNet-C corruption takes about
-            an hour on a GPU. Online methods carry their own state through the stream and take milliseconds per
-            image: they ignore it.
+        checkpoint: episodic methods and online methods with a ``resume_state`` (TDA)
+            (``vlmlab.checkpoints.Checkpoint``, whose ``expect`` names this run): the logits so far, how many
+            items were visited, torch's random states and the method's ``resume_state()`` are written there
+            after the first batch (episodic: fetch group) that ends ``every_s`` seconds after the last write,
+            and a run started again on the same file continues after the saved item, to the logits of a run
+            never stopped (an episodic method starts every image from ``reset()``, so it needs no state of its
+            own). TPT on one ImageNet-C corruption takes about an hour on a GPU, TDA with AugMix views about
+            45 minutes. Other online methods (UniInfo: minutes per stream) ignore it.
     """
     if method.ctx is None:
         raise RuntimeError(f"{type(method).__name__}.setup(ctx) must be called before run_stream")
@@ -544,11 +555,14 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
     order = stream_order(n, seed, shuffle)
     out = torch.empty(n, method.ctx.n_classes)
     step = fetch if method.regime == "episodic" else method.batch_size
-    checkpoint = checkpoint if method.regime == "episodic" else None
+    resumable = method.regime == "episodic" or (method.regime == "online" and method.resume_state() is not None)
+    checkpoint = checkpoint if resumable else None
     done = 0
     if checkpoint is not None and (state := checkpoint.load()) is not None:
         out, done = state["logits"], int(state["done"])
         _set_rng_states(state["rng"])
+        if method.regime == "online":
+            method.load_resume_state(state["method"])
         log.info("%s %s: resumed after %d of %d images", type(method).__name__, stream.name, done, n)
     starts = range(done, n, step)
     bar = progress(starts, desc=desc or f"{type(method).__name__} {stream.name}", total=len(starts), leave=False,
@@ -563,10 +577,11 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
                                              (("feats", batch.feats), ("views", batch.views), ("images", batch.images),
                                               ("raw_feats", batch.raw_feats))})
                 out[idx[j]] = method.predict(one).detach().float().cpu()[0]
-            if checkpoint is not None:
-                checkpoint.save(lambda: {"logits": out, "done": s + len(idx), "rng": _rng_states()})
         else:
             out[idx] = method.predict(batch).detach().float().cpu()
+        if checkpoint is not None:
+            checkpoint.save(lambda: {"logits": out, "done": s + len(idx), "rng": _rng_states(),
+                                     "method": method.resume_state() if method.regime == "online" else None})
     if method.second_pass:
         step = int(getattr(method.config, "eval_batch_size", 128))
         for s in range(0, n, step):
@@ -644,14 +659,15 @@ def run_stream_cached(method: TTAMethod, stream: Stream, *, cache=None, seed: in
     ``stream_key``: the logits and the method's ``stream_state()``, restored with ``load_stream_state``. Returns
     (logits, whether they came from the cache). A run that cannot be keyed (``stream_key`` is None) runs.
 
-    An episodic run keeps its progress beside its cache entry while it runs (``run_stream``'s ``checkpoint``,
-    written every ``checkpoint_every_s`` seconds; ``vlmlab.checkpoints.checkpoint_path``), so a stream that
-    was stopped resumes after its last saved image; the file is deleted once the run is stored."""
+    A run that can resume (episodic, or an online method with a ``resume_state``: ``run_stream``) keeps its
+    progress beside its cache entry while it runs (``run_stream``'s ``checkpoint``, written every
+    ``checkpoint_every_s`` seconds; ``vlmlab.checkpoints.checkpoint_path``), so a stream that was stopped
+    resumes after its last saved image; the file is deleted once the run is stored."""
     key = stream_key(method, stream, seed=seed, shuffle=shuffle, fetch=fetch) if cache is not None else None
     if key is not None and (hit := cache.get(key)) is not None:
         method.load_stream_state({k[len("state."):]: v for k, v in hit.items() if k.startswith("state.")})
         return hit["logits"], True
-    path = checkpoint_path(cache, key) if key is not None and method.regime == "episodic" else None
+    path = checkpoint_path(cache, key) if key is not None else None
     logits = run_stream(method, stream, seed=seed, shuffle=shuffle, fetch=fetch, desc=desc,
                         checkpoint=Checkpoint(path, key, "TTA stream checkpoint", checkpoint_every_s))
     if key is not None:

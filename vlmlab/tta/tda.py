@@ -96,6 +96,16 @@ class Cache:
     def __len__(self) -> int:
         return int((~torch.isinf(self.entropy)).sum())
 
+    def state(self) -> dict:
+        """What the cache holds (``TDA.resume_state``)."""
+        return {"keys": self.keys, "entropy": self.entropy, "extra": self.extra, "stamp": self.stamp,
+                "clock": self._clock}
+
+    def load(self, state: dict) -> None:
+        self.keys, self.entropy, self.extra, self.stamp = (state[k].clone()
+                                                           for k in ("keys", "entropy", "extra", "stamp"))
+        self._clock = int(state["clock"])
+
     def entries(self, cls: int) -> list[float]:
         """The entropies held for ``cls``, ascending."""
         row = self.entropy[cls]
@@ -130,6 +140,14 @@ class TDA(TTAMethod):
         c, d = self.ctx.n_classes, self.ctx.text.shape[1]
         self.pos = Cache(self.config.pos_shots, c, d)
         self.neg = Cache(self.config.neg_shots, c, d, extra_dim=c)
+
+    def resume_state(self) -> dict:
+        """The two caches part-way through a stream: all TDA learns (a stopped stream resumes from them)."""
+        return {"pos": self.pos.state(), "neg": self.neg.state()}
+
+    def load_resume_state(self, state: dict) -> None:
+        self.pos.load(state["pos"])
+        self.neg.load(state["neg"])
 
     def confident_views(self, x: Tensor) -> tuple[Tensor, Tensor, float, Tensor]:
         """The reference's multi-view readout of one image's unit view features x (V, D): the mean feature
