@@ -6,8 +6,8 @@ on the same file, reads it back (``Checkpoint.load``; ``load_state``) and contin
 the result of a run never stopped. A keyed run keeps the file in the run cache beside the entry it will be stored as
 (``checkpoint_path``) and deletes it once stored. Used by CoOp's ``train_coop`` (an exact-mode run on
 ImageNet takes about an hour on a GPU), visual prompting's ``train_prompt`` (1,000 epochs, hours), and notebook
-02's episodic TTA streams (``vlmlab.tta.base.run_stream``: TPT on one ImageNet-C corruption, about an hour) and
-64-view encoding (``vlmlab.tta.evaluate.cached_views``).
+02's episodic and TDA streams (``vlmlab.tta.base.run_stream``: TPT on one ImageNet-C corruption, about an hour)
+and 64-view encoding (``vlmlab.tta.evaluate.cached_views``).
 """
 from __future__ import annotations
 
