@@ -555,13 +555,13 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
     order = stream_order(n, seed, shuffle)
     out = torch.empty(n, method.ctx.n_classes)
     step = fetch if method.regime == "episodic" else method.batch_size
-    resumable = method.regime == "episodic" or (method.regime == "online" and method.resume_state() is not None)
+    resumable = method.regime == "episodic" or method.resume_state() is not None
     checkpoint = checkpoint if resumable else None
     done = 0
     if checkpoint is not None and (state := checkpoint.load()) is not None:
         out, done = state["logits"], int(state["done"])
         _set_rng_states(state["rng"])
-        if method.regime == "online":
+        if state["method"] is not None:
             method.load_resume_state(state["method"])
         log.info("%s %s: resumed after %d of %d images", type(method).__name__, stream.name, done, n)
     starts = range(done, n, step)
@@ -581,7 +581,7 @@ def run_stream(method: TTAMethod, stream: Stream, *, seed: int = 0, shuffle: boo
             out[idx] = method.predict(batch).detach().float().cpu()
         if checkpoint is not None:
             checkpoint.save(lambda: {"logits": out, "done": s + len(idx), "rng": _rng_states(),
-                                     "method": method.resume_state() if method.regime == "online" else None})
+                                     "method": method.resume_state()})
     if method.second_pass:
         step = int(getattr(method.config, "eval_batch_size", 128))
         for s in range(0, n, step):
@@ -672,8 +672,7 @@ def run_stream_cached(method: TTAMethod, stream: Stream, *, cache=None, seed: in
                         checkpoint=Checkpoint(path, key, "TTA stream checkpoint", checkpoint_every_s))
     if key is not None:
         cache.put(key, {"logits": logits, **{f"state.{k}": v for k, v in method.stream_state().items()}})
-        if path is not None:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
     return logits, False
 
 
