@@ -30,21 +30,11 @@ def _vlmlab_cache(tmp_path_factory):
     os.environ.pop("VLMLAB_CACHE", None)
 
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-
-
 @pytest.fixture
 def load_benchmark():
     """``load_benchmark(name)``: ``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
-    import importlib.util
-
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
+    from script_loader import load_script
+    return lambda name: load_script(f"benchmarks/{name}.py")
 
 
 TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},

@@ -1,7 +1,6 @@
 """benchmarks/bench_coop_paper_grid.py: the paper grid's schedule and the sum of measured step times over it."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import pandas as pd
@@ -13,14 +12,13 @@ from vlmlab.coop.jobs import MAX_ROWS, Job, batch_jobs
 from vlmlab.coop.train import run_plan
 from vlmlab.runtime import REPO_ROOT
 
+from script_loader import load_script
+
 
 @pytest.fixture(scope="module")
 def B():
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_coop_paper_grid", REPO_ROOT / "benchmarks" / "bench_coop_paper_grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script("benchmarks/bench_coop_paper_grid.py")
     sys.path.remove(str(REPO_ROOT / "benchmarks"))
 
 

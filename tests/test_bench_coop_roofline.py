@@ -1,9 +1,7 @@
 """benchmarks/bench_coop_roofline.py: the FLOP count behind its batching ceiling."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,13 +12,10 @@ from vlmlab.coop import CoOpConfig, parse_variant
 from vlmlab.coop.text_batch import prefix_length, text_features
 from vlmlab.coop.train import build_learner
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_coop_roofline.py"
-_spec = importlib.util.spec_from_file_location("bench_coop_roofline", _PATH)
-R = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(R)
-_spec_all = importlib.util.spec_from_file_location("run_all", _PATH.parent / "run_all.py")
-RUN_ALL = importlib.util.module_from_spec(_spec_all)
-_spec_all.loader.exec_module(RUN_ALL)
+from script_loader import load_script
+
+R = load_script("benchmarks/bench_coop_roofline.py")
+RUN_ALL = load_script("benchmarks/run_all.py")
 
 CLASSES = ["red circle", "blue square", "green triangle made of glass", "star", "yellow hexagon"]
 

@@ -1,16 +1,13 @@
 """scripts/confident_views.py: the three readouts in closed form on hand-made logits."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "confident_views.py"
-_spec = importlib.util.spec_from_file_location("confident_views", _PATH)
-C = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(C)
+from script_loader import load_script
+
+C = load_script("scripts/confident_views.py")
 
 
 def test_readouts_of_view_zero_all_views_and_the_confident_tenth():

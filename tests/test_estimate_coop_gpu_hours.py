@@ -1,15 +1,12 @@
 """benchmarks/estimate_coop_gpu_hours.py: the FLOP counts behind docs/sweeps.md's notebook-03 estimate."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "estimate_coop_gpu_hours.py"
-_spec = importlib.util.spec_from_file_location("estimate_coop_gpu_hours", _PATH)
-E = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(E)
+from script_loader import REPO_ROOT, load_script
+
+E = load_script("benchmarks/estimate_coop_gpu_hours.py")
 
 
 def _reference(c: int, m: int, position: str, csc: bool) -> float:
@@ -57,7 +54,7 @@ def test_variants_are_the_notebooks():
 
     from vlmlab.coop import CoOpConfig, parse_variant
 
-    src = (_PATH.parents[1] / "notebooks" / "src" / "03_coop_shots.py").read_text()
+    src = (REPO_ROOT / "notebooks" / "src" / "03_coop_shots.py").read_text()
     line = next(l for l in src.splitlines() if l.startswith("variants = "))
     names = ast.literal_eval(line.split("=", 1)[1].split("#")[0].strip())
     assert [v[0] for v in E.VARIANTS] == names

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,11 +16,9 @@ from vlmlab.tta.uniinfo import UniInfoConfig
 from vlmlab.tta.zero import ZeroConfig
 from vlmlab.visual_prompts.train import VPConfig
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "fidelity_checks.py"
-_spec = importlib.util.spec_from_file_location("fidelity_checks", _PATH)
-F = importlib.util.module_from_spec(_spec)
-sys.modules["fidelity_checks"] = F                # dataclasses look their module up there
-_spec.loader.exec_module(F)
+from script_loader import load_script
+
+F = load_script("scripts/fidelity_checks.py")
 
 CONFIGS = {"zero": ZeroConfig, "tip_adapter": TipAdapterConfig, "tda": TDAConfig, "uniinfo": UniInfoConfig,
            "vp": VPConfig, "coop": CoOpConfig, "linear_probe": LinearProbeConfig}

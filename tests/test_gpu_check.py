@@ -1,7 +1,6 @@
 """scripts/gpu_check.py (`make gpu-check`): the paper counts, the estimate, no-CUDA exit, a CPU quick run."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,16 +12,14 @@ import torch
 from vlmlab.coop import CoOpConfig
 from vlmlab.runtime import REPO_ROOT
 
+from script_loader import load_script
+
 SCRIPT = REPO_ROOT / "scripts" / "gpu_check.py"
 
 
 @pytest.fixture(scope="module")
 def gc():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module            # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script(str(SCRIPT.relative_to(REPO_ROOT)))
     sys.modules.pop("gpu_check", None)
 
 

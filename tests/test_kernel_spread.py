@@ -1,19 +1,15 @@
 """scripts/kernel_spread.py: the spread table on fake runs (no notebook is run here)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "kernel_spread.py"
-_spec = importlib.util.spec_from_file_location("kernel_spread", _PATH)
-K = importlib.util.module_from_spec(_spec)
-sys.modules["kernel_spread"] = K
-_spec.loader.exec_module(K)
+from script_loader import load_script
+
+K = load_script("scripts/kernel_spread.py")
 
 NB = "04_visual_prompt_fid"
 

@@ -1,8 +1,6 @@
 """Templates and zero-shot weights: closed forms and an independent per-class computation."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F

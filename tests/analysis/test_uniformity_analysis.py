@@ -1,8 +1,4 @@
 """Notebook 01's analysis: prompts name their corruption, the table is complete, metrics match references."""
-import itertools
-import json
-
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from vlmlab.blind import (balanced_answers, gram_matrices, odd_one_out_readout, odd_one_out_task, patch_features,
                           style_readout, style_task)
-from vlmlab.blind.readouts import (correspondence_readout, depth_readout, feature_maps, fit_depth_probe,
+from vlmlab.blind.readouts import (correspondence_readout, depth_readout, fit_depth_probe,
                                    point_features)
 from vlmlab.blind.tasks import correspondence_task, depth_task
 

@@ -1,6 +1,5 @@
 """The shipped embedded CLIP and its training script."""
 import json
-import time
 
 import numpy as np
 import pytest
@@ -131,7 +130,6 @@ def test_training_is_deterministic_and_resumes(tmp_path):
     sa, sb = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
-    t0 = time.time()
     again = train(cfg, tmp_path / "c.safetensors", tmp_path / "ckpt_a")  # finished checkpoint: nothing to redo
     assert len(again["history"]) == 2
     sc = load_file(str(tmp_path / "c.safetensors"))
@@ -174,13 +172,8 @@ def test_world_is_recorded_and_another_worlds_checkpoint_is_not_resumed(tmp_path
 
 
 def _evaluate_script():
-    import importlib.util
-
-    from vlmlab.runtime import REPO_ROOT
-    spec = importlib.util.spec_from_file_location("evaluate_embedded", REPO_ROOT / "scripts" / "evaluate_embedded.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from script_loader import load_script
+    return load_script("scripts/evaluate_embedded.py")
 
 
 def test_world_targets_are_judged_from_the_measured_tables():

@@ -9,20 +9,7 @@ from vlmlab.models.embedded import build_embedded
 from vlmlab.prompts import zero_shot_weights
 from vlmlab.tta.base import ArrayImages, Context, Stream, Support, encode_single
 
-CLASSNAMES = ["circle", "square", "triangle"]
-FAST = {  # per-method overrides that keep the contract tests quick (views, batches, search grids)
-    "tpt": {"n_views": 4}, "zero": {"n_views": 4}, "mta": {"n_views": 4}, "uniinfo": {"batch_size": 4},
-    "tip_adapter": {"augment_epochs": 1, "beta_search": (0.1, 7.0, 4), "alpha_search": (0.1, 3.0, 3)},
-    "linear_probe": {"refine": 1, "C": None},
-}
-
-
-def state_checksum(bundle) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in bundle.model.state_dict().items()}
-
-
-def same_state(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+from tta_helpers import CLASSNAMES
 
 
 @pytest.fixture(scope="session")

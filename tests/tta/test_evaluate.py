@@ -9,6 +9,8 @@ from vlmlab.results import published
 from vlmlab.tta.evaluate import (POSTER_ORDER, TABLE_COLUMNS, balanced_subset, compare_published, method_runs,
                                  poster_table)
 
+from tta_helpers import evaluate_module
+
 
 class _P(dict):
     __getattr__ = dict.__getitem__
@@ -125,10 +127,8 @@ def test_evaluate_searches_tip_adapter_on_each_streams_labels_under_the_switch(m
 
 def test_paper_profile_reads_uniinfo_class_names(bundle, tmp_path, monkeypatch, fake_imagenet):
     """params/paper's classnames: synsets gives every method UniInfo's ", "-joined WordNet lists; "" CoOp's file."""
-    import importlib
-
     from vlmlab.params import load
-    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+    E = evaluate_module()
     synonyms = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish, Carassius auratus"}
     root = fake_imagenet(tmp_path / "data", synonyms)
     (root / "imagenet" / "classnames.txt").write_text("n01440764 tench\nn01443537 goldfish\n")
@@ -167,10 +167,8 @@ def test_tda_augmix_scores_the_whole_stream_with_its_own_views(monkeypatch):
 
 def test_views_from_raw_reaches_the_multi_view_methods(monkeypatch):
     """views_from: raw crops every multi-view method's views from the raw arrays; a bad value fails first."""
-    import importlib
-
     from vlmlab.params import load
-    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+    E = evaluate_module()
     import vlmlab.tta.base as B
     seen, real = [], B.encode_raw_views
     monkeypatch.setattr(B, "encode_raw_views", lambda *a, **k: seen.append(len(a[2])) or real(*a, **k))
@@ -185,10 +183,8 @@ def test_views_from_raw_reaches_the_multi_view_methods(monkeypatch):
 def test_raw_views_and_augmix_tda_read_image_files(bundle, tmp_path, fake_imagenet):
     """The paper profile's on-disk path: views_from: raw crops the decoded JPEGs and tda: {views: augmix} mixes
     AugMix views of them (DatasetImages.crops / .augmix on the files, before the model's preprocess)."""
-    import importlib
-
     from vlmlab.params import load
-    E = importlib.import_module("vlmlab.tta.evaluate")
+    E = evaluate_module()
     root = fake_imagenet(tmp_path / "data", {"n01440764": "tench", "n01443537": "goldfish"})
     over = {"data_root": str(root), "corruptions": ["fog"], "methods": ["zero", "tda"], "n_cost_images": 1,
             "n_cost_images_multiview": 1, "pca_corruption": "fog", "compare_published": False, "views_from": "raw",

@@ -11,7 +11,7 @@ from vlmlab.prompts import zero_shot_weights
 from vlmlab.tta import METHODS, build, run_stream
 from vlmlab.tta.base import ArrayImages, Context, Stream, Support, encode_single, encode_views, view_seed
 
-from conftest import CLASSNAMES, same_state, state_checksum
+from tta_helpers import CLASSNAMES, same_state, state_checksum
 
 SMALL = {"tpt": {"n_views": 2}, "zero": {"n_views": 2}, "mta": {"n_views": 2},
          "uniinfo": {"batch_size": 1, "readout": "online"},

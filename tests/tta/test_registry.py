@@ -7,7 +7,7 @@ import torch
 from vlmlab.tta import METHODS, build, run_stream
 from vlmlab.tta.base import Batch, TTAMethod, make_views, random_resized_boxes, stream_order
 
-from conftest import FAST, same_state, state_checksum
+from tta_helpers import FAST, same_state, state_checksum
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -12,7 +12,7 @@ from vlmlab.features import FeatureCache
 from vlmlab.tta import build, run_stream
 from vlmlab.tta.base import ArrayImages, Context, DatasetImages, Stream, encode_single, run_stream_cached, stream_key
 
-from conftest import CLASSNAMES, FAST
+from tta_helpers import CLASSNAMES, FAST, evaluate_module
 
 
 def _method(name, bundle, text, support=None, **over):
@@ -94,10 +94,8 @@ def test_runs_that_cannot_be_keyed_are_not_cached(bundle, text, toy_stream, supp
 
 def test_notebook_02_reruns_from_the_cache_with_the_same_tables(tmp_path):
     """Second evaluate with the same cache: every adapting method's stream loads, and every table is equal."""
-    import importlib
-
     from vlmlab.params import load
-    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+    E = evaluate_module()
     P = load("02_uniinfo_tta", "tiny", {"methods": ["no_adapt", "tda", "zero", "uniinfo"]})
     first = E.evaluate(P, cache=FeatureCache(tmp_path))
     second = E.evaluate(P, cache=FeatureCache(tmp_path))
@@ -111,11 +109,9 @@ def test_the_paper_profiles_streams_on_disk_are_keyed_by_their_files_and_resume_
         bundle, tmp_path, fake_imagenet):
     """Images on disk are keyed as the feature cache keys them (``ImageDataset.key``: relative paths and labels);
     a second run of the same grid (an interrupted one, rerun) loads every adapting stream, with equal tables."""
-    import importlib
-
     from vlmlab.params import load
     from vlmlab.tta.base import stream_digest
-    E = importlib.import_module("vlmlab.tta.evaluate")
+    E = evaluate_module()
     root = fake_imagenet(tmp_path / "data", {"n01440764": "tench", "n01443537": "goldfish"})
     over = {"data_root": str(root), "corruptions": ["fog"], "methods": ["no_adapt", "zero", "uniinfo"],
             "n_cost_images": 0, "pca_corruption": "fog", "compare_published": False, "zero": {"n_views": 4},
@@ -270,9 +266,7 @@ def test_online_streams_without_a_resume_state_ignore_the_checkpoint(bundle, tex
 def test_view_encoding_stopped_part_way_resumes_to_the_same_views(bundle, toy_stream, tmp_path, monkeypatch):
     """``cached_views`` writes the views so far; a rerun encodes only the chunks after the saved ones, gives the
     features of a run never stopped, and deletes the file once they are stored."""
-    import importlib
-
-    E = importlib.import_module("vlmlab.tta.evaluate")          # the package's ``evaluate`` is the function
+    E = evaluate_module()
 
     class _Data:
         images, key, name = toy_stream.images.images, "toy", "toy"

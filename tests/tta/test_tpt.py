@@ -9,7 +9,7 @@ from vlmlab.tta import build, run_stream
 from vlmlab.tta.base import Batch, Context, Stream
 from vlmlab.tta.tpt import marginal_entropy, select_confident
 
-from conftest import CLASSNAMES
+from tta_helpers import CLASSNAMES
 
 
 def _views(n=5, v=8, d=128, seed=0):

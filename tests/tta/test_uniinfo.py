@@ -10,7 +10,7 @@ from vlmlab.tta import build, run_stream
 from vlmlab.tta.base import Batch, Context, encode_single
 from vlmlab.tta.uniinfo import ema_update, mi_weight, scaled_threshold
 
-from conftest import CLASSNAMES
+from tta_helpers import CLASSNAMES
 
 
 def _uniinfo(bundle, text, **kw):
