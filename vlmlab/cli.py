@@ -1,4 +1,4 @@
-"""The ``vlmlab`` command: run a parameter sweep over a notebook, and merge its results.
+"""The ``vlmlab`` command: sweeps over a notebook and their merged tables, the claims scorecard, the site, verify, data.
 
     vlmlab sweep FILE [--executor local|slurm] [--workers N] [--dry-run] [--status]
     vlmlab collect FILE|DIR [--table NAME] [-o out.csv]
@@ -41,7 +41,9 @@ def _out(text: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlmlab", description="Parameter sweeps over vlmlab notebooks.")
+    parser = argparse.ArgumentParser(
+        prog="vlmlab", description="vlmlab from the shell: sweeps over the notebooks, the claims scorecard, the results "
+                                   "site, the check against the expected numbers, and the paper profile's data.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="run the cases of a sweep file that are not complete yet")
     s.add_argument("file", help="sweep file, e.g. params/sweeps/embedded_small.yaml")
