@@ -37,6 +37,11 @@ def test_notebook_runs_and_writes_artifacts(notebook, tmp_path, kernel_name):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, f"{notebook.name}: cell errors {[e['ename'] for e in errors]}"
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    stderr = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr")
+    assert "IProgress not found" not in stderr, "tqdm.auto found no ipywidgets in the kernel (a pyproject dependency)"
+    widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert not widgets, "a batch run (VLMLAB_BATCH=1) saved widget progress bars into the notebook; text bars expected"
     assert nb.metadata.papermill.parameters["profile"] == "tiny"
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["notebook"] == notebook.stem and prov["profile"] == "tiny"
