@@ -1,27 +1,34 @@
 """Figures of notebook 02: accuracy bars per corruption, UniInfo's embedding geometry, PCA before/after."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import to_rgb
 
 from vlmlab.plots import new_figure, palette
 from vlmlab.tta.evaluate import POSTER_COLUMNS, POSTER_ORDER, poster_table
 
 
+MIN_COLOUR_DISTANCE = 0.15   # RGB distance; Linear probing (1) and MTA's old sky blue were 0.11 apart
 FAMILY_COLOURS = {"No-adapt": "0.35", "Linear probing": "Blues", "Tip-Adapter": "Greens", "TPT": "#cc79a7",
-                  "ZERO": "#e69f00", "MTA": "#56b4e9", "TDA": "#8c564b", "UniInfo": "#d62728"}
+                  "ZERO": "#e69f00", "MTA": "#9467bd", "TDA": "#8c564b", "UniInfo": "#d62728"}
 
 
 def row_colours(rows: list[str]) -> dict[str, object]:
-    """One colour per table row: a fixed colour per method, shades of one hue for the shot counts."""
+    """One colour per table row: a fixed colour per method, shades of one hue for the shot counts; a method
+    not listed in ``FAMILY_COLOURS`` takes a colour-blind-safe one at least ``MIN_COLOUR_DISTANCE`` from those."""
     out = {}
     for family, colour in FAMILY_COLOURS.items():
         members = [r for r in rows if r == family or r.startswith(family + " (")]
         shades = sns.color_palette(colour, len(members) + 2)[2:] if colour in ("Blues", "Greens") else [colour] * len(members)
         out.update(zip(members, shades))
     rest = [r for r in rows if r not in out]
-    out.update(zip(rest, palette(len(rest))))
+    used = [np.array(to_rgb(c)) for c in out.values()]                # another method: a colour far from these
+    spare = [c for c in palette(10) if all(np.linalg.norm(np.array(c) - u) >= MIN_COLOUR_DISTANCE for u in used)]
+    out.update(zip(rest, itertools.cycle(spare or palette(10))))
     return out
 
 
