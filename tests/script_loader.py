@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from vlmlab.runtime import REPO_ROOT
 
 
 def load_script(relative: str):

@@ -1,10 +1,11 @@
 """benchmarks/estimate_coop_gpu_hours.py: the FLOP counts behind docs/sweeps.md's notebook-03 estimate."""
 from __future__ import annotations
 
-
 import pytest
 
-from script_loader import REPO_ROOT, load_script
+from vlmlab.runtime import REPO_ROOT
+
+from script_loader import load_script
 
 E = load_script("benchmarks/estimate_coop_gpu_hours.py")
 

@@ -19,7 +19,7 @@ SCRIPT = REPO_ROOT / "scripts" / "gpu_check.py"
 
 @pytest.fixture(scope="module")
 def gc():
-    yield load_script(str(SCRIPT.relative_to(REPO_ROOT)))
+    yield load_script("scripts/gpu_check.py")
     sys.modules.pop("gpu_check", None)
 
 

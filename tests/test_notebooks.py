@@ -34,10 +34,9 @@ def execute(notebook, out_dir, kernel, **extra):
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_and_writes_artifacts(notebook, tmp_path, kernel_name):
     nb = execute(notebook, tmp_path, kernel_name)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors, f"{notebook.name}: cell errors {[e['ename'] for e in errors]}"
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, f"{notebook.name}: cell errors {[e['ename'] for e in errors]}"
     stderr = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr")
     assert "IProgress not found" not in stderr, "tqdm.auto found no ipywidgets in the kernel (a pyproject dependency)"
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

@@ -26,9 +26,9 @@ def row_colours(rows: list[str]) -> dict[str, object]:
         shades = sns.color_palette(colour, len(members) + 2)[2:] if colour in ("Blues", "Greens") else [colour] * len(members)
         out.update(zip(members, shades))
     rest = [r for r in rows if r not in out]
-    used = [np.array(to_rgb(c)) for c in out.values()]                # another method: a colour far from these
-    spare = [c for c in palette(10) if all(np.linalg.norm(np.array(c) - u) >= MIN_COLOUR_DISTANCE for u in used)]
-    out.update(zip(rest, itertools.cycle(spare or palette(10))))
+    used, candidates = [np.array(to_rgb(c)) for c in out.values()], palette(10)
+    spare = [c for c in candidates if all(np.linalg.norm(np.array(c) - u) >= MIN_COLOUR_DISTANCE for u in used)]
+    out.update(zip(rest, itertools.cycle(spare or candidates)))     # another method: a colour far from those
     return out
 
 
